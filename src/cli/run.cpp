@@ -1,0 +1,162 @@
+// `gemma run`: chat (Gemma's template) or raw completion, streamed token by token; a REPL without -p.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+
+#include "cli/common.h"
+#include "loader/model_loader.h"
+#include "runtime/chat_template.h"
+#include "runtime/generator.h"
+
+namespace ge::cli {
+
+namespace {
+
+struct RunOptions {
+  std::string model = default_model_dir();
+  std::string prompt;
+  std::string system;
+  bool raw = false;
+  std::optional<float> temperature, top_p, min_p, repeat_penalty;
+  std::optional<int> top_k;
+  int repeat_last_n = 64;
+  std::optional<uint64_t> seed;
+  int64_t max_new_tokens = -1;
+  int64_t context = 0;
+  int64_t batch = 256;
+  int threads = default_threads();
+  std::vector<std::string> stop;
+};
+
+runtime::SamplingParams sampling(const RunOptions& o, runtime::SamplingParams s) {
+  if (o.temperature) s.temperature = *o.temperature;
+  if (o.top_k) s.top_k = *o.top_k;
+  if (o.top_p) s.top_p = *o.top_p;
+  if (o.min_p) s.min_p = *o.min_p;
+  if (o.repeat_penalty) s.repeat_penalty = *o.repeat_penalty;
+  s.repeat_last_n = o.repeat_last_n;
+  s.seed = o.seed ? *o.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  return s;
+}
+
+void print_stats(double load_seconds, const runtime::GenerateStats& s) {
+  const auto rate = [](int64_t n, double sec) { return sec > 0 ? static_cast<double>(n) / sec : 0.0; };
+  std::fprintf(stderr,
+               "\nload duration:        %.3fs\n"
+               "prompt eval count:    %lld token(s) (%lld reused from the cache)\n"
+               "prompt eval duration: %.3fs\n"
+               "prompt eval rate:     %.2f tokens/s\n"
+               "eval count:           %lld token(s)\n"
+               "eval duration:        %.3fs\n"
+               "eval rate:            %.2f tokens/s\n",
+               load_seconds, static_cast<long long>(s.prompt_tokens), static_cast<long long>(s.reused_tokens),
+               s.prompt_seconds, rate(s.prompt_tokens, s.prompt_seconds),
+               static_cast<long long>(s.generated_tokens), s.decode_seconds,
+               rate(s.generated_tokens, s.decode_seconds));
+}
+
+class Chat {
+ public:
+  Chat(const RunOptions& o, loader::LoadedModel& m, kernels::ThreadPool& pool, double load_seconds)
+      : o_(o),
+        m_(m),
+        load_seconds_(load_seconds),
+        generator_(*m.model, m.tokenizer, pool),
+        slot_(*m.model, o.context),
+        sampler_(sampling(o, m.defaults.sampling), static_cast<int32_t>(m.model->config().vocab_size)) {
+    options_.max_new_tokens = o.max_new_tokens;
+    options_.eos_ids = m.defaults.eos_ids;
+    options_.stop = o.stop;
+    // Chat answers end with <end_of_turn> even when generation_config.json lists only <eos>.
+    if (auto eot = m.tokenizer.find("<end_of_turn>"); eot && !o.raw) options_.eos_ids.push_back(*eot);
+    if (!o.system.empty()) history_.push_back({"system", o.system});
+  }
+
+  // One user turn: renders the whole conversation; the slot reuses the cached prefix of earlier turns.
+  void turn(const std::string& text) {
+    std::vector<int32_t> ids;
+    if (o_.raw) {
+      ids = m_.tokenizer.encode(text, m_.tokenizer.add_bos_default());
+    } else {
+      history_.push_back({"user", text});
+      ids = m_.tokenizer.encode(runtime::render_chat(history_, true), false);
+    }
+    std::string answer;
+    const auto stats = generator_.generate(slot_, ids, sampler_, options_, [&](std::string_view piece) {
+      std::cout << piece << std::flush;
+      answer += piece;
+      return true;
+    });
+    std::cout << "\n";
+    if (!o_.raw) history_.push_back({"model", answer});
+    if (stats.stop == runtime::StopReason::kContextFull)
+      std::cerr << "gemma: context of " << o_.context << " tokens is full (raise --ctx)\n";
+    print_stats(load_seconds_, stats);
+  }
+
+ private:
+  const RunOptions& o_;
+  loader::LoadedModel& m_;
+  double load_seconds_;
+  runtime::Generator generator_;
+  runtime::Slot slot_;
+  runtime::Sampler sampler_;
+  runtime::GenerateOptions options_;
+  std::vector<runtime::ChatMessage> history_;
+};
+
+void repl(Chat& chat) {
+  std::cerr << "Type a message; /clear forgets the conversation, /bye or Ctrl-D quits.\n";
+  std::string line;
+  for (;;) {
+    std::cout << ">>> " << std::flush;
+    if (!std::getline(std::cin, line) || line == "/bye") break;
+    if (line.empty()) continue;
+    chat.turn(line);
+  }
+  std::cout << "\n";
+}
+
+void run(RunOptions& o, bool prompt_given) {
+  if (prompt_given && o.prompt.empty()) throw std::runtime_error("-p: empty prompt (leave -p out for a chat)");
+  const auto start = std::chrono::steady_clock::now();
+  kernels::ThreadPool pool(o.threads);
+  auto m = loader::load_model(o.model, o.batch);
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (o.context <= 0) o.context = std::min<int64_t>(8192, m.model->config().max_position_embeddings);
+  if (std::filesystem::equivalent(o.model, default_model_dir()))
+    std::cerr << "note: the bundled demo model has random weights: its text is nonsense. Use -m DIR for a real "
+                 "Gemma 3 checkpoint.\n";
+  Chat chat(o, m, pool, load_seconds);
+  if (o.prompt.empty())
+    repl(chat);
+  else
+    chat.turn(o.prompt);
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app) {
+  auto o = std::make_shared<RunOptions>();
+  CLI::App* cmd = app.add_subcommand("run", "Chat with a model (or complete text with --raw); a REPL without -p");
+  cmd->add_option("-m,--model", o->model, "Model folder (Hugging Face layout); default: the bundled demo model");
+  auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt; without it, an interactive chat");
+  cmd->add_option("--system", o->system, "System prompt (folded into the first user turn, as Gemma's template does)");
+  cmd->add_flag("--raw", o->raw, "Plain completion of the prompt, no chat template");
+  cmd->add_option("--temp", o->temperature, "Temperature (0 = greedy); default from generation_config.json");
+  cmd->add_option("--top-k", o->top_k, "Top-k (0 = off)");
+  cmd->add_option("--top-p", o->top_p, "Top-p / nucleus (1 = off)");
+  cmd->add_option("--min-p", o->min_p, "Min-p (0 = off)");
+  cmd->add_option("--repeat-penalty", o->repeat_penalty, "Repetition penalty (1 = off)");
+  cmd->add_option("--repeat-last-n", o->repeat_last_n, "Tokens the repetition penalty looks back over")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Random seed for reproducible sampling");
+  cmd->add_option("-n,--max-tokens", o->max_new_tokens, "Most tokens to generate (-1 = until EOS)")->capture_default_str();
+  cmd->add_option("--ctx", o->context, "Context length (default min(8192, max_position_embeddings))");
+  cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")->capture_default_str()->check(CLI::Range(1, 8192));
+  cmd->add_option("-t,--threads", o->threads, "Threads")->capture_default_str()->check(CLI::Range(1, 1024));
+  cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
+  cmd->callback([o, prompt] { run(*o, prompt->count() > 0); });
+}
+
+}  // namespace ge::cli

@@ -1,0 +1,147 @@
+// `gemma tokenize`, `gemma logits`, `gemma inspect`: the tools users and tests lean on.
+#include <cinttypes>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "cli/common.h"
+#include "formats/safetensors.h"
+#include "loader/model_loader.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ge::cli {
+
+namespace {
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || v < 0 || v > INT32_MAX)
+      throw std::runtime_error("--ids: '" + item + "' is not a token id");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+// Writes through a temporary file and renames it, so a failed run never leaves a partial output.
+void write_file_atomically(const std::filesystem::path& path, const void* data, size_t bytes) {
+  const auto tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) throw std::runtime_error(path.string() + ": cannot write");
+    out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+    if (!out) {
+      std::filesystem::remove(tmp);
+      throw std::runtime_error(path.string() + ": write failed");
+    }
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+struct TokenizeOptions {
+  std::string model = default_model_dir();
+  std::string text;
+  bool no_bos = false;
+  bool ids_only = false;
+};
+
+void tokenize(const TokenizeOptions& o) {
+  const Tokenizer tok = Tokenizer::load(o.model);
+  const auto ids = tok.encode(o.text, !o.no_bos && tok.add_bos_default());
+  if (o.ids_only) {
+    for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? "," : "") << ids[i];
+    std::cout << "\n";
+    return;
+  }
+  for (int32_t id : ids) std::printf("%8d -> '%.*s'\n", id, static_cast<int>(tok.piece(id).size()), tok.piece(id).data());
+}
+
+struct LogitsOptions {
+  std::string model = default_model_dir();
+  std::string ids;
+  std::string prompt;
+  std::string output;
+  int threads = default_threads();
+  int64_t batch = 256;
+};
+
+void logits(const LogitsOptions& o) {
+  kernels::ThreadPool pool(o.threads);
+  auto m = loader::load_model(o.model, o.batch);
+  if (o.ids.empty() && o.prompt.empty()) throw std::runtime_error("no tokens: give --ids or a non-empty -p");
+  const auto ids = o.ids.empty() ? m.tokenizer.encode(o.prompt, m.tokenizer.add_bos_default()) : parse_ids(o.ids);
+  const int64_t vocab = m.model->config().vocab_size;
+  std::vector<float> out(ids.size() * vocab);
+  auto cache = m.model->make_cache(static_cast<int64_t>(ids.size()));
+  m.model->forward(ids, 0, cache, pool, out.data(), true);
+  write_file_atomically(o.output, out.data(), out.size() * sizeof(float));
+  std::fprintf(stderr, "wrote %s: [%zu, %" PRId64 "] f32\n", o.output.c_str(), ids.size(), vocab);
+}
+
+void inspect(const std::string& dir) {
+  const auto config = loader::load_config(dir);
+  const formats::SafetensorsCheckpoint ckpt(dir);
+  std::printf("architecture: gemma3 (text)\n");
+  std::printf("vocab_size %" PRId64 ", hidden %" PRId64 ", intermediate %" PRId64 ", layers %" PRId64
+              ", heads %" PRId64 " (kv %" PRId64 "), head_dim %" PRId64 "\n",
+              config.vocab_size, config.hidden_size, config.intermediate_size, config.num_layers, config.num_heads,
+              config.num_kv_heads, config.head_dim);
+  std::printf("rms_norm_eps %g, query_pre_attn_scalar %g, sliding_window %" PRId64
+              ", max_position_embeddings %" PRId64 ", tied embeddings %s, final soft-cap %s\n",
+              config.rms_norm_eps, config.query_pre_attn_scalar, config.sliding_window,
+              config.max_position_embeddings, config.tie_word_embeddings ? "yes" : "no",
+              config.final_logit_softcapping ? std::to_string(*config.final_logit_softcapping).c_str() : "none");
+  for (size_t i = 0; i < config.layers.size(); ++i) {
+    const auto& l = config.layers[i];
+    std::printf("layer %2zu: %-7s rope base %g scale %g\n", i, l.sliding ? "sliding" : "global", l.rope_base,
+                l.rope_scale);
+  }
+  int64_t params = 0;
+  size_t bytes = 0;
+  for (const Tensor* t : ckpt.all()) {
+    params += t->numel();
+    bytes += t->nbytes;
+    std::printf("%-60s %-5s %-16s %zu bytes\n", t->name.c_str(), std::string(dtype_info(t->dtype).name).c_str(),
+                shape_string(t->shape).c_str(), t->nbytes);
+  }
+  std::printf("parameters: %" PRId64 " (%.2f M), %zu bytes\n", params, static_cast<double>(params) / 1e6, bytes);
+}
+
+}  // namespace
+
+void add_tool_commands(CLI::App& app) {
+  auto t = std::make_shared<TokenizeOptions>();
+  CLI::App* tok = app.add_subcommand("tokenize", "Print the token ids and pieces of TEXT");
+  tok->add_option("-m,--model", t->model, "Folder with tokenizer.json or tokenizer.model");
+  tok->add_option("text", t->text, "Text to encode")->required();
+  tok->add_flag("--no-bos", t->no_bos, "Do not prepend <bos>");
+  tok->add_flag("--ids", t->ids_only, "Print only the ids, comma-separated");
+  tok->callback([t] { tokenize(*t); });
+
+  auto l = std::make_shared<LogitsOptions>();
+  CLI::App* lg = app.add_subcommand("logits", "Write the logits of every position as raw f32 [n_tokens, vocab]");
+  lg->add_option("-m,--model", l->model, "Model folder");
+  auto* ids = lg->add_option("--ids", l->ids, "Comma-separated token ids");
+  lg->add_option("-p,--prompt", l->prompt, "Text to encode instead of --ids")->excludes(ids);
+  lg->add_option("-o,--output", l->output, "Output file")->required();
+  lg->add_option("-t,--threads", l->threads, "Threads")->check(CLI::Range(1, 1024));
+  lg->add_option("-b,--batch", l->batch, "Tokens per forward step")->check(CLI::Range(1, 8192));
+  lg->callback([l] { logits(*l); });
+
+  auto dir = std::make_shared<std::string>();
+  CLI::App* in = app.add_subcommand("inspect", "Show a checkpoint's resolved config and its tensors");
+  in->add_option("dir", *dir, "Model folder")->required();
+  in->callback([dir] { inspect(*dir); });
+}
+
+}  // namespace ge::cli

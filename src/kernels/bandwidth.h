@@ -1,0 +1,14 @@
+// How fast this machine streams memory into the cores: the ceiling for decoding, where every weight is
+// read once per token.
+#pragma once
+#include <cstddef>
+
+#include "kernels/thread_pool.h"
+
+namespace ge::kernels {
+
+// Read bandwidth in GB/s (1e9 bytes per second) over a freshly allocated buffer of `bytes` (make it far
+// larger than the last-level cache), summed by all of the pool's threads; the best of a few passes.
+double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes = size_t{1} << 30);
+
+}  // namespace ge::kernels

@@ -1,0 +1,21 @@
+// Matrix products of f32 activations with weights stored in any supported dtype. Weights are read in
+// their stored format (bf16/f16 are widened in registers), never copied to f32 first.
+#pragma once
+#include <cstdint>
+
+#include "kernels/thread_pool.h"
+#include "tensor/tensor.h"
+
+namespace ge::kernels {
+
+// y[t, o] = sum_i x[t, i] * w[o, i] for t < n_tokens, o < w.rows(); x is [n_tokens, w.cols()] and y is
+// [n_tokens, w.rows()], both dense row-major. Work is split over output rows across the pool.
+void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
+
+// The same product without SIMD or threads: the reference every SIMD kernel is tested against.
+void matmul_reference(const Tensor& w, const float* x, int64_t n_tokens, float* y);
+
+// Name of the SIMD target that matmul() dispatches to on this CPU (e.g. "AVX3", "AVX2+BF16").
+const char* matmul_target();
+
+}  // namespace ge::kernels

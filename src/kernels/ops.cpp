@@ -1,0 +1,125 @@
+#include "kernels/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+namespace ge::kernels {
+
+namespace {
+
+float weight_at(const Tensor& w, int64_t i) {
+  switch (w.dtype) {
+    case DType::F32:
+      return reinterpret_cast<const float*>(w.data)[i];
+    case DType::BF16:
+      return bf16_to_f32(reinterpret_cast<const uint16_t*>(w.data)[i]);
+    case DType::F16:
+      return f16_to_f32(reinterpret_cast<const uint16_t*>(w.data)[i]);
+    default:
+      throw std::runtime_error(w.name + ": dtype " + std::string(dtype_info(w.dtype).name) +
+                               " not supported here");
+  }
+}
+
+void widen(const Tensor& t, int64_t first, int64_t n, float scale, float* out) {
+  if (t.dtype == DType::BF16) {
+    const uint16_t* src = reinterpret_cast<const uint16_t*>(t.data) + first;
+    for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(src[i]) * scale;
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) out[i] = weight_at(t, first + i) * scale;
+}
+
+}  // namespace
+
+void dequantize_row(const Tensor& t, int64_t row, float scale, float* out) {
+  widen(t, row * t.cols(), t.cols(), scale, out);
+}
+
+void rms_norm(const float* x, const Tensor& w, float eps, bool one_plus, int64_t rows, int64_t n,
+              float* out) {
+  // The gain vector is tiny (n <= a few thousand): widen it once per call on the stack.
+  constexpr int64_t kMaxN = 16384;
+  if (n > kMaxN || w.numel() != n) throw std::runtime_error(w.name + ": norm size mismatch");
+  float gain[kMaxN];
+  widen(w, 0, n, 1.0f, gain);
+  if (one_plus)
+    for (int64_t i = 0; i < n; ++i) gain[i] += 1.0f;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float* o = out + r * n;
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+    for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * inv * gain[i];
+  }
+}
+
+void gelu_tanh_mul(const float* gate, const float* up, int64_t n, float* out) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float inner = kSqrt2OverPi * (g + 0.044715f * g * g * g);
+    out[i] = 0.5f * g * (1.0f + std::tanh(inner)) * up[i];
+  }
+}
+
+void soft_cap(float* x, int64_t n, float cap) {
+  const float inv = 1.0f / cap;
+  for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] * inv);
+}
+
+void add_inplace(float* out, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] += x[i];
+}
+
+void rope_neox(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* a = x + h * head_dim;
+    float* b = a + half;
+    for (int64_t i = 0; i < half; ++i) {
+      const float x1 = a[i], x2 = b[i];
+      a[i] = x1 * cos[i] - x2 * sin[i];
+      b[i] = x2 * cos[i] + x1 * sin[i];
+    }
+  }
+}
+
+void attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64_t head_dim, float scale,
+            float* out) {
+  constexpr int64_t kBlock = 64;
+  float scores[kBlock];
+  float running_max = -std::numeric_limits<float>::infinity();
+  float running_sum = 0.0f;
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t start = first; start <= last; start += kBlock) {
+    const int64_t count = std::min(kBlock, last - start + 1);
+    float block_max = running_max;
+    for (int64_t j = 0; j < count; ++j) {
+      const float* k = kv.k + ((start + j) % kv.capacity) * kv.stride;
+      float dot = 0.0f;
+      for (int64_t d = 0; d < head_dim; ++d) dot += q[d] * k[d];
+      scores[j] = dot * scale;
+      block_max = std::max(block_max, scores[j]);
+    }
+    // Rescale what was accumulated under the old maximum, then add this block.
+    const float correction = std::exp(running_max - block_max);
+    running_sum *= correction;
+    for (int64_t d = 0; d < head_dim; ++d) out[d] *= correction;
+    for (int64_t j = 0; j < count; ++j) {
+      const float p = std::exp(scores[j] - block_max);
+      running_sum += p;
+      const float* v = kv.v + ((start + j) % kv.capacity) * kv.stride;
+      for (int64_t d = 0; d < head_dim; ++d) out[d] += p * v[d];
+    }
+    running_max = block_max;
+  }
+  const float inv = 1.0f / running_sum;
+  for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
+}
+
+}  // namespace ge::kernels

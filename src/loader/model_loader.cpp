@@ -1,0 +1,77 @@
+#include "loader/model_loader.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "formats/safetensors.h"
+
+namespace ge::loader {
+
+namespace {
+
+nlohmann::json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path.string() + ": cannot open");
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded()) throw std::runtime_error(path.string() + ": not valid JSON");
+  return j;
+}
+
+std::vector<int32_t> eos_ids(const nlohmann::json& j, const std::string& source) {
+  const auto& e = j["eos_token_id"];
+  std::vector<int32_t> ids;
+  if (e.is_number_integer()) ids.push_back(e.get<int32_t>());
+  else if (e.is_array())
+    for (const auto& v : e) {
+      if (!v.is_number_integer()) throw std::runtime_error(source + ": eos_token_id: not a list of integers");
+      ids.push_back(v.get<int32_t>());
+    }
+  else throw std::runtime_error(source + ": eos_token_id: must be an integer or a list of integers");
+  return ids;
+}
+
+void read_sampling(const nlohmann::json& g, runtime::SamplingParams& s) {
+  // transformers samples only when do_sample is true; otherwise generation is greedy.
+  const bool do_sample = g.value("do_sample", false);
+  s.temperature = do_sample ? g.value("temperature", 1.0f) : 0.0f;
+  s.top_k = g.value("top_k", 0);
+  s.top_p = g.value("top_p", 1.0f);
+  s.min_p = g.value("min_p", 0.0f);
+  s.repeat_penalty = g.value("repetition_penalty", 1.0f);
+}
+
+}  // namespace
+
+gemma3::Config load_config(const std::filesystem::path& dir) {
+  const auto path = dir / "config.json";
+  return gemma3::resolve_config(read_json(path), path.string());
+}
+
+GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
+  GenerationDefaults d;
+  const auto gen_path = dir / "generation_config.json";
+  if (std::filesystem::exists(gen_path)) {
+    const auto g = read_json(gen_path);
+    if (g.contains("eos_token_id")) d.eos_ids = eos_ids(g, gen_path.string());
+    read_sampling(g, d.sampling);
+  }
+  if (d.eos_ids.empty()) {
+    const auto config_path = dir / "config.json";
+    const auto c = read_json(config_path);
+    if (c.contains("eos_token_id")) d.eos_ids = eos_ids(c, config_path.string());
+  }
+  return d;
+}
+
+LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk) {
+  if (!std::filesystem::is_directory(dir)) throw std::runtime_error(dir.string() + ": not a model folder");
+  auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir);
+  auto model = std::make_unique<gemma3::Model>(load_config(dir), *tensors, max_chunk);
+  auto tokenizer = Tokenizer::load(dir);
+  auto defaults = load_generation_defaults(dir);
+  if (defaults.eos_ids.empty()) defaults.eos_ids.push_back(tokenizer.eos_id());
+  return LoadedModel{dir, std::move(tensors), std::move(model), std::move(tokenizer), std::move(defaults)};
+}
+
+}  // namespace ge::loader

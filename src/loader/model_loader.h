@@ -1,0 +1,33 @@
+// Opens a model folder (Hugging Face layout) and hands back everything a frontend needs: the
+// checkpoint's tensors, the model bound to them, the tokenizer and the generation defaults.
+// The only layer that knows both file formats and models.
+#pragma once
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "models/gemma3/model.h"
+#include "runtime/sampler.h"
+#include "tensor/tensor_source.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ge::loader {
+
+struct GenerationDefaults {
+  std::vector<int32_t> eos_ids;     // generation_config.json (a list for Gemma 3 IT), else config.json
+  runtime::SamplingParams sampling;  // temperature / top_k / top_p / min_p / repetition_penalty
+};
+
+struct LoadedModel {
+  std::filesystem::path dir;
+  std::unique_ptr<TensorSource> tensors;
+  std::unique_ptr<gemma3::Model> model;
+  Tokenizer tokenizer;
+  GenerationDefaults defaults;
+};
+
+gemma3::Config load_config(const std::filesystem::path& dir);
+GenerationDefaults load_generation_defaults(const std::filesystem::path& dir);
+LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk);
+
+}  // namespace ge::loader

@@ -1,0 +1,251 @@
+#include "models/gemma3/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace ge::gemma3 {
+
+namespace {
+
+const char* const kPrefixes[] = {"model.", "language_model.model.", "model.language_model."};
+
+class Binder {
+ public:
+  Binder(const TensorSource& source, std::string prefix) : source_(source), prefix_(std::move(prefix)) {}
+
+  Tensor must(const std::string& name, std::vector<int64_t> shape) const { return must_full(prefix_ + name, shape); }
+
+  Tensor must_full(const std::string& full, const std::vector<int64_t>& shape) const {
+    const Tensor* t = source_.find(full);
+    if (!t) throw std::runtime_error(source_.describe() + ": missing tensor '" + full + "'");
+    if (t->shape != shape)
+      throw std::runtime_error(source_.describe() + ": tensor '" + full + "' has shape " + shape_string(t->shape) +
+                               ", expected " + shape_string(shape));
+    if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16)
+      throw std::runtime_error(source_.describe() + ": tensor '" + full + "' has unsupported dtype " +
+                               std::string(dtype_info(t->dtype).name));
+    return *t;
+  }
+
+ private:
+  const TensorSource& source_;
+  std::string prefix_;
+};
+
+std::string find_prefix(const TensorSource& source) {
+  for (const char* p : kPrefixes)
+    if (source.find(std::string(p) + "embed_tokens.weight")) return p;
+  throw std::runtime_error(source.describe() + ": missing tensor 'model.embed_tokens.weight'");
+}
+
+LayerWeights bind_layer(const Binder& b, const Config& c, int64_t i) {
+  const std::string p = "layers." + std::to_string(i) + ".";
+  const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  return {
+      .input_layernorm = b.must(p + "input_layernorm.weight", {h}),
+      .q_proj = b.must(p + "self_attn.q_proj.weight", {q, h}),
+      .k_proj = b.must(p + "self_attn.k_proj.weight", {kv, h}),
+      .v_proj = b.must(p + "self_attn.v_proj.weight", {kv, h}),
+      .q_norm = b.must(p + "self_attn.q_norm.weight", {c.head_dim}),
+      .k_norm = b.must(p + "self_attn.k_norm.weight", {c.head_dim}),
+      .o_proj = b.must(p + "self_attn.o_proj.weight", {h, q}),
+      .post_attention_layernorm = b.must(p + "post_attention_layernorm.weight", {h}),
+      .pre_feedforward_layernorm = b.must(p + "pre_feedforward_layernorm.weight", {h}),
+      .gate_proj = b.must(p + "mlp.gate_proj.weight", {c.intermediate_size, h}),
+      .up_proj = b.must(p + "mlp.up_proj.weight", {c.intermediate_size, h}),
+      .down_proj = b.must(p + "mlp.down_proj.weight", {h, c.intermediate_size}),
+      .post_feedforward_layernorm = b.must(p + "post_feedforward_layernorm.weight", {h}),
+  };
+}
+
+}  // namespace
+
+Weights bind_weights(const Config& c, const TensorSource& source) {
+  const std::string prefix = find_prefix(source);
+  const Binder b(source, prefix);
+  Weights w;
+  w.embed_tokens = b.must("embed_tokens.weight", {c.vocab_size, c.hidden_size});
+  w.norm = b.must("norm.weight", {c.hidden_size});
+  const bool has_head = source.find("lm_head.weight") != nullptr;
+  w.lm_head = (c.tie_word_embeddings || !has_head) ? w.embed_tokens
+                                                   : b.must_full("lm_head.weight", {c.vocab_size, c.hidden_size});
+  for (int64_t i = 0; i < c.num_layers; ++i) w.layers.push_back(bind_layer(b, c, i));
+  return w;
+}
+
+Model::Model(Config config, const TensorSource& source, int64_t max_chunk)
+    : config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
+  const Config& c = config_;
+  for (const LayerConfig& l : c.layers) {
+    const std::pair<double, double> kind{l.rope_base, l.rope_scale};
+    auto it = std::find(rope_kinds_.begin(), rope_kinds_.end(), kind);
+    if (it == rope_kinds_.end()) it = rope_kinds_.insert(rope_kinds_.end(), kind);
+    layer_rope_kind_.push_back(static_cast<int>(it - rope_kinds_.begin()));
+  }
+  const size_t rope_floats = static_cast<size_t>(max_chunk * c.head_dim / 2);
+  rope_cos_.assign(rope_kinds_.size(), std::vector<float>(rope_floats));
+  rope_sin_.assign(rope_kinds_.size(), std::vector<float>(rope_floats));
+
+  const auto chunk = static_cast<size_t>(max_chunk);
+  hidden_.resize(chunk * c.hidden_size);
+  normed_.resize(chunk * c.hidden_size);
+  q_.resize(chunk * c.num_heads * c.head_dim);
+  k_.resize(chunk * c.num_kv_heads * c.head_dim);
+  v_.resize(chunk * c.num_kv_heads * c.head_dim);
+  attn_.resize(chunk * c.num_heads * c.head_dim);
+  proj_.resize(chunk * c.hidden_size);
+  gate_.resize(chunk * c.intermediate_size);
+  up_.resize(chunk * c.intermediate_size);
+}
+
+nn::KVCache Model::make_cache(int64_t context) const {
+  std::vector<int64_t> capacity;
+  for (const LayerConfig& l : config_.layers)
+    capacity.push_back(l.sliding ? std::min(context, config_.sliding_window + max_chunk_ - 1) : context);
+  return nn::KVCache(std::move(capacity), context, config_.num_kv_heads, config_.head_dim);
+}
+
+bool Model::can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const {
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    const int64_t spare = cache.capacity(l) - (config_.layers[l].sliding ? config_.sliding_window : cache.context());
+    if (cache.capacity(l) < cache.context() && length - keep > spare) return false;
+  }
+  return true;
+}
+
+void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
+                    kernels::ThreadPool& pool, float* logits, bool all_positions, const HiddenObserver* observer) {
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size)
+      throw std::runtime_error("token id " + std::to_string(tokens[i]) + " at position " +
+                               std::to_string(start_pos + static_cast<int64_t>(i)) + " is outside the vocabulary (" +
+                               std::to_string(config_.vocab_size) + " rows)");
+  if (start_pos + static_cast<int64_t>(tokens.size()) > cache.context())
+    throw std::runtime_error("context length " + std::to_string(cache.context()) + " exceeded: " +
+                             std::to_string(start_pos + tokens.size()) + " positions requested");
+  for (size_t done = 0; done < tokens.size(); done += max_chunk_) {
+    const size_t n = std::min<size_t>(max_chunk_, tokens.size() - done);
+    const bool last_chunk = done + n == tokens.size();
+    float* out = all_positions ? logits + done * config_.vocab_size : (last_chunk ? logits : nullptr);
+    forward_chunk(tokens.subspan(done, n), start_pos + static_cast<int64_t>(done), cache, pool, out, all_positions,
+                  observer);
+  }
+}
+
+void Model::forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
+                          kernels::ThreadPool& pool, float* logits, bool all_positions,
+                          const HiddenObserver* observer) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  embed(tokens);
+  if (observer) (*observer)(0, hidden_.data(), start_pos, n);
+  prepare_rope(start_pos, n);
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    attention_block(l, start_pos, n, cache, pool);
+    mlp_block(l, n, pool);
+    if (observer) (*observer)(l + 1, hidden_.data(), start_pos, n);
+  }
+  if (!logits) return;
+  if (all_positions)
+    lm_head(0, n, pool, logits);
+  else
+    lm_head(n - 1, 1, pool, logits);
+}
+
+void Model::embed(std::span<const int32_t> tokens) {
+  const float scale = config_.embed_scale();
+  for (size_t t = 0; t < tokens.size(); ++t)
+    kernels::dequantize_row(weights_.embed_tokens, tokens[t], scale, hidden_.data() + t * config_.hidden_size);
+}
+
+void Model::prepare_rope(int64_t start_pos, int64_t n) {
+  const int64_t half = config_.head_dim / 2;
+  for (size_t kind = 0; kind < rope_kinds_.size(); ++kind) {
+    const auto [base, scale] = rope_kinds_[kind];
+    for (int64_t t = 0; t < n; ++t) {
+      const double pos = static_cast<double>(start_pos + t) / scale;
+      for (int64_t i = 0; i < half; ++i) {
+        const double angle = pos * std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(config_.head_dim));
+        rope_cos_[kind][t * half + i] = static_cast<float>(std::cos(angle));
+        rope_sin_[kind][t * half + i] = static_cast<float>(std::sin(angle));
+      }
+    }
+  }
+}
+
+void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache& cache, kernels::ThreadPool& pool) {
+  const Config& c = config_;
+  const LayerWeights& w = weights_.layers[l];
+  const int64_t hd = c.head_dim, half = hd / 2, q_width = c.num_heads * hd, kv_width = c.num_kv_heads * hd;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  kernels::rms_norm(hidden_.data(), w.input_layernorm, eps, true, n, c.hidden_size, normed_.data());
+  kernels::matmul(pool, w.q_proj, normed_.data(), n, q_.data());
+  kernels::matmul(pool, w.k_proj, normed_.data(), n, k_.data());
+  kernels::matmul(pool, w.v_proj, normed_.data(), n, v_.data());
+  kernels::rms_norm(q_.data(), w.q_norm, eps, true, n * c.num_heads, hd, q_.data());
+  kernels::rms_norm(k_.data(), w.k_norm, eps, true, n * c.num_kv_heads, hd, k_.data());
+
+  const int kind = layer_rope_kind_[l];
+  for (int64_t t = 0; t < n; ++t) {
+    const float* cos = rope_cos_[kind].data() + t * half;
+    const float* sin = rope_sin_[kind].data() + t * half;
+    kernels::rope_neox(q_.data() + t * q_width, c.num_heads, hd, cos, sin);
+    kernels::rope_neox(k_.data() + t * kv_width, c.num_kv_heads, hd, cos, sin);
+    std::copy_n(k_.data() + t * kv_width, kv_width, cache.key(l, start_pos + t));
+    std::copy_n(v_.data() + t * kv_width, kv_width, cache.value(l, start_pos + t));
+  }
+
+  // Sliding layers: query i sees key j iff j <= i and i - j < window. The ring holds window + chunk - 1
+  // rows, so writing this chunk's keys first never evicts a key one of its queries needs.
+  const bool sliding = c.layers[l].sliding;
+  const int64_t group = c.num_heads / c.num_kv_heads;
+  const float scale = c.attention_scale();
+  pool.run(n * c.num_heads, [&](int64_t task) {
+    const int64_t t = task / c.num_heads, h = task % c.num_heads;
+    const int64_t pos = start_pos + t;
+    const int64_t first = sliding ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
+    kernels::attend(q_.data() + t * q_width + h * hd, cache.head(l, h / group), first, pos, hd, scale,
+                    attn_.data() + t * q_width + h * hd);
+  });
+
+  kernels::matmul(pool, w.o_proj, attn_.data(), n, proj_.data());
+  kernels::rms_norm(proj_.data(), w.post_attention_layernorm, eps, true, n, c.hidden_size, proj_.data());
+  kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
+}
+
+void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
+  const Config& c = config_;
+  const LayerWeights& w = weights_.layers[l];
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const int64_t inter = c.intermediate_size;
+
+  kernels::rms_norm(hidden_.data(), w.pre_feedforward_layernorm, eps, true, n, c.hidden_size, normed_.data());
+  kernels::matmul(pool, w.gate_proj, normed_.data(), n, gate_.data());
+  kernels::matmul(pool, w.up_proj, normed_.data(), n, up_.data());
+  // tanh is the costly part of the MLP outside the matmuls: split it over the pool in slices.
+  constexpr int64_t kSlice = 1024;
+  const int64_t total = n * inter;
+  pool.run((total + kSlice - 1) / kSlice, [&](int64_t s) {
+    const int64_t begin = s * kSlice, count = std::min(kSlice, total - begin);
+    kernels::gelu_tanh_mul(gate_.data() + begin, up_.data() + begin, count, gate_.data() + begin);
+  });
+  kernels::matmul(pool, w.down_proj, gate_.data(), n, proj_.data());
+  kernels::rms_norm(proj_.data(), w.post_feedforward_layernorm, eps, true, n, c.hidden_size, proj_.data());
+  kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
+}
+
+void Model::lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) {
+  const Config& c = config_;
+  float* rows = normed_.data() + first_row * c.hidden_size;
+  kernels::rms_norm(hidden_.data() + first_row * c.hidden_size, weights_.norm, static_cast<float>(c.rms_norm_eps),
+                    true, n_rows, c.hidden_size, rows);
+  kernels::matmul(pool, weights_.lm_head, rows, n_rows, logits);
+  if (c.final_logit_softcapping)
+    kernels::soft_cap(logits, n_rows * c.vocab_size, static_cast<float>(*c.final_logit_softcapping));
+}
+
+}  // namespace ge::gemma3

@@ -1,0 +1,89 @@
+// Gemma 3 text decoder (transformers' Gemma3ForCausalLM), read top to bottom like the paper:
+// embed x sqrt(d) -> [RMSNorm -> attention (q/k norm, RoPE, GQA, sliding or global) -> RMSNorm -> +residual
+// -> RMSNorm -> gated tanh-GELU MLP -> RMSNorm -> +residual] x L -> RMSNorm -> tied LM head -> soft-cap.
+#pragma once
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "kernels/thread_pool.h"
+#include "models/gemma3/config.h"
+#include "nn/kv_cache.h"
+#include "tensor/tensor_source.h"
+
+namespace ge::gemma3 {
+
+struct LayerWeights {
+  Tensor input_layernorm;             // [hidden]
+  Tensor q_proj;                      // [num_heads * head_dim, hidden]
+  Tensor k_proj;                      // [num_kv_heads * head_dim, hidden]
+  Tensor v_proj;                      // [num_kv_heads * head_dim, hidden]
+  Tensor q_norm;                      // [head_dim]
+  Tensor k_norm;                      // [head_dim]
+  Tensor o_proj;                      // [hidden, num_heads * head_dim]
+  Tensor post_attention_layernorm;    // [hidden]
+  Tensor pre_feedforward_layernorm;   // [hidden]
+  Tensor gate_proj;                   // [intermediate, hidden]
+  Tensor up_proj;                     // [intermediate, hidden]
+  Tensor down_proj;                   // [hidden, intermediate]
+  Tensor post_feedforward_layernorm;  // [hidden]
+};
+
+struct Weights {
+  Tensor embed_tokens;  // [vocab, hidden]
+  Tensor norm;          // [hidden]
+  Tensor lm_head;       // [vocab, hidden]; the embedding table itself when tied
+  std::vector<LayerWeights> layers;
+};
+
+// Finds every tensor by its Hugging Face name (under model., language_model.model. or
+// model.language_model.) and checks its shape and dtype; throws naming the tensor otherwise.
+Weights bind_weights(const Config& c, const TensorSource& source);
+
+// Called with the residual stream: index 0 after the embedding, i + 1 after layer i; rows are
+// positions [start, start + n_tokens).
+using HiddenObserver = std::function<void(int64_t index, const float* hidden, int64_t start, int64_t n_tokens)>;
+
+class Model {
+ public:
+  // max_chunk: most tokens run through one forward step; longer inputs are processed in chunks.
+  Model(Config config, const TensorSource& source, int64_t max_chunk = 256);
+
+  const Config& config() const { return config_; }
+  const Weights& weights() const { return weights_; }
+  int64_t max_chunk() const { return max_chunk_; }
+
+  // A cache for one sequence of up to `context` positions.
+  nn::KVCache make_cache(int64_t context) const;
+
+  // Whether a cache filled up to `length` positions can be rewound to `keep` positions and extended from
+  // there: sliding layers' rings keep only max_chunk - 1 positions beyond their window.
+  bool can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const;
+
+  // Runs `tokens` at positions start_pos, start_pos + 1, ... of the sequence held in `cache` and writes
+  // logits: of every position ([n, vocab]) when all_positions, else of the last one ([vocab]).
+  void forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
+               kernels::ThreadPool& pool, float* logits, bool all_positions,
+               const HiddenObserver* observer = nullptr);
+
+ private:
+  void forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
+                     kernels::ThreadPool& pool, float* logits, bool all_positions, const HiddenObserver* observer);
+  void embed(std::span<const int32_t> tokens);
+  void prepare_rope(int64_t start_pos, int64_t n);
+  void attention_block(int64_t layer, int64_t start_pos, int64_t n, nn::KVCache& cache, kernels::ThreadPool& pool);
+  void mlp_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
+  void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
+
+  Config config_;
+  Weights weights_;
+  int64_t max_chunk_;
+  // RoPE tables per distinct (base, scale): [max_chunk, head_dim / 2] each for cos and sin.
+  std::vector<std::pair<double, double>> rope_kinds_;
+  std::vector<int> layer_rope_kind_;
+  std::vector<std::vector<float>> rope_cos_, rope_sin_;
+  // Activations of one chunk, allocated once so the decode loop never allocates.
+  std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_;
+};
+
+}  // namespace ge::gemma3

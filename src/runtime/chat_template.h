@@ -1,0 +1,25 @@
+// Gemma's chat format, rendered in C++ instead of through a Jinja engine: the published template is
+// short and fixed, and tests/data/chat_template/cases.json pins this code to the real template's output.
+#pragma once
+#include <span>
+#include <string>
+
+namespace ge::runtime {
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant" (rendered as "model") or "model"
+  std::string content;
+};
+
+// Renders `messages` exactly as Gemma 3's chat_template (tokenizer_config.json) does, as text that starts
+// with "<bos>" (the tokenizer matches it as a special token). Like the template:
+//   - a leading system message is folded into the first user turn as "<system content>\n\n", untrimmed,
+//     and vanishes if no turn follows it;
+//   - turns must alternate starting with "user" (user at even positions, any other role at odd ones);
+//   - each turn's content is stripped of leading/trailing Unicode whitespace (Jinja's `trim`, i.e.
+//     Python's str.strip());
+//   - "<start_of_turn>model\n" is appended when add_generation_prompt.
+// Throws std::invalid_argument for an empty conversation or roles that break the alternation.
+std::string render_chat(std::span<const ChatMessage> messages, bool add_generation_prompt);
+
+}  // namespace ge::runtime

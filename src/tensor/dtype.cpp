@@ -1,0 +1,52 @@
+#include "tensor/dtype.h"
+
+#include <array>
+#include <cstring>
+
+namespace ge {
+
+namespace {
+constexpr std::array<DTypeInfo, 8> kInfo{{
+    {"F32", 1, 4},
+    {"F16", 1, 2},
+    {"BF16", 1, 2},
+    {"I32", 1, 4},
+    {"U8", 1, 1},
+    {"U32", 1, 4},
+    {"Q8_0", 32, 34},  // fp16 scale + 32 int8
+    {"Q4_0", 32, 18},  // fp16 scale + 16 bytes of nibbles
+}};
+}  // namespace
+
+const DTypeInfo& dtype_info(DType t) { return kInfo[static_cast<size_t>(t)]; }
+
+std::optional<DType> dtype_from_safetensors(std::string_view name) {
+  if (name == "F32") return DType::F32;
+  if (name == "F16") return DType::F16;
+  if (name == "BF16") return DType::BF16;
+  if (name == "I32") return DType::I32;
+  if (name == "U8") return DType::U8;
+  if (name == "U32") return DType::U32;
+  return std::nullopt;
+}
+
+std::optional<size_t> dtype_bytes(DType t, int64_t n) {
+  const DTypeInfo& i = dtype_info(t);
+  if (n < 0 || n % i.block_elems != 0) return std::nullopt;
+  return static_cast<size_t>(n / i.block_elems * i.block_bytes);
+}
+
+float f16_to_f32(uint16_t h) {
+  _Float16 v;
+  std::memcpy(&v, &h, 2);
+  return static_cast<float>(v);
+}
+
+uint16_t f32_to_f16(float f) {
+  _Float16 v = static_cast<_Float16>(f);
+  uint16_t h;
+  std::memcpy(&h, &v, 2);
+  return h;
+}
+
+}  // namespace ge

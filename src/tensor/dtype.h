@@ -1,0 +1,42 @@
+// Element types of weights and activations, including block-quantized ones, so that every layer above
+// can carry a tensor's storage format without knowing how to decode it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace ge {
+
+enum class DType : uint8_t { F32, F16, BF16, I32, U8, U32, Q8_0, Q4_0 };
+
+struct DTypeInfo {
+  std::string_view name;
+  int64_t block_elems;  // elements per block (1 for plain types)
+  int64_t block_bytes;  // bytes per block
+};
+
+const DTypeInfo& dtype_info(DType t);
+std::optional<DType> dtype_from_safetensors(std::string_view name);
+
+// Bytes taken by n elements; nullopt when n is not a whole number of blocks.
+std::optional<size_t> dtype_bytes(DType t, int64_t n);
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+// Round to nearest even, as torch does when it casts to bfloat16.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  __builtin_memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffff) > 0x7f800000) return static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
+  bits += 0x7fff + ((bits >> 16) & 1);
+  return static_cast<uint16_t>(bits >> 16);
+}
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+}  // namespace ge

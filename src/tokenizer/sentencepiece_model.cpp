@@ -1,0 +1,346 @@
+// SentencePiece tokenizer.model (a serialized ModelProto), BPE models with identity normalization as
+// Gemma ships them. The protobuf is read by hand: only a few fields matter. Encoding follows
+// transformers' slow GemmaTokenizer: control, unknown and user-defined pieces (and the added tokens of
+// tokenizer_config.json) are split out of the raw text first, the rest goes through SentencePiece BPE.
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <stdexcept>
+
+#include "tokenizer/tokenizer_model.h"
+#include "tokenizer/utf8.h"
+
+namespace ge::tokenizer_detail {
+namespace {
+
+static_assert(std::endian::native == std::endian::little, "protobuf fixed32 fields are read in place");
+
+// sentencepiece_model.proto enums.
+enum PieceType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+constexpr int kModelTypeBpe = 2;
+
+struct SpPiece {
+  std::string_view text;
+  float score = 0;
+  int type = kNormal;
+};
+
+// Defaults are the proto2 defaults of sentencepiece_model.proto.
+struct SpModel {
+  std::vector<SpPiece> pieces;
+  int model_type = 1;  // UNIGRAM
+  bool byte_fallback = false;
+  int32_t unk_id = 0, bos_id = 1, eos_id = 2, pad_id = -1;
+  bool has_charsmap = false;
+  bool add_dummy_prefix = true;
+  bool remove_extra_whitespaces = true;
+  bool escape_whitespaces = true;
+};
+
+// One protobuf message; `context` names it in errors ("pieces[12]", "trainer_spec").
+class ProtoReader {
+ public:
+  enum Wire { kVarint = 0, kFixed64 = 1, kBytes = 2, kFixed32 = 5 };
+  struct Field {
+    uint32_t number = 0;
+    int wire = kVarint;
+    uint64_t varint = 0;
+    std::string_view bytes;  // kBytes payload, or the raw 4 / 8 bytes of fixed fields
+  };
+
+  ProtoReader(std::string_view data, const std::string& file, std::string context)
+      : data_(data), file_(file), context_(std::move(context)) {}
+
+  bool done() const { return pos_ >= data_.size(); }
+
+  Field next() {
+    Field f;
+    const uint64_t tag = read_varint();
+    f.number = static_cast<uint32_t>(tag >> 3);
+    f.wire = static_cast<int>(tag & 7);
+    switch (f.wire) {
+      case kVarint:
+        f.varint = read_varint();
+        break;
+      case kFixed64:
+        f.bytes = take(8);
+        break;
+      case kFixed32:
+        f.bytes = take(4);
+        break;
+      case kBytes:
+        f.bytes = take(read_varint());
+        break;
+      default:
+        fail("unsupported protobuf wire type " + std::to_string(f.wire));
+    }
+    return f;
+  }
+
+  // Checks the wire type of a field this reader interprets.
+  void expect(const Field& f, int wire, std::string_view name) const {
+    if (f.wire != wire) fail(std::string(name) + ": unexpected protobuf wire type " + std::to_string(f.wire));
+  }
+
+  [[noreturn]] void fail(const std::string& what) const {
+    throw std::runtime_error(file_ + ": " + context_ + ": " + what);
+  }
+
+ private:
+  uint64_t read_varint() {
+    uint64_t value = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (done()) fail("truncated protobuf");
+      const auto byte = static_cast<unsigned char>(data_[pos_++]);
+      value |= static_cast<uint64_t>(byte & 0x7F) << shift;
+      if ((byte & 0x80) == 0) return value;
+    }
+    fail("malformed protobuf varint");
+  }
+
+  std::string_view take(uint64_t n) {
+    if (n > data_.size() - pos_) fail("truncated protobuf");
+    const std::string_view s = data_.substr(pos_, n);
+    pos_ += n;
+    return s;
+  }
+
+  std::string_view data_;
+  const std::string& file_;
+  std::string context_;
+  size_t pos_ = 0;
+};
+
+float fixed32_float(std::string_view bytes) {
+  float v;
+  std::memcpy(&v, bytes.data(), sizeof v);
+  return v;
+}
+
+SpPiece parse_piece(std::string_view data, const std::string& file, size_t index) {
+  ProtoReader r(data, file, "pieces[" + std::to_string(index) + "]");
+  SpPiece piece;
+  while (!r.done()) {
+    const auto f = r.next();
+    if (f.number == 1) {
+      r.expect(f, ProtoReader::kBytes, "piece");
+      piece.text = f.bytes;
+    } else if (f.number == 2) {
+      r.expect(f, ProtoReader::kFixed32, "score");
+      piece.score = fixed32_float(f.bytes);
+    } else if (f.number == 3) {
+      r.expect(f, ProtoReader::kVarint, "type");
+      piece.type = static_cast<int>(f.varint);
+      if (piece.type < kNormal || piece.type > kByte)
+        r.fail("type: unknown piece type " + std::to_string(piece.type));
+    }
+  }
+  if (piece.text.empty()) r.fail("piece: empty");
+  return piece;
+}
+
+void parse_trainer_spec(std::string_view data, const std::string& file, SpModel& model) {
+  ProtoReader r(data, file, "trainer_spec");
+  // int32 fields: negative values are sign-extended to 64 bits on the wire.
+  const auto int32_of = [](const ProtoReader::Field& f) {
+    return static_cast<int32_t>(static_cast<int64_t>(f.varint));
+  };
+  while (!r.done()) {
+    const auto f = r.next();
+    switch (f.number) {
+      case 3:
+        r.expect(f, ProtoReader::kVarint, "model_type");
+        model.model_type = static_cast<int>(f.varint);
+        break;
+      case 35:
+        r.expect(f, ProtoReader::kVarint, "byte_fallback");
+        model.byte_fallback = f.varint != 0;
+        break;
+      case 40:
+        r.expect(f, ProtoReader::kVarint, "unk_id");
+        model.unk_id = int32_of(f);
+        break;
+      case 41:
+        r.expect(f, ProtoReader::kVarint, "bos_id");
+        model.bos_id = int32_of(f);
+        break;
+      case 42:
+        r.expect(f, ProtoReader::kVarint, "eos_id");
+        model.eos_id = int32_of(f);
+        break;
+      case 43:
+        r.expect(f, ProtoReader::kVarint, "pad_id");
+        model.pad_id = int32_of(f);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+void parse_normalizer_spec(std::string_view data, const std::string& file, SpModel& model) {
+  ProtoReader r(data, file, "normalizer_spec");
+  while (!r.done()) {
+    const auto f = r.next();
+    switch (f.number) {
+      case 2:
+        r.expect(f, ProtoReader::kBytes, "precompiled_charsmap");
+        model.has_charsmap = !f.bytes.empty();
+        break;
+      case 3:
+        r.expect(f, ProtoReader::kVarint, "add_dummy_prefix");
+        model.add_dummy_prefix = f.varint != 0;
+        break;
+      case 4:
+        r.expect(f, ProtoReader::kVarint, "remove_extra_whitespaces");
+        model.remove_extra_whitespaces = f.varint != 0;
+        break;
+      case 5:
+        r.expect(f, ProtoReader::kVarint, "escape_whitespaces");
+        model.escape_whitespaces = f.varint != 0;
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+SpModel parse_model(std::string_view data, const std::string& file) {
+  ProtoReader r(data, file, "ModelProto");
+  SpModel model;
+  while (!r.done()) {
+    const auto f = r.next();
+    if (f.number < 1 || f.number > 3) continue;
+    r.expect(f, ProtoReader::kBytes, "field " + std::to_string(f.number));
+    if (f.number == 1) model.pieces.push_back(parse_piece(f.bytes, file, model.pieces.size()));
+    if (f.number == 2) parse_trainer_spec(f.bytes, file, model);
+    if (f.number == 3) parse_normalizer_spec(f.bytes, file, model);
+  }
+  if (model.pieces.empty()) r.fail("pieces: missing");
+  if (model.pieces.size() > static_cast<size_t>(kMaxTokenId)) r.fail("pieces: too many");
+  return model;
+}
+
+// What this BPE reproduces exactly; anything else would silently tokenize differently.
+void check_supported(const SpModel& model, const std::string& file) {
+  const auto fail = [&](std::string_view field, std::string_view what) {
+    throw std::runtime_error(file + ": " + std::string(field) + ": " + std::string(what));
+  };
+  if (model.model_type != kModelTypeBpe)
+    fail("trainer_spec.model_type", "only BPE (2) is supported, found " + std::to_string(model.model_type));
+  if (model.has_charsmap)
+    fail("normalizer_spec.precompiled_charsmap", "normalization rules are not supported");
+  if (model.add_dummy_prefix) fail("normalizer_spec.add_dummy_prefix", "not supported");
+  if (model.remove_extra_whitespaces) fail("normalizer_spec.remove_extra_whitespaces", "not supported");
+}
+
+std::string read_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw std::runtime_error(file.string() + ": cannot read the file");
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  return std::move(bytes).str();
+}
+
+// The pieces SentencePiece's BPE may form by merging (its pieces_ map minus user-defined pieces, which
+// are matched whole before BPE).
+bool mergeable(int type) {
+  return type == kNormal || type == kUnused;
+}
+
+TokenList list_tokens(const SpModel& model, const TokenizerConfig& config) {
+  TokenList tokens;
+  tokens.vocab_size = static_cast<int32_t>(model.pieces.size());
+  int32_t count = tokens.vocab_size;
+  for (const auto& a : config.added_tokens_decoder) count = std::max(count, a.id + 1);
+  tokens.text.resize(count);
+  tokens.special.resize(count);
+  tokens.added.resize(count);
+  for (int32_t id = 0; id < tokens.vocab_size; ++id) {
+    const SpPiece& p = model.pieces[id];
+    tokens.text[id] = p.text;
+    tokens.special[id] = p.type == kControl || p.type == kUnknown;
+    tokens.added[id] = p.type == kControl || p.type == kUnknown || p.type == kUserDefined;
+  }
+  for (const auto& a : config.added_tokens_decoder) {
+    if (!tokens.text[a.id].empty() && tokens.text[a.id] != a.content)
+      throw std::runtime_error(config.file + ": added_tokens_decoder." + std::to_string(a.id) + ": " +
+                               in_quotes(a.content) + " but the tokenizer.model piece is " +
+                               in_quotes(tokens.text[a.id]));
+    tokens.text[a.id] = a.content;
+    tokens.special[a.id] = a.special;
+    tokens.added[a.id] = true;
+  }
+  return tokens;
+}
+
+// Every way to form a mergeable piece from two mergeable pieces, ranked by the formed piece's score
+// (higher first, equal scores sharing a rank so that the leftmost pair wins, as in SentencePiece).
+MergeTable derive_merges(const SpModel& model, const TokenizerModel& tokenizer) {
+  std::vector<float> scores;
+  for (const SpPiece& p : model.pieces)
+    if (mergeable(p.type)) scores.push_back(p.score);
+  std::sort(scores.begin(), scores.end(), std::greater<>());
+  scores.erase(std::unique(scores.begin(), scores.end()), scores.end());
+
+  const auto mergeable_id = [&](std::string_view text) -> int32_t {
+    const auto id = tokenizer.vocab_index.find(tokenizer.pieces, text);
+    return id && mergeable(model.pieces[*id].type) ? *id : -1;
+  };
+  MergeTable merges;
+  for (int32_t id = 0; id < static_cast<int32_t>(model.pieces.size()); ++id) {
+    const SpPiece& p = model.pieces[id];
+    if (!mergeable(p.type)) continue;
+    const auto rank = static_cast<uint32_t>(
+        std::lower_bound(scores.begin(), scores.end(), p.score, std::greater<>()) - scores.begin());
+    for (size_t cut = 0;;) {
+      cut += std::max<size_t>(utf8_char_length(p.text, cut), 1);
+      if (cut >= p.text.size()) break;
+      const int32_t left = mergeable_id(p.text.substr(0, cut)), right = mergeable_id(p.text.substr(cut));
+      if (left >= 0 && right >= 0) merges.insert_or_assign(left, right, Merge{rank, id});
+    }
+  }
+  return merges;
+}
+
+std::vector<bool> unused_flags(const SpModel& model) {
+  std::vector<bool> unused(model.pieces.size());
+  bool any = false;
+  for (size_t id = 0; id < model.pieces.size(); ++id) any |= unused[id] = model.pieces[id].type == kUnused;
+  return any ? unused : std::vector<bool>{};
+}
+
+std::string piece_or(const SpModel& model, int32_t id, std::string_view fallback) {
+  const bool valid = id >= 0 && static_cast<size_t>(id) < model.pieces.size();
+  return std::string(valid ? model.pieces[id].text : fallback);
+}
+
+}  // namespace
+
+std::unique_ptr<TokenizerModel> load_sentencepiece_model(const std::filesystem::path& file,
+                                                         const TokenizerConfig& config) {
+  const std::string name = file.string();
+  const std::string data = read_file(file);
+  const SpModel sp = parse_model(data, name);
+  check_supported(sp, name);
+
+  auto tokenizer = std::make_unique<TokenizerModel>();
+  build_token_tables(list_tokens(sp, config), {"\xE2\x96\x81", " "}, *tokenizer);
+  if (sp.escape_whitespaces) tokenizer->normalizer = {{" ", "\xE2\x96\x81"}};
+  BpeOptions options;
+  options.byte_fallback = sp.byte_fallback;
+  options.fuse_unk = true;  // SentencePiece merges a run of unknown pieces into one <unk>
+  options.unk_id = sp.unk_id >= 0 && static_cast<size_t>(sp.unk_id) < sp.pieces.size() ? sp.unk_id : -1;
+  tokenizer->bpe = BpeModel(tokenizer->pieces, tokenizer->vocab_index, derive_merges(sp, *tokenizer), options,
+                            unused_flags(sp));
+
+  resolve_special_tokens({piece_or(sp, sp.bos_id, "<bos>"), piece_or(sp, sp.eos_id, "<eos>"),
+                          piece_or(sp, sp.pad_id, "<pad>"), piece_or(sp, sp.unk_id, "<unk>")},
+                         config, name, *tokenizer);
+  return tokenizer;
+}
+
+}  // namespace ge::tokenizer_detail

@@ -1,0 +1,131 @@
+// The `gemma` binary end to end: what a user types, what exit code and message come back.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <sys/wait.h>
+
+#include "test_util.h"
+
+namespace ge {
+namespace {
+
+struct Result {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+Result gemma(const std::string& args) {
+  const std::string cmd = std::string(GE_GEMMA_BIN) + " " + args + " 2>&1 </dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  Result r{-1, ""};
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+
+std::string ids_of(const std::string& fixture) {
+  const auto ids = test::read_json(test::fixture_reference_dir(fixture) / "reference.json")["token_ids"];
+  std::string s;
+  for (const auto& id : ids) s += (s.empty() ? "" : ",") + std::to_string(id.get<int>());
+  return s;
+}
+
+class CliLogits : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CliLogits, ReproduceTheReferenceWithinTolerance) {
+  test::ScratchDir dir;
+  const auto out = dir.path() / "logits.f32";
+  const auto r = gemma("logits -m " + quoted(test::fixture_model_dir(GetParam())) + " --ids " + ids_of(GetParam()) +
+                       " -o " + quoted(out) + " -t 2 -b 7");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto got = test::read_f32(out);
+  const auto expected = test::read_f32(test::fixture_reference_dir(GetParam()) / "reference_logits.f32");
+  ASSERT_EQ(got.size(), expected.size());
+  EXPECT_LT(test::max_abs_diff(got.data(), expected.data(), got.size()), 1e-3f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CliLogits, ::testing::Values("gemma3-tiny", "gemma3-tiny-rope"));
+
+TEST(Cli, RunStreamsAnAnswerAndReportsSpeed) {
+  const auto r = gemma("run -p 'Why is the sky blue?' -n 12 --temp 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("random weights"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("prompt eval rate:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("eval count:           12 token(s)"), std::string::npos) << r.output;
+}
+
+TEST(Cli, SameSeedSameText) {
+  const std::string args = "run --raw -p 'The quick brown fox' -n 16 --temp 1 --seed 7";
+  const auto a = gemma(args), b = gemma(args);
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const auto text = [](const std::string& s) { return s.substr(0, s.find("load duration")); };
+  EXPECT_EQ(text(a.output), text(b.output));
+}
+
+TEST(Cli, InspectShowsLayerTypesAndTensors) {
+  const auto r = gemma("inspect " + quoted(test::demo_model_dir()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("layer  5: global"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("model.layers.7.mlp.down_proj.weight"), std::string::npos) << r.output;
+}
+
+TEST(CliErrors, MissingModelFolder) {
+  const auto r = gemma("run -m /nonexistent/model -p hi");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("/nonexistent/model"), std::string::npos) << r.output;
+}
+
+TEST(CliErrors, TokenIdPastVocabularyLeavesNoOutput) {
+  test::ScratchDir dir;
+  const auto out = dir.path() / "logits.f32";
+  const auto r = gemma("logits --ids 2,5000 -o " + quoted(out));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("token id 5000"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_FALSE(std::filesystem::exists(out.string() + ".tmp"));
+}
+
+TEST(CliErrors, PromptPastTheContext) {
+  const auto r = gemma("run --raw -p 'The quick brown fox jumps over the lazy dog' --ctx 4");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("exceeds the context of 4"), std::string::npos) << r.output;
+}
+
+TEST(CliErrors, EmptyPromptWhereOneIsNeeded) {
+  auto r = gemma("logits -p '' -o /tmp/never-written.f32");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("no tokens"), std::string::npos) << r.output;
+  r = gemma("run -p ''");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("empty prompt"), std::string::npos) << r.output;
+}
+
+TEST(CliErrors, BadConfigFieldsAreNamed) {
+  test::ScratchDir dir;
+  test::copy_files(test::demo_model_dir(), dir.path());
+  auto config = test::read_json(dir.path() / "config.json");
+  config["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  std::ofstream(dir.path() / "config.json") << config.dump();
+  auto r = gemma("run -m " + quoted(dir.path()) + " -p hi");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("config.json: rope_scaling"), std::string::npos) << r.output;
+
+  config["rope_scaling"] = nullptr;
+  config["model_type"] = "mistral";
+  std::ofstream(dir.path() / "config.json") << config.dump();
+  r = gemma("run -m " + quoted(dir.path()) + " -p hi");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("model_type: 'mistral'"), std::string::npos) << r.output;
+
+  std::filesystem::remove(dir.path() / "config.json");
+  r = gemma("run -m " + quoted(dir.path()) + " -p hi");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("config.json: cannot open"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace ge

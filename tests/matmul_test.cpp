@@ -1,0 +1,162 @@
+#include "kernels/matmul.h"
+
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/matmul_internal.h"
+#include "tensor/dtype.h"
+
+namespace ge::kernels {
+namespace {
+
+// A weight tensor that owns its bytes, sized exactly so that an over-read past the last row is a real
+// out-of-bounds access (as it would be at the end of an mmapped file).
+struct OwnedTensor {
+  std::vector<std::byte> bytes;
+  Tensor t;
+};
+
+uint16_t to_bits(DType dtype, float v) { return dtype == DType::F16 ? f32_to_f16(v) : f32_to_bf16(v); }
+
+OwnedTensor make_weights(DType dtype, int64_t rows, int64_t cols, const std::vector<float>& values) {
+  OwnedTensor o;
+  const size_t elem = dtype == DType::F32 ? 4 : 2;
+  o.bytes.resize(values.size() * elem);
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::F32) {
+      std::memcpy(o.bytes.data() + i * 4, &values[i], 4);
+    } else {
+      const uint16_t bits = to_bits(dtype, values[i]);
+      std::memcpy(o.bytes.data() + i * 2, &bits, 2);
+    }
+  }
+  o.t = Tensor{"w", dtype, {rows, cols}, o.bytes.data(), o.bytes.size()};
+  return o;
+}
+
+std::vector<float> random_values(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  std::vector<float> v(n);
+  for (float& f : v) f = dist(rng);
+  return v;
+}
+
+std::vector<float> abs_values(std::vector<float> v) {
+  for (float& f : v) f = std::fabs(f);
+  return v;
+}
+
+struct Shape {
+  int64_t in, out, n_tokens;
+};
+
+std::vector<Shape> test_shapes() {
+  std::vector<Shape> shapes;
+  // 645 = 640 + 5 leaves a tail on every vector width; 2085 spans three K blocks of the prefill kernels.
+  for (int64_t in : {1, 7, 33, 645, 2085})
+    for (int64_t out : {1, 3, 17, 300})
+      for (int64_t n_tokens : {1, 2, 5, 7, 64}) shapes.push_back({in, out, n_tokens});
+  return shapes;
+}
+
+using MatmulFn = std::function<void(ThreadPool&, const Tensor&, const float*, int64_t, float*)>;
+
+// Checks fn against matmul_reference on every test shape, for the given dtypes and 1, 2 and 3 threads.
+//
+// Tolerance: an f32 dot product of n terms summed in any order (SIMD lanes, then a horizontal sum) is
+// off by at most ~n_eff * 2^-24 * sum|x_i w_i|, where n_eff is the longest chain of additions (K / lanes
+// plus log2(lanes)): < 1e-5 relative to sum|x_i w_i| for the in-dims here. The bf16 hi/lo split adds
+// at most 2^-17 ~ 7.6e-6 per product, still within 2e-5. The 1e-6 absolute term covers sums near zero.
+void expect_matches_reference(const MatmulFn& fn, std::initializer_list<DType> dtypes) {
+  constexpr double kRelTol = 2e-5, kAbsTol = 1e-6;
+  constexpr size_t kGuard = 16;
+  uint32_t seed = 1;
+  for (const Shape& s : test_shapes()) {
+    const std::vector<float> w_values = random_values(static_cast<size_t>(s.out * s.in), seed++);
+    const std::vector<float> x = random_values(static_cast<size_t>(s.n_tokens * s.in), seed++);
+    const std::vector<float> x_abs = abs_values(x);
+    const size_t n_out = static_cast<size_t>(s.n_tokens * s.out);
+    for (DType dtype : dtypes) {
+      const OwnedTensor w = make_weights(dtype, s.out, s.in, w_values);
+      const OwnedTensor w_abs = make_weights(dtype, s.out, s.in, abs_values(w_values));
+      std::vector<float> expected(n_out), magnitude(n_out);
+      matmul_reference(w.t, x.data(), s.n_tokens, expected.data());
+      matmul_reference(w_abs.t, x_abs.data(), s.n_tokens, magnitude.data());
+      for (int threads : {1, 2, 3}) {
+        SCOPED_TRACE(testing::Message() << dtype_info(dtype).name << " in=" << s.in << " out=" << s.out
+                                        << " n_tokens=" << s.n_tokens << " threads=" << threads);
+        ThreadPool pool(threads);
+        // NaN everywhere: a skipped output stays NaN, and a write past the end hits the guard.
+        std::vector<float> y(n_out + kGuard, std::numeric_limits<float>::quiet_NaN());
+        fn(pool, w.t, x.data(), s.n_tokens, y.data());
+        for (size_t i = 0; i < n_out; ++i)
+          ASSERT_NEAR(y[i], expected[i], kRelTol * magnitude[i] + kAbsTol) << "output " << i;
+        for (size_t i = n_out; i < y.size(); ++i) ASSERT_TRUE(std::isnan(y[i])) << "wrote past the end";
+      }
+    }
+  }
+}
+
+// Narrows Highway's dispatch to one target for the guard's lifetime.
+class ForceHighwayTarget {
+ public:
+  explicit ForceHighwayTarget(int64_t target) { hwy::SetSupportedTargetsForTest(target); }
+  ~ForceHighwayTarget() { hwy::SetSupportedTargetsForTest(0); }
+};
+
+TEST(Matmul, EveryHighwayTargetMatchesReference) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    SCOPED_TRACE(hwy::TargetName(target));
+    ForceHighwayTarget force(target);
+    ASSERT_STREQ(detail::highway_target_name(), hwy::TargetName(target));
+    expect_matches_reference(detail::matmul_highway, {DType::F32, DType::F16, DType::BF16});
+  }
+}
+
+TEST(Matmul, Avx512Bf16PathMatchesReference) {
+  if (!detail::cpu_has_avx512bf16()) GTEST_SKIP() << "this CPU lacks AVX512_BF16 (vdpbf16ps)";
+  expect_matches_reference(detail::matmul_avx512bf16, {DType::BF16});
+}
+
+TEST(Matmul, PublicEntryMatchesReference) {
+  expect_matches_reference(matmul, {DType::F32, DType::F16, DType::BF16});
+}
+
+TEST(Matmul, ExactForExactlyRepresentableProducts) {
+  // Small integers: every product and partial sum is exact in f32, so any path must match bit for bit.
+  const int64_t in = 70, out = 5;
+  std::vector<float> w_values(static_cast<size_t>(in * out)), x(static_cast<size_t>(in));
+  for (size_t i = 0; i < w_values.size(); ++i) w_values[i] = static_cast<float>(static_cast<int>(i % 7) - 3);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i % 5) - 2);
+  ThreadPool pool(2);
+  for (DType dtype : {DType::F32, DType::F16, DType::BF16}) {
+    const OwnedTensor w = make_weights(dtype, out, in, w_values);
+    std::vector<float> y(out), expected(out);
+    matmul(pool, w.t, x.data(), 1, y.data());
+    matmul_reference(w.t, x.data(), 1, expected.data());
+    EXPECT_EQ(y, expected) << dtype_info(dtype).name;
+  }
+}
+
+TEST(Matmul, RejectsQuantizedWeights) {
+  ThreadPool pool(1);
+  const std::vector<std::byte> bytes(34);
+  const Tensor w{"q", DType::Q8_0, {1, 32}, bytes.data(), bytes.size()};
+  std::vector<float> x(32), y(1);
+  EXPECT_THROW(matmul(pool, w, x.data(), 1, y.data()), std::invalid_argument);
+  EXPECT_THROW(matmul_reference(w, x.data(), 1, y.data()), std::invalid_argument);
+}
+
+TEST(Matmul, NamesItsTarget) { EXPECT_GT(std::string(matmul_target()).size(), 0u); }
+
+}  // namespace
+}  // namespace ge::kernels

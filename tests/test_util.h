@@ -1,0 +1,78 @@
+// Helpers shared by the tests: fixture paths, raw f32 files, scratch folders.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace ge::test {
+
+inline std::filesystem::path data_dir() { return GE_TEST_DATA; }
+inline std::filesystem::path demo_model_dir() { return std::filesystem::path(GE_MODELS_DIR) / "gemma3-tiny"; }
+
+// Weights, config and tokenizer of a fixture (the bundled demo model for gemma3-tiny).
+inline std::filesystem::path fixture_model_dir(const std::string& name) {
+  return name == "gemma3-tiny" ? demo_model_dir() : data_dir() / name;
+}
+inline std::filesystem::path fixture_reference_dir(const std::string& name) { return data_dir() / name; }
+
+inline nlohmann::json read_json(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  return nlohmann::json::parse(in);
+}
+
+inline std::vector<float> read_f32(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<float> out(bytes.size() / sizeof(float));
+  std::memcpy(out.data(), bytes.data(), out.size() * sizeof(float));
+  return out;
+}
+
+inline std::vector<char> read_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+inline void write_bytes(const std::filesystem::path& p, const std::vector<char>& bytes) {
+  std::ofstream out(p, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A fresh, empty folder under the system temp dir, removed when the object dies.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    path_ = std::filesystem::temp_directory_path() /
+            ("gemma-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter()++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  static int& counter() {
+    static int c = 0;
+    return c;
+  }
+  std::filesystem::path path_;
+};
+
+// Copies every file of `from` into `to` (shallow, files only).
+inline void copy_files(const std::filesystem::path& from, const std::filesystem::path& to) {
+  for (const auto& e : std::filesystem::directory_iterator(from))
+    if (e.is_regular_file())
+      std::filesystem::copy_file(e.path(), to / e.path().filename(), std::filesystem::copy_options::overwrite_existing);
+}
+
+inline float max_abs_diff(const float* a, const float* b, size_t n) {
+  float m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+}  // namespace ge::test
