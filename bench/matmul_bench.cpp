@@ -1,12 +1,18 @@
 // Throughput of the matmul paths on the shapes Gemma 3 uses, and of the memory system beneath them.
 //   decode (n_tokens = 1): GB/s of weights streamed, against measured read bandwidth;
 //   prefill (n_tokens = 64, 256): GFLOP/s (2 * rows * cols * n_tokens per call).
-// Threads: GE_BENCH_THREADS (default: all cores).
+// Environment: GE_BENCH_THREADS (default: all cores); GE_BENCH_HWY_TARGET=AVX2 (or SSE4, ...) runs the fma
+// path on that Highway target instead of the best one, e.g. to see what an AVX2-only CPU would get.
 #include <benchmark/benchmark.h>
+#include <hwy/targets.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
-#include <random>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <tuple>
 #include <vector>
 
 #include "kernels/bandwidth.h"
@@ -30,10 +36,15 @@ class BenchWeights {
   BenchWeights(int64_t rows, int64_t cols, size_t min_total_bytes) {
     const size_t bytes = static_cast<size_t>(rows * cols) * 2;
     const size_t copies = std::max<size_t>(1, (min_total_bytes + bytes - 1) / bytes);
-    std::mt19937 rng(42);
-    std::uniform_real_distribution<float> dist(-1.f, 1.f);
     storage_.resize(copies * bytes / 2);
-    for (uint16_t& v : storage_) v = f32_to_bf16(dist(rng));
+    // Random bf16 in (-1, 1): a cheap xorshift generator keeps the 256+ MiB setup short.
+    uint32_t state = 42;
+    for (uint16_t& v : storage_) {
+      state ^= state << 13;
+      state ^= state >> 17;
+      state ^= state << 5;
+      v = f32_to_bf16(static_cast<float>(static_cast<int32_t>(state)) * 0x1p-31f);
+    }
     for (size_t c = 0; c < copies; ++c) {
       tensors_.push_back(Tensor{"w", DType::BF16, {rows, cols},
                                 reinterpret_cast<const std::byte*>(storage_.data() + c * bytes / 2), bytes});
@@ -48,6 +59,14 @@ class BenchWeights {
   size_t next_ = 0;
 };
 
+// Google Benchmark calls each benchmark function several times; build each weight set once.
+BenchWeights& bench_weights(int64_t rows, int64_t cols, size_t min_total_bytes) {
+  static std::map<std::tuple<int64_t, int64_t, size_t>, std::unique_ptr<BenchWeights>> cache;
+  auto& slot = cache[{rows, cols, min_total_bytes}];
+  if (!slot) slot = std::make_unique<BenchWeights>(rows, cols, min_total_bytes);
+  return *slot;
+}
+
 using Path = void (*)(ThreadPool&, const Tensor&, const float*, int64_t, float*);
 
 bool skip_unavailable(benchmark::State& state, Path path) {
@@ -61,7 +80,7 @@ bool skip_unavailable(benchmark::State& state, Path path) {
 void run_matmul(benchmark::State& state, Path path, int64_t rows, int64_t cols, int64_t n_tokens,
                 size_t min_weight_bytes) {
   if (skip_unavailable(state, path)) return;
-  BenchWeights weights(rows, cols, min_weight_bytes);
+  BenchWeights& weights = bench_weights(rows, cols, min_weight_bytes);
   std::vector<float> x(static_cast<size_t>(n_tokens * cols), 0.5f), y(static_cast<size_t>(n_tokens * rows));
   ThreadPool& pool = bench_pool();
   for (auto _ : state) {
@@ -70,15 +89,20 @@ void run_matmul(benchmark::State& state, Path path, int64_t rows, int64_t cols, 
   }
   state.counters["threads"] = pool.size();
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * weights.bytes()));
-  state.counters["FLOP/s"] =
-      benchmark::Counter(2.0 * static_cast<double>(rows * cols * n_tokens) * static_cast<double>(state.iterations()),
-                         benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+  state.counters["FLOP/s"] = benchmark::Counter(
+      2.0 * static_cast<double>(rows * cols * n_tokens) * static_cast<double>(state.iterations()),
+      benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
 }
 
 constexpr size_t kOverflowCache = size_t{256} << 20;
 
 void BM_Decode(benchmark::State& state, Path path) {
   run_matmul(state, path, state.range(0), state.range(1), 1, kOverflowCache);
+}
+
+// The same weights every call, small enough to stay in cache: the decode kernel's compute ceiling.
+void BM_DecodeCached(benchmark::State& state, Path path) {
+  run_matmul(state, path, state.range(0), state.range(1), 1, 0);
 }
 
 // Prefill is compute bound; its weights are reused across tokens, so one copy is realistic.
@@ -93,12 +117,23 @@ void decode_shapes(benchmark::internal::Benchmark* b) {
 
 void prefill_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "cols", "tokens"});
-  for (int64_t tokens : {64, 256}) b->Args({1024, 640, tokens})->Args({6912, 1152, tokens})->Args({1152, 6912, tokens});
+  for (int64_t tokens : {64, 256})
+    b->Args({1024, 640, tokens})->Args({6912, 1152, tokens})->Args({1152, 6912, tokens});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 BENCHMARK_CAPTURE(BM_Decode, fma, &detail::matmul_highway)->Apply(decode_shapes);
 BENCHMARK_CAPTURE(BM_Decode, bf16_hilo, &detail::matmul_avx512bf16)->Apply(decode_shapes);
+BENCHMARK_CAPTURE(BM_DecodeCached, fma, &detail::matmul_highway)
+    ->ArgNames({"rows", "cols"})
+    ->Args({1024, 640})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_DecodeCached, bf16_hilo, &detail::matmul_avx512bf16)
+    ->ArgNames({"rows", "cols"})
+    ->Args({1024, 640})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(BM_Prefill, fma, &detail::matmul_highway)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Prefill, bf16_hilo, &detail::matmul_avx512bf16)->Apply(prefill_shapes);
 
@@ -123,7 +158,32 @@ void BM_PoolRegion(benchmark::State& state) {
 }
 BENCHMARK(BM_PoolRegion)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
+// Narrows Highway's dispatch to the target named by GE_BENCH_HWY_TARGET, if any; false if unknown.
+bool force_highway_target_from_env() {
+  const char* wanted = std::getenv("GE_BENCH_HWY_TARGET");
+  if (wanted == nullptr) return true;
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    if (std::strcmp(hwy::TargetName(target), wanted) == 0) {
+      hwy::SetSupportedTargetsForTest(target);
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 }  // namespace ge::kernels
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  if (!ge::kernels::force_highway_target_from_env()) {
+    std::fprintf(stderr, "GE_BENCH_HWY_TARGET names no Highway target this CPU supports\n");
+    return 1;
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("matmul_target", ge::kernels::matmul_target());
+  benchmark::AddCustomContext("highway_target", ge::kernels::detail::highway_target_name());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

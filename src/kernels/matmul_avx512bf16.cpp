@@ -1,7 +1,7 @@
 // vdpbf16ps kernels for BF16 weights. One instruction multiplies 32 bf16 weight/activation pairs and
 // accumulates them in f32. Activations are f32, so each is split into hi = bf16(x) and lo = bf16(x - hi):
-// w*hi + w*lo carries ~16 mantissa bits of x (relative error <= 2^-17), where bf16(x) alone would carry
-// 8 and push the logits ~5e-3 off.
+// w*hi + w*lo carries 16 significant bits of x (relative error <= 2^-16 per product), where bf16(x)
+// alone carries 8 and pushes the logits ~5e-3 off.
 //
 // Only the functions marked GE_AVX512BF16 use those instructions; the rest of the file is baseline x86-64
 // so that the binary still loads and runs on CPUs without them.
@@ -27,14 +27,8 @@ namespace ge::kernels::detail {
 namespace {
 
 constexpr size_t kStep = 32;  // bf16 elements per zmm
-#ifndef GE_BR
-#define GE_BR 4
-#define GE_BT 6
-#define GE_BKB 1024
-#endif
-constexpr size_t kTileRows = GE_BR;
-constexpr size_t kTileTokens = GE_BT;
-constexpr size_t kKBlock = GE_BKB;
+constexpr size_t kTileRows = 4;
+constexpr size_t kTileTokens = 6;
 
 // hi and lo parts of every token's activations, each row padded with zeros to a whole number of steps.
 struct SplitActivations {
@@ -63,18 +57,17 @@ void split_activations(ThreadPool& pool, const float* x, int64_t n_tokens, size_
   });
 }
 
+// Where a tile reads and writes: weight rows at stride k, the tokens' hi and lo parts at x_stride.
 struct TileArgs {
   const uint16_t* w;
-  size_t w_stride;
   const uint16_t* hi;
   const uint16_t* lo;
-  size_t x_stride;
+  size_t k, x_stride;
   float* y;
   size_t y_stride;
-  size_t k_begin, k_end;  // k_end may cut a step short only at the end of the row
-  bool accumulate;        // add to y (later K blocks) or overwrite it (the first)
 };
 
+// y[t * y_stride + r] = dot(w row r, x row t) for R weight rows and T tokens.
 template <size_t R, size_t T>
 GE_AVX512BF16 __attribute__((noinline)) void dot_tile(const TileArgs& a) {
   __m512 acc[R][T];
@@ -85,33 +78,28 @@ GE_AVX512BF16 __attribute__((noinline)) void dot_tile(const TileArgs& a) {
   // One loop for whole and partial steps: a helper taking acc by reference made GCC keep the
   // accumulators in memory. Masked weight loads never touch bytes past the row (the last row may end the
   // mmapped file); the zero padding of hi/lo keeps the masked-off lanes at 0.
-  for (size_t k = a.k_begin; k < a.k_end; k += kStep) {
-    const size_t left = a.k_end - k;
+  for (size_t i = 0; i < a.k; i += kStep) {
+    const size_t left = a.k - i;
     const __mmask32 mask = left >= kStep ? ~__mmask32{0} : static_cast<__mmask32>((1u << left) - 1);
     __m512bh wv[R];
 #pragma GCC unroll 16
     for (size_t r = 0; r < R; ++r)
-      wv[r] = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, a.w + r * a.w_stride + k));
+      wv[r] = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, a.w + r * a.k + i));
 #pragma GCC unroll 16
     for (size_t t = 0; t < T; ++t) {
-      const __m512bh hi = reinterpret_cast<__m512bh>(_mm512_loadu_si512(a.hi + t * a.x_stride + k));
+      const __m512bh hi = reinterpret_cast<__m512bh>(_mm512_loadu_si512(a.hi + t * a.x_stride + i));
 #pragma GCC unroll 16
       for (size_t r = 0; r < R; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], hi);
-      const __m512bh lo = reinterpret_cast<__m512bh>(_mm512_loadu_si512(a.lo + t * a.x_stride + k));
+      const __m512bh lo = reinterpret_cast<__m512bh>(_mm512_loadu_si512(a.lo + t * a.x_stride + i));
 #pragma GCC unroll 16
       for (size_t r = 0; r < R; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], lo);
     }
   }
 
 #pragma GCC unroll 16
-  for (size_t t = 0; t < T; ++t) {
+  for (size_t t = 0; t < T; ++t)
 #pragma GCC unroll 16
-    for (size_t r = 0; r < R; ++r) {
-      const float sum = _mm512_reduce_add_ps(acc[r][t]);
-      float& out = a.y[t * a.y_stride + r];
-      out = a.accumulate ? out + sum : sum;
-    }
-  }
+    for (size_t r = 0; r < R; ++r) a.y[t * a.y_stride + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
 template <size_t R, size_t... I>
@@ -119,49 +107,28 @@ constexpr auto dot_tile_table(std::index_sequence<I...>) {
   return std::array<void (*)(const TileArgs&), sizeof...(I)>{&dot_tile<R, I + 1>...};
 }
 
-// dot_tile<R, t> for a token count t in [1, kTileTokens] known only at run time (the last token tile).
+// dot_tile<R, T> for every token count T in [1, kTileTokens], indexed by T - 1: the last token tile's
+// size is known only at run time.
 template <size_t R>
-void dot_tile_tokens(size_t tokens, const TileArgs& a) {
-  static constexpr auto kTable = dot_tile_table<R>(std::make_index_sequence<kTileTokens>());
-  kTable[tokens - 1](a);
-}
+constexpr auto kDotTiles = dot_tile_table<R>(std::make_index_sequence<kTileTokens>());
 
-struct Problem {
-  const uint16_t* w;
-  size_t k;
-  const SplitActivations* x;
-  size_t n_tokens;
-  float* y;
-  size_t rows;
-  size_t k_block;
-};
-
-void matmul_rows(const Problem& p, size_t row_begin, size_t row_end) {
-  for (size_t kb = 0; kb < p.k; kb += p.k_block) {
-    for (size_t t0 = 0; t0 < p.n_tokens; t0 += kTileTokens) {
-      const size_t tokens = std::min(kTileTokens, p.n_tokens - t0);
-      const size_t x_offset = t0 * p.x->stride;
-      TileArgs a{nullptr,
-                 p.k,
-                 p.x->hi.data() + x_offset,
-                 p.x->lo.data() + x_offset,
-                 p.x->stride,
-                 nullptr,
-                 p.rows,
-                 kb,
-                 std::min(p.k, kb + p.k_block),
-                 kb > 0};
-      size_t r = row_begin;
-      for (; r + kTileRows <= row_end; r += kTileRows) {
-        a.w = p.w + r * p.k;
-        a.y = p.y + t0 * p.rows + r;
-        dot_tile_tokens<kTileRows>(tokens, a);
-      }
-      for (; r < row_end; ++r) {
-        a.w = p.w + r * p.k;
-        a.y = p.y + t0 * p.rows + r;
-        dot_tile_tokens<1>(tokens, a);
-      }
+// Output rows [row_begin, row_end) for all tokens. Token tiles run outermost, so the task's weight rows
+// (sized by rows_per_task to stay in L2) are reused by every token tile.
+void matmul_rows(const uint16_t* w, size_t k, const SplitActivations& x, size_t n_tokens, float* y,
+                 size_t rows, size_t row_begin, size_t row_end) {
+  for (size_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
+    const size_t tile = std::min(kTileTokens, n_tokens - t0) - 1;
+    TileArgs a{nullptr, x.hi.data() + t0 * x.stride, x.lo.data() + t0 * x.stride, k, x.stride, nullptr, rows};
+    size_t r = row_begin;
+    for (; r + kTileRows <= row_end; r += kTileRows) {
+      a.w = w + r * k;
+      a.y = y + t0 * rows + r;
+      kDotTiles<kTileRows>[tile](a);
+    }
+    for (; r < row_end; ++r) {
+      a.w = w + r * k;
+      a.y = y + t0 * rows + r;
+      kDotTiles<1>[tile](a);
     }
   }
 }
@@ -178,22 +145,16 @@ void matmul_avx512bf16(ThreadPool& pool, const Tensor& w, const float* x, int64_
   const size_t k = static_cast<size_t>(w.cols());
   const int64_t rows = w.rows();
   // Reused across calls: the engine calls matmul ~100 times per token with a handful of shapes.
-  thread_local SplitActivations split;
+  thread_local SplitActivations scratch;
+  // A lambda naming the thread_local would see each worker's own (empty) copy; bind the caller's.
+  SplitActivations& split = scratch;
   split_activations(pool, x, n_tokens, k, split);
-  // With a single token tile nothing is reused across K blocks, and blocking would only break the
-  // weight rows' sequential streams.
-  const size_t k_block = static_cast<size_t>(n_tokens) <= kTileTokens ? k : kKBlock;
-  const Problem p{reinterpret_cast<const uint16_t*>(w.data),
-                  k,
-                  &split,
-                  static_cast<size_t>(n_tokens),
-                  y,
-                  static_cast<size_t>(rows),
-                  k_block};
+  const auto* weights = reinterpret_cast<const uint16_t*>(w.data);
   const int64_t chunk = rows_per_task(rows, w.row_bytes(), pool.size(), kTileRows);
   pool.run((rows + chunk - 1) / chunk, [&](int64_t task) {
     const int64_t begin = task * chunk;
-    matmul_rows(p, static_cast<size_t>(begin), static_cast<size_t>(std::min(rows, begin + chunk)));
+    matmul_rows(weights, k, split, static_cast<size_t>(n_tokens), y, static_cast<size_t>(rows),
+                static_cast<size_t>(begin), static_cast<size_t>(std::min(rows, begin + chunk)));
   });
 }
 

@@ -6,6 +6,7 @@
 #define HWY_TARGET_INCLUDE "kernels/matmul_highway.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 // foreach_target must come first
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <algorithm>
@@ -30,17 +31,11 @@ constexpr size_t kStep = 2 * kLanes;
 
 // AVX-512 has 32 vector registers: a 4x6 tile (24 accumulators) leaves room for the weights and one
 // activation vector. The 16-register targets get 4x2 (8 accumulators).
-#ifndef GE_R
-#define GE_R 4
-#define GE_T 6
-#define GE_T2 2
-#define GE_KB 1024
+#ifndef GE_DR
+#define GE_DR 4
 #endif
-constexpr size_t kTileRows = GE_R;
-constexpr size_t kTileTokens = kLanes >= 16 ? GE_T : GE_T2;
-// Prefill blocks the K loop so that a token tile's activations stay in L1 while the rows stream past.
-constexpr size_t kKBlock = GE_KB;
-static_assert(kKBlock % 64 == 0, "a K block must be a whole number of steps on every target");
+constexpr size_t kTileRows = 4;
+constexpr size_t kTileTokens = kLanes >= 16 ? 6 : 2;
 
 struct F32Format {
   using T = float;
@@ -81,39 +76,33 @@ struct Bf16Format {
   }
 };
 
-// Where a tile reads and writes: R weight rows from w, T token rows from x, outputs into y.
-template <class Format>
-struct TileArgs {
-  const typename Format::T* w;
-  size_t w_stride;
-  const float* x;
-  size_t x_stride;
-  float* y;
-  size_t y_stride;
-  size_t k_begin, k_vec_end, k_end;  // [k_begin, k_vec_end) by vectors, then scalars up to k_end
-  bool accumulate;                   // add to y (later K blocks) or overwrite it (the first)
-};
-
+// y[t * y_stride + r] = dot(w row r, x row t) for R weight rows and T token rows, both at stride k.
 template <class Format, size_t R, size_t T>
-HWY_NOINLINE void DotTile(const TileArgs<Format>& a) {
+HWY_NOINLINE void DotTile(const typename Format::T* HWY_RESTRICT w, const float* HWY_RESTRICT x, size_t k,
+                          float* HWY_RESTRICT y, size_t y_stride) {
   const DF d;
-  const typename Format::T* HWY_RESTRICT w = a.w;
-  const float* HWY_RESTRICT x = a.x;
   VF acc[R][T];
 #pragma GCC unroll 16
   for (size_t r = 0; r < R; ++r)
 #pragma GCC unroll 16
     for (size_t t = 0; t < T; ++t) acc[r][t] = hn::Zero(d);
 
-  for (size_t k = a.k_begin; k < a.k_vec_end; k += kStep) {
+  const size_t k_vec = k / kStep * kStep;
+  for (size_t i = 0; i < k_vec; i += kStep) {
+#ifdef GE_PF
+    if (T == 1) {
+#pragma GCC unroll 16
+      for (size_t r = 0; r < R; ++r) hwy::Prefetch(w + r * k + i + GE_PF);
+    }
+#endif
 #pragma GCC unroll 16
     for (size_t half = 0; half < 2; ++half) {
       VF wv[R];
 #pragma GCC unroll 16
-      for (size_t r = 0; r < R; ++r) wv[r] = Format::LoadHalf(d, w + r * a.w_stride + k, half);
+      for (size_t r = 0; r < R; ++r) wv[r] = Format::LoadHalf(d, w + r * k + i, half);
 #pragma GCC unroll 16
       for (size_t t = 0; t < T; ++t) {
-        const VF xv = hn::LoadU(d, x + t * a.x_stride + k + half * kLanes);
+        const VF xv = hn::LoadU(d, x + t * k + i + half * kLanes);
 #pragma GCC unroll 16
         for (size_t r = 0; r < R; ++r) acc[r][t] = hn::MulAdd(wv[r], xv, acc[r][t]);
       }
@@ -125,59 +114,38 @@ HWY_NOINLINE void DotTile(const TileArgs<Format>& a) {
 #pragma GCC unroll 16
     for (size_t r = 0; r < R; ++r) {
       float sum = hn::GetLane(hn::SumOfLanes(d, acc[r][t]));
-      for (size_t k = a.k_vec_end; k < a.k_end; ++k)
-        sum += x[t * a.x_stride + k] * Format::ToFloat(w + r * a.w_stride + k);
-      float& out = a.y[t * a.y_stride + r];
-      out = a.accumulate ? out + sum : sum;
+      for (size_t i = k_vec; i < k; ++i) sum += x[t * k + i] * Format::ToFloat(w + r * k + i);
+      y[t * y_stride + r] = sum;
     }
   }
 }
 
+template <class Format>
+using DotTileFn = void (*)(const typename Format::T*, const float*, size_t, float*, size_t);
+
 template <class Format, size_t R, size_t... I>
 constexpr auto DotTileTable(std::index_sequence<I...>) {
-  return std::array<void (*)(const TileArgs<Format>&), sizeof...(I)>{&DotTile<Format, R, I + 1>...};
+  return std::array<DotTileFn<Format>, sizeof...(I)>{&DotTile<Format, R, I + 1>...};
 }
 
-// DotTile<R, t> for a token count t in [1, kTileTokens] known only at run time (the last token tile).
+// DotTile<R, T> for every token count T in [1, kTileTokens], indexed by T - 1: the last token tile's
+// size is known only at run time.
 template <class Format, size_t R>
-void DotTileTokens(size_t tokens, const TileArgs<Format>& a) {
-  static constexpr auto kTable = DotTileTable<Format, R>(std::make_index_sequence<kTileTokens>());
-  kTable[tokens - 1](a);
-}
+constexpr auto kDotTiles = DotTileTable<Format, R>(std::make_index_sequence<kTileTokens>());
 
+// Output rows [row_begin, row_end) for all tokens. Token tiles run outermost, so the task's weight rows
+// (sized by rows_per_task to stay in L2) are reused by every token tile.
 template <class Format>
-struct Problem {
-  const typename Format::T* w;
-  size_t k;  // in-dim
-  const float* x;
-  int64_t n_tokens;
-  float* y;
-  size_t rows;
-  size_t k_block;
-};
-
-template <class Format>
-void MatmulRows(const Problem<Format>& p, size_t row_begin, size_t row_end) {
-  const size_t k_vec = p.k / kStep * kStep;
-  const size_t n_tokens = static_cast<size_t>(p.n_tokens);
-  for (size_t kb = 0; kb < p.k; kb += p.k_block) {
-    const size_t kb_end = std::min(p.k, kb + p.k_block);
-    for (size_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
-      const size_t tokens = std::min(kTileTokens, n_tokens - t0);
-      TileArgs<Format> a{nullptr, p.k, p.x + t0 * p.k,          p.k,    nullptr,
-                         p.rows,  kb,  std::min(kb_end, k_vec), kb_end, kb > 0};
-      size_t r = row_begin;
-      for (; r + kTileRows <= row_end; r += kTileRows) {
-        a.w = p.w + r * p.k;
-        a.y = p.y + t0 * p.rows + r;
-        DotTileTokens<Format, kTileRows>(tokens, a);
-      }
-      for (; r < row_end; ++r) {
-        a.w = p.w + r * p.k;
-        a.y = p.y + t0 * p.rows + r;
-        DotTileTokens<Format, 1>(tokens, a);
-      }
-    }
+void MatmulRows(const typename Format::T* w, size_t k, const float* x, size_t n_tokens, float* y, size_t rows,
+                size_t row_begin, size_t row_end) {
+  for (size_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
+    const size_t tile = std::min(kTileTokens, n_tokens - t0) - 1;
+    const float* xt = x + t0 * k;
+    float* yt = y + t0 * rows;
+    size_t r = row_begin;
+    for (; r + kTileRows <= row_end; r += kTileRows)
+      kDotTiles<Format, kTileRows>[tile](w + r * k, xt, k, yt + r, rows);
+    for (; r < row_end; ++r) kDotTiles<Format, 1>[tile](w + r * k, xt, k, yt + r, rows);
   }
 }
 
@@ -210,20 +178,12 @@ void MatmulFormat(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_t
     PermuteForBf16(pool, x, n_tokens, k, permuted.data());
     xs = permuted.data();
   }
-  // With a single token tile nothing is reused across K blocks, and blocking would only break the
-  // weight rows' sequential streams.
-  const size_t k_block = static_cast<size_t>(n_tokens) <= kTileTokens ? k : kKBlock;
-  const Problem<Format> p{reinterpret_cast<const typename Format::T*>(w.data),
-                          k,
-                          xs,
-                          n_tokens,
-                          y,
-                          static_cast<size_t>(rows),
-                          k_block};
+  const auto* weights = reinterpret_cast<const typename Format::T*>(w.data);
   const int64_t chunk = detail::rows_per_task(rows, w.row_bytes(), pool.size(), kTileRows);
   pool.run((rows + chunk - 1) / chunk, [&](int64_t task) {
     const int64_t begin = task * chunk;
-    MatmulRows(p, static_cast<size_t>(begin), static_cast<size_t>(std::min(rows, begin + chunk)));
+    MatmulRows<Format>(weights, k, xs, static_cast<size_t>(n_tokens), y, static_cast<size_t>(rows),
+                       static_cast<size_t>(begin), static_cast<size_t>(std::min(rows, begin + chunk)));
   });
 }
 

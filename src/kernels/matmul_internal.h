@@ -16,7 +16,7 @@ void matmul_highway(ThreadPool& pool, const Tensor& w, const float* x, int64_t n
 const char* highway_target_name();
 
 // vdpbf16ps kernels for BF16 weights: activations are split into bf16 hi + lo parts, so products keep
-// ~16 mantissa bits of x instead of bf16's 8. Only call when cpu_has_avx512bf16().
+// 16 significant bits of x instead of bf16's 8. Only call when cpu_has_avx512bf16().
 bool cpu_has_avx512bf16();
 void matmul_avx512bf16(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
 

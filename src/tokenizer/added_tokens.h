@@ -1,6 +1,6 @@
-// The added (special and user-defined) tokens, matched in the raw text before normalization, as
-// Hugging Face's AddedVocabulary does for tokens with normalized=false: leftmost-longest, then the scan
-// resumes after the match. A byte trie; at each position it is walked only as far as the text agrees.
+// Added (special and user-defined) tokens, found in text as Hugging Face's AddedVocabulary finds them:
+// leftmost-longest, then the scan resumes after the match. A byte trie; at each position it is walked
+// only as far as the text agrees.
 #pragma once
 #include <array>
 #include <cstdint>

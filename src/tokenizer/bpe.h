@@ -34,6 +34,7 @@ class MergeTable {
     map_.insert_or_assign(key(left, right), merge);
   }
   const Merge* find(int32_t left, int32_t right) const { return map_.find(key(left, right)); }
+  void prefetch(int32_t left, int32_t right) const { map_.prefetch(key(left, right)); }
 
  private:
   static uint64_t key(int32_t left, int32_t right) {

@@ -26,6 +26,8 @@ class FlatU64Map {
     s.value = value;
   }
 
+  void prefetch(uint64_t key) const { __builtin_prefetch(&slots_[home(key)]); }
+
   const Value* find(uint64_t key) const {
     const Slot& s = slots_[probe(key)];
     return s.key == kEmpty ? nullptr : &s.value;
@@ -39,8 +41,10 @@ class FlatU64Map {
   };
 
   // Fibonacci hashing: the high bits of key * 2^64/phi spread consecutive ids well.
+  size_t home(uint64_t key) const { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_); }
+
   size_t probe(uint64_t key) const {
-    size_t i = static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_);
+    size_t i = home(key);
     const size_t mask = slots_.size() - 1;
     while (slots_[i].key != kEmpty && slots_[i].key != key) i = (i + 1) & mask;
     return i;

@@ -29,8 +29,8 @@ void PieceIndex::build(const TextTable& table, int32_t count) {
   }
 }
 
-std::optional<int32_t> PieceIndex::find(const TextTable& table, std::string_view piece) const {
-  const int32_t id = slots_[slot_of(table, piece, hash_of(piece))].id;
+std::optional<int32_t> PieceIndex::find(const TextTable& table, std::string_view piece, size_t hash) const {
+  const int32_t id = slots_[slot_of(table, piece, hash)].id;
   if (id < 0) return std::nullopt;
   return id;
 }

@@ -29,7 +29,14 @@ class PieceIndex {
   // Indexes ids [0, count) of `table`; empty texts (ids nothing was assigned to) are left out and the
   // first id wins when a text repeats.
   void build(const TextTable& table, int32_t count);
-  std::optional<int32_t> find(const TextTable& table, std::string_view piece) const;
+  std::optional<int32_t> find(const TextTable& table, std::string_view piece) const {
+    return find(table, piece, hash_of(piece));
+  }
+
+  // For batched lookups: hash first, prefetch, find later with the same hash.
+  static size_t hash_of(std::string_view piece) { return std::hash<std::string_view>{}(piece); }
+  void prefetch(size_t hash) const { __builtin_prefetch(&slots_[hash & (slots_.size() - 1)]); }
+  std::optional<int32_t> find(const TextTable& table, std::string_view piece, size_t hash) const;
 
  private:
   // Part of the hash kept beside each id, so that probing past other pieces rarely reads their text.
@@ -37,7 +44,6 @@ class PieceIndex {
     uint32_t tag = 0;
     int32_t id = -1;  // -1: empty
   };
-  static size_t hash_of(std::string_view piece) { return std::hash<std::string_view>{}(piece); }
   static uint32_t tag_of(size_t hash) { return static_cast<uint32_t>(hash >> 32); }
   size_t slot_of(const TextTable& table, std::string_view piece, size_t hash) const;
 

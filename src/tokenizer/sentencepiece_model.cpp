@@ -1,7 +1,8 @@
 // SentencePiece tokenizer.model (a serialized ModelProto), BPE models with identity normalization as
 // Gemma ships them. The protobuf is read by hand: only a few fields matter. Encoding follows
 // transformers' slow GemmaTokenizer: control, unknown and user-defined pieces (and the added tokens of
-// tokenizer_config.json) are split out of the raw text first, the rest goes through SentencePiece BPE.
+// tokenizer_config.json) are split out of the raw text first, the rest goes through SentencePiece,
+// which matches user-defined pieces again in the normalized text and BPE-encodes between them.
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -329,6 +330,8 @@ std::unique_ptr<TokenizerModel> load_sentencepiece_model(const std::filesystem::
 
   auto tokenizer = std::make_unique<TokenizerModel>();
   build_token_tables(list_tokens(sp, config), {"\xE2\x96\x81", " "}, *tokenizer);
+  for (int32_t id = 0; id < static_cast<int32_t>(sp.pieces.size()); ++id)
+    if (sp.pieces[id].type == kUserDefined) tokenizer->normalized_added.add(sp.pieces[id].text, id);
   if (sp.escape_whitespaces) tokenizer->normalizer = {{" ", "\xE2\x96\x81"}};
   BpeOptions options;
   options.byte_fallback = sp.byte_fallback;

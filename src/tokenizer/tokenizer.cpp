@@ -20,16 +20,9 @@ bool has_token(const td::TokenizerModel& m, int32_t id) {
   return id >= 0 && id < m.pieces.size() && m.info[id].present;
 }
 
-// Text between added tokens: normalize, pre-tokenize, BPE each word.
-void encode_plain(const td::TokenizerModel& m, std::string_view text, std::vector<int32_t>& ids,
+// Pre-tokenize normalized text, BPE each word.
+void encode_words(const td::TokenizerModel& m, std::string_view normalized, std::vector<int32_t>& ids,
                   EncodeScratch& scratch) {
-  if (text.empty()) return;
-  std::string_view normalized = text;
-  for (const auto& step : m.normalizer) {
-    td::replace_all(normalized, step, scratch.spare);
-    std::swap(scratch.spare, scratch.normalized);
-    normalized = scratch.normalized;
-  }
   const auto bpe = [&](std::string_view word) {
     m.bpe.encode(word, m.pieces, m.vocab_index, ids, scratch.bpe);
   };
@@ -42,6 +35,26 @@ void encode_plain(const td::TokenizerModel& m, std::string_view text, std::vecto
     start = hit + delimiter.size();
   }
   bpe(normalized.substr(start));
+}
+
+// Text between added tokens: normalize, match the tokens that are matched after normalization, encode
+// the words in between.
+void encode_plain(const td::TokenizerModel& m, std::string_view text, std::vector<int32_t>& ids,
+                  EncodeScratch& scratch) {
+  if (text.empty()) return;
+  std::string_view normalized = text;
+  for (const auto& step : m.normalizer) {
+    td::replace_all(normalized, step, scratch.spare);
+    std::swap(scratch.spare, scratch.normalized);
+    normalized = scratch.normalized;
+  }
+  size_t pos = 0;
+  while (const auto match = m.normalized_added.find_first(normalized, pos)) {
+    encode_words(m, normalized.substr(pos, match->begin - pos), ids, scratch);
+    ids.push_back(match->id);
+    pos = match->begin + match->length;
+  }
+  encode_words(m, normalized.substr(pos), ids, scratch);
 }
 
 }  // namespace

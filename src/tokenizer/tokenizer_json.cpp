@@ -3,7 +3,9 @@
 // the raw text, and the Replace + ByteFallback + Fuse decoder. Anything else is rejected by name rather
 // than tokenized differently from HF.
 #include <algorithm>
+#include <array>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -193,26 +195,61 @@ std::pair<std::string_view, std::string_view> merge_pair(const JsonFile& json, J
   return {left, right};
 }
 
-// Rank = position in the list. Every piece involved must be in the vocabulary, as HF requires.
-MergeTable read_merges(const JsonFile& json, Object model, const TokenizerModel& tokenizer) {
-  const auto list = json.as_array(json.member(model, "merges", "model.merges"), "model.merges");
-  MergeTable merges;
-  merges.reserve(list.size());
-  std::string joined;
-  uint32_t rank = 0;
-  const auto lookup = [&](std::string_view piece) {
-    const auto id = tokenizer.vocab_index.find(tokenizer.pieces, piece);
+struct MergeIds {
+  int32_t left, right, merged;
+};
+
+// The ids of each merge's two pieces and of their concatenation, which must all be in the vocabulary
+// as HF requires. Half a million merges look up tables larger than the cache: each merge's slots are
+// prefetched kLookahead merges before they are probed, so that the memory latencies overlap.
+std::vector<MergeIds> resolve_merges(const JsonFile& json, JsonFile::Array list,
+                                     const TokenizerModel& tokenizer) {
+  struct Pending {
+    std::string_view left, right;
+    std::string joined;
+    std::array<size_t, 3> hash;
+  };
+  constexpr size_t kLookahead = 8;
+  std::array<Pending, kLookahead> ring;
+  const auto lookup = [&](std::string_view piece, size_t hash, size_t rank) {
+    const auto id = tokenizer.vocab_index.find(tokenizer.pieces, piece, hash);
     if (!id) json.fail(indexed_field("model.merges", rank), in_quotes(piece) + " is not in model.vocab");
     return *id;
   };
+  const auto resolve = [&](size_t rank) {
+    const Pending& p = ring[rank % kLookahead];
+    const int32_t left = lookup(p.left, p.hash[0], rank), right = lookup(p.right, p.hash[1], rank);
+    return MergeIds{left, right, lookup(p.joined, p.hash[2], rank)};
+  };
+  std::vector<MergeIds> merges;
+  merges.reserve(list.size());
+  size_t count = 0;
   for (const auto e : list) {
-    const auto [left, right] = merge_pair(json, e, rank);
-    const int32_t left_id = lookup(left), right_id = lookup(right);
-    joined.assign(left).append(right);
-    merges.insert_or_assign(left_id, right_id, Merge{rank, lookup(joined)});
-    ++rank;
+    if (count >= kLookahead) merges.push_back(resolve(count - kLookahead));  // frees this ring slot
+    Pending& p = ring[count % kLookahead];
+    std::tie(p.left, p.right) = merge_pair(json, e, count);
+    p.joined.assign(p.left).append(p.right);
+    p.hash = {PieceIndex::hash_of(p.left), PieceIndex::hash_of(p.right), PieceIndex::hash_of(p.joined)};
+    for (const size_t h : p.hash) tokenizer.vocab_index.prefetch(h);
+    ++count;
   }
+  for (size_t rank = count > kLookahead ? count - kLookahead : 0; rank < count; ++rank)
+    merges.push_back(resolve(rank));
   return merges;
+}
+
+// Rank = position in the list. Inserts are prefetched ahead for the same reason as the lookups.
+MergeTable build_merge_table(const std::vector<MergeIds>& merges) {
+  constexpr size_t kLookahead = 16;
+  MergeTable table;
+  table.reserve(merges.size());  // no rehash below, so prefetched slots stay where they are
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    if (rank + kLookahead < merges.size())
+      table.prefetch(merges[rank + kLookahead].left, merges[rank + kLookahead].right);
+    const MergeIds& m = merges[rank];
+    table.insert_or_assign(m.left, m.right, Merge{static_cast<uint32_t>(rank), m.merged});
+  }
+  return table;
 }
 
 BpeOptions read_bpe_options(const JsonFile& json, Object model, const TokenizerModel& tokenizer) {
@@ -244,8 +281,9 @@ std::unique_ptr<TokenizerModel> load_tokenizer_json(const std::filesystem::path&
   tokenizer->normalizer = read_normalizer(json, root);
   tokenizer->split_delimiter = read_pre_tokenizer(json, root);
   const BpeOptions options = read_bpe_options(json, model, *tokenizer);
-  tokenizer->bpe =
-      BpeModel(tokenizer->pieces, tokenizer->vocab_index, read_merges(json, model, *tokenizer), options, {});
+  const auto merges = json.as_array(json.member(model, "merges", "model.merges"), "model.merges");
+  tokenizer->bpe = BpeModel(tokenizer->pieces, tokenizer->vocab_index,
+                            build_merge_table(resolve_merges(json, merges, *tokenizer)), options, {});
 
   const std::string unk = options.unk_id >= 0 ? std::string(tokenizer->pieces[options.unk_id]) : "<unk>";
   resolve_special_tokens({"<bos>", "<eos>", "<pad>", unk}, config, json.name(), *tokenizer);

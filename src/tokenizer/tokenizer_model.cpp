@@ -49,7 +49,6 @@ void build_token_tables(const TokenList& tokens, const StringReplace& decoder_re
     model.display.push_back(shown);
     if (tokens.added[id]) model.added.add(text, id);
   }
-  model.vocab_size = tokens.vocab_size;
   model.vocab_index.build(model.pieces, tokens.vocab_size);
 }
 

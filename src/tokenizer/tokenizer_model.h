@@ -24,9 +24,11 @@ struct TokenInfo {
 
 struct TokenizerModel {
   TextTable pieces;        // every id: the BPE vocabulary, then added tokens past it
-  PieceIndex vocab_index;  // the BPE vocabulary only
-  int32_t vocab_size = 0;  // ids [0, vocab_size) are the BPE vocabulary
+  PieceIndex vocab_index;  // the BPE vocabulary only (ids [0, TokenList::vocab_size))
   AddedTokens added;       // matched in the raw text before anything else
+  // tokenizer.model only: user-defined pieces, which SentencePiece matches in the normalized text
+  // (where a piece like "▁▁" can match two spaces).
+  AddedTokens normalized_added;
   std::vector<TokenInfo> info;
   TextTable display;                      // what decoding prints for each id (empty for byte pieces)
   std::vector<StringReplace> normalizer;  // applied in order to the text between added tokens
