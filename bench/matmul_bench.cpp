@@ -126,6 +126,8 @@ BENCHMARK_CAPTURE(BM_Decode, fma, &detail::matmul_highway)->Apply(decode_shapes)
 BENCHMARK_CAPTURE(BM_Decode, bf16_hilo, &detail::matmul_avx512bf16)->Apply(decode_shapes);
 BENCHMARK_CAPTURE(BM_DecodeCached, fma, &detail::matmul_highway)
     ->ArgNames({"rows", "cols"})
+    ->Args({64, 640})
+    ->Args({256, 640})
     ->Args({1024, 640})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <stdexcept>
 
 namespace ge::kernels {
@@ -58,15 +57,6 @@ void rms_norm(const float* x, const Tensor& w, float eps, bool one_plus, int64_t
   }
 }
 
-void gelu_tanh_mul(const float* gate, const float* up, int64_t n, float* out) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    const float inner = kSqrt2OverPi * (g + 0.044715f * g * g * g);
-    out[i] = 0.5f * g * (1.0f + std::tanh(inner)) * up[i];
-  }
-}
-
 void soft_cap(float* x, int64_t n, float cap) {
   const float inv = 1.0f / cap;
   for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] * inv);
@@ -87,39 +77,6 @@ void rope_neox(float* x, int64_t n_heads, int64_t head_dim, const float* cos, co
       b[i] = x2 * cos[i] + x1 * sin[i];
     }
   }
-}
-
-void attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64_t head_dim, float scale,
-            float* out) {
-  constexpr int64_t kBlock = 64;
-  float scores[kBlock];
-  float running_max = -std::numeric_limits<float>::infinity();
-  float running_sum = 0.0f;
-  std::fill(out, out + head_dim, 0.0f);
-  for (int64_t start = first; start <= last; start += kBlock) {
-    const int64_t count = std::min(kBlock, last - start + 1);
-    float block_max = running_max;
-    for (int64_t j = 0; j < count; ++j) {
-      const float* k = kv.k + ((start + j) % kv.capacity) * kv.stride;
-      float dot = 0.0f;
-      for (int64_t d = 0; d < head_dim; ++d) dot += q[d] * k[d];
-      scores[j] = dot * scale;
-      block_max = std::max(block_max, scores[j]);
-    }
-    // Rescale what was accumulated under the old maximum, then add this block.
-    const float correction = std::exp(running_max - block_max);
-    running_sum *= correction;
-    for (int64_t d = 0; d < head_dim; ++d) out[d] *= correction;
-    for (int64_t j = 0; j < count; ++j) {
-      const float p = std::exp(scores[j] - block_max);
-      running_sum += p;
-      const float* v = kv.v + ((start + j) % kv.capacity) * kv.stride;
-      for (int64_t d = 0; d < head_dim; ++d) out[d] += p * v[d];
-    }
-    running_max = block_max;
-  }
-  const float inv = 1.0f / running_sum;
-  for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
 }
 
 }  // namespace ge::kernels

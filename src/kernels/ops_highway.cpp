@@ -1,0 +1,113 @@
+// SIMD bodies of the element-wise ops whose cost shows in a profile: the tanh-GELU of the MLP and the
+// dot products / accumulations of attention. Dispatched at run time like the matmul kernels.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/ops_highway.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+// foreach_target must come first
+#include <hwy/contrib/math/math-inl.h>
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernels/ops.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace ge::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+void GeluTanhMul(const float* gate, const float* up, int64_t n, float* out) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto half = hn::Set(d, 0.5f), one = hn::Set(d, 1.0f);
+  const auto k0 = hn::Set(d, 0.7978845608028654f), k1 = hn::Set(d, 0.044715f);
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto g = hn::LoadU(d, gate + i);
+    const auto inner = hn::Mul(k0, hn::MulAdd(hn::Mul(k1, hn::Mul(g, g)), g, g));
+    const auto gelu = hn::Mul(hn::Mul(half, g), hn::Add(one, hn::Tanh(d, inner)));
+    hn::StoreU(hn::Mul(gelu, hn::LoadU(d, up + i)), d, out + i);
+  }
+  for (; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = 0.5f * g * (1.0f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g))) * up[i];
+  }
+}
+
+float Dot(const float* a, const float* b, int64_t n) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  auto acc0 = hn::Zero(d), acc1 = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + 2 * lanes <= n; i += 2 * lanes) {
+    acc0 = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), acc0);
+    acc1 = hn::MulAdd(hn::LoadU(d, a + i + lanes), hn::LoadU(d, b + i + lanes), acc1);
+  }
+  for (; i + lanes <= n; i += lanes) acc0 = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), acc0);
+  float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(acc0, acc1)));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+// out = out * scale + p * v
+void ScaleAddScaled(float* out, float scale, float p, const float* v, int64_t n) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto vs = hn::Set(d, scale), vp = hn::Set(d, p);
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes)
+    hn::StoreU(hn::MulAdd(vp, hn::LoadU(d, v + i), hn::Mul(vs, hn::LoadU(d, out + i))), d, out + i);
+  for (; i < n; ++i) out[i] = out[i] * scale + p * v[i];
+}
+
+void Attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64_t head_dim, float scale,
+            float* out) {
+  constexpr int64_t kBlock = 64;
+  float scores[kBlock];
+  float running_max = -std::numeric_limits<float>::infinity();
+  float running_sum = 0.0f;
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t start = first; start <= last; start += kBlock) {
+    const int64_t count = std::min(kBlock, last - start + 1);
+    float block_max = running_max;
+    for (int64_t j = 0; j < count; ++j) {
+      scores[j] = Dot(q, kv.k + ((start + j) % kv.capacity) * kv.stride, head_dim) * scale;
+      block_max = std::max(block_max, scores[j]);
+    }
+    // Rescale what was accumulated under the old maximum once, folded into the first key of the block.
+    float correction = std::exp(running_max - block_max);
+    running_sum *= correction;
+    for (int64_t j = 0; j < count; ++j) {
+      const float p = std::exp(scores[j] - block_max);
+      running_sum += p;
+      ScaleAddScaled(out, correction, p, kv.v + ((start + j) % kv.capacity) * kv.stride, head_dim);
+      correction = 1.0f;
+    }
+    running_max = block_max;
+  }
+  const float inv = 1.0f / running_sum;
+  ScaleAddScaled(out, inv, 0.0f, out, head_dim);
+}
+
+}  // namespace ge::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace ge::kernels {
+
+HWY_EXPORT(GeluTanhMul);
+HWY_EXPORT(Attend);
+
+void gelu_tanh_mul(const float* gate, const float* up, int64_t n, float* out) {
+  HWY_DYNAMIC_DISPATCH(GeluTanhMul)(gate, up, n, out);
+}
+
+void attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64_t head_dim, float scale,
+            float* out) {
+  HWY_DYNAMIC_DISPATCH(Attend)(q, kv, first, last, head_dim, scale, out);
+}
+
+}  // namespace ge::kernels
+#endif  // HWY_ONCE

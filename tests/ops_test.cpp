@@ -1,0 +1,132 @@
+// The SIMD element-wise ops (tanh-GELU, attention) against plain scalar references, on every Highway
+// target this CPU supports; RMSNorm and RoPE against hand-computed values.
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace ge::kernels {
+namespace {
+
+std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+double gelu_tanh_reference(double g) {
+  return 0.5 * g * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (g + 0.044715 * g * g * g)));
+}
+
+// softmax(scale * q.K) V over positions [first, last], each stored at row p % capacity.
+std::vector<double> attend_reference(const std::vector<float>& q, const std::vector<float>& k,
+                                     const std::vector<float>& v, int64_t capacity, int64_t stride, int64_t first,
+                                     int64_t last, int64_t head_dim, float scale) {
+  std::vector<double> scores;
+  double max_score = -INFINITY;
+  for (int64_t p = first; p <= last; ++p) {
+    double s = 0;
+    for (int64_t d = 0; d < head_dim; ++d) s += static_cast<double>(q[d]) * k[(p % capacity) * stride + d];
+    scores.push_back(s * scale);
+    max_score = std::max(max_score, scores.back());
+  }
+  double total = 0;
+  for (double& s : scores) total += (s = std::exp(s - max_score));
+  std::vector<double> out(head_dim, 0.0);
+  for (int64_t p = first; p <= last; ++p)
+    for (int64_t d = 0; d < head_dim; ++d) out[d] += scores[p - first] / total * v[(p % capacity) * stride + d];
+  return out;
+}
+
+class EveryTarget : public ::testing::Test {
+ protected:
+  template <class F>
+  void for_each_target(F&& body) {
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      SCOPED_TRACE(hwy::TargetName(target));
+      hwy::SetSupportedTargetsForTest(target);
+      body();
+    }
+    hwy::SetSupportedTargetsForTest(0);
+  }
+};
+
+TEST_F(EveryTarget, GeluTanhMulMatchesScalarReference) {
+  for_each_target([] {
+    for (int64_t n : {1, 7, 16, 33, 1000}) {
+      const auto gate = random_vector(n, 1, 3.0f), up = random_vector(n, 2);
+      std::vector<float> out(n);
+      gelu_tanh_mul(gate.data(), up.data(), n, out.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const double expected = gelu_tanh_reference(gate[i]) * up[i];
+        ASSERT_NEAR(out[i], expected, 2e-6 * std::max(1.0, std::abs(expected))) << "n=" << n << " i=" << i;
+      }
+    }
+  });
+}
+
+TEST_F(EveryTarget, AttendMatchesSoftmaxReferenceAcrossRingWrap) {
+  for_each_target([] {
+    const int64_t head_dim = 40, heads = 2, stride = heads * head_dim, capacity = 100;
+    const auto k = random_vector(capacity * stride, 3), v = random_vector(capacity * stride, 4);
+    const auto q = random_vector(head_dim, 5, 2.0f);
+    // Spans shorter and longer than one 64-key block, and one that wraps past the end of the ring.
+    for (auto [first, last] : {std::pair<int64_t, int64_t>{0, 0}, {3, 70}, {0, 99}, {150, 230}}) {
+      std::vector<float> out(head_dim);
+      const KVRows rows{k.data() + head_dim, v.data() + head_dim, stride, capacity};
+      attend(q.data(), rows, first, last, head_dim, 0.3f, out.data());
+      const std::vector<float> k_head(k.begin() + head_dim, k.end()), v_head(v.begin() + head_dim, v.end());
+      const auto expected = attend_reference(q, k_head, v_head, capacity, stride, first, last, head_dim, 0.3f);
+      for (int64_t d = 0; d < head_dim; ++d) ASSERT_NEAR(out[d], expected[d], 1e-5) << first << ".." << last;
+    }
+  });
+}
+
+Tensor f32_tensor(const std::vector<float>& values) {
+  Tensor t;
+  t.name = "w";
+  t.dtype = DType::F32;
+  t.shape = {static_cast<int64_t>(values.size())};
+  t.data = reinterpret_cast<const std::byte*>(values.data());
+  t.nbytes = values.size() * sizeof(float);
+  return t;
+}
+
+TEST(Ops, RmsNormWithGemmaOffsetWeights) {
+  const std::vector<float> x = {1, 2, 3, 4, -4, 0, 2, 1}, w = {0.5f, -0.5f, 0.f, 1.f};
+  std::vector<float> out(8);
+  rms_norm(x.data(), f32_tensor(w), 0.0f, true, 2, 4, out.data());
+  const double inv0 = 1 / std::sqrt((1 + 4 + 9 + 16) / 4.0), inv1 = 1 / std::sqrt((16 + 0 + 4 + 1) / 4.0);
+  const double expected[] = {1 * inv0 * 1.5, 2 * inv0 * 0.5, 3 * inv0, 4 * inv0 * 2,
+                             -4 * inv1 * 1.5, 0, 2 * inv1, 1 * inv1 * 2};
+  for (int i = 0; i < 8; ++i) EXPECT_NEAR(out[i], expected[i], 1e-6) << i;
+  rms_norm(x.data(), f32_tensor(w), 0.0f, false, 1, 4, out.data());
+  EXPECT_NEAR(out[0], 1 * inv0 * 0.5, 1e-6);
+}
+
+TEST(Ops, RopeRotatesHalfSplitPairs) {
+  std::vector<float> x = {1, 2, 3, 4};  // one head of 4: pairs (x0, x2) and (x1, x3)
+  const float cos[] = {0.0f, 0.5f}, sin[] = {1.0f, std::sqrt(0.75f)};
+  rope_neox(x.data(), 1, 4, cos, sin);
+  EXPECT_NEAR(x[0], 1 * 0.0f - 3 * 1.0f, 1e-6);
+  EXPECT_NEAR(x[2], 3 * 0.0f + 1 * 1.0f, 1e-6);
+  EXPECT_NEAR(x[1], 2 * 0.5f - 4 * std::sqrt(0.75f), 1e-6);
+  EXPECT_NEAR(x[3], 4 * 0.5f + 2 * std::sqrt(0.75f), 1e-6);
+}
+
+TEST(Ops, SoftCapBoundsLogits) {
+  std::vector<float> x = {0.0f, 30.0f, -1000.0f};
+  soft_cap(x.data(), 3, 30.0f);
+  EXPECT_FLOAT_EQ(x[0], 0.0f);
+  EXPECT_NEAR(x[1], 30.0 * std::tanh(1.0), 1e-5);
+  EXPECT_NEAR(x[2], -30.0f, 1e-5);
+}
+
+}  // namespace
+}  // namespace ge::kernels
