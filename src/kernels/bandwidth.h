@@ -9,6 +9,7 @@ namespace ge::kernels {
 
 // Read bandwidth in GB/s (1e9 bytes per second) over a freshly allocated buffer of `bytes` (make it far
 // larger than the last-level cache), summed by all of the pool's threads; the best of a few passes.
+// Returns 0 if a pass read the buffer wrongly (a bug, not a measurement).
 double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes = size_t{1} << 30);
 
 }  // namespace ge::kernels

@@ -40,12 +40,11 @@ float weight_at(const Tensor& w, int64_t row, int64_t col) {
 void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
   check_supported(w);
   if (n_tokens <= 0 || w.rows() == 0) return;
-  // TODO(perf-measured): the choice below is settled by bench/matmul_bench.cpp; see matmul_target().
-  if (w.dtype == DType::BF16 && detail::cpu_has_avx512bf16()) {
-    detail::matmul_avx512bf16(pool, w, x, n_tokens, y);
-  } else {
-    detail::matmul_highway(pool, w, x, n_tokens, y);
-  }
+  // Always the f32-FMA kernels, also for BF16 weights on AVX512_BF16 CPUs. vdpbf16ps would need the
+  // activations rounded to bf16 (~5e-3 on logits, past the 1e-3 bar) or split into bf16 hi + lo parts, and
+  // that exact-enough hi/lo variant measured no faster on Zen 4 (two vdpbf16ps per 32 products is the
+  // same instruction count as two FMAs; decode is memory bound either way), so it was removed.
+  detail::matmul_highway(pool, w, x, n_tokens, y);
 }
 
 void matmul_reference(const Tensor& w, const float* x, int64_t n_tokens, float* y) {
@@ -61,9 +60,7 @@ void matmul_reference(const Tensor& w, const float* x, int64_t n_tokens, float* 
 }
 
 const char* matmul_target() {
-  static const std::string name =
-      std::string(detail::highway_target_name()) + (detail::cpu_has_avx512bf16() ? "+AVX512_BF16" : "");
-  return name.c_str();
+  return detail::highway_target_name();
 }
 
 }  // namespace ge::kernels

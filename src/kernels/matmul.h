@@ -9,13 +9,14 @@
 namespace ge::kernels {
 
 // y[t, o] = sum_i x[t, i] * w[o, i] for t < n_tokens, o < w.rows(); x is [n_tokens, w.cols()] and y is
-// [n_tokens, w.rows()], both dense row-major. Work is split over output rows across the pool.
+// [n_tokens, w.rows()], both dense row-major. Work is split over output rows across the pool. Weights
+// must be F32, F16 or BF16 (accumulation in f32, products exact); other dtypes throw std::invalid_argument.
 void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
 
 // The same product without SIMD or threads: the reference every SIMD kernel is tested against.
 void matmul_reference(const Tensor& w, const float* x, int64_t n_tokens, float* y);
 
-// Name of the SIMD target that matmul() dispatches to on this CPU (e.g. "AVX3", "AVX2+BF16").
+// Name of the Highway target that matmul() dispatches to on this CPU (e.g. "AVX3", "AVX2").
 const char* matmul_target();
 
 }  // namespace ge::kernels

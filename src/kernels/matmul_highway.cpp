@@ -6,7 +6,6 @@
 #define HWY_TARGET_INCLUDE "kernels/matmul_highway.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 // foreach_target must come first
-#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <algorithm>
@@ -31,9 +30,6 @@ constexpr size_t kStep = 2 * kLanes;
 
 // AVX-512 has 32 vector registers: a 4x6 tile (24 accumulators) leaves room for the weights and one
 // activation vector. The 16-register targets get 4x2 (8 accumulators).
-#ifndef GE_DR
-#define GE_DR 4
-#endif
 constexpr size_t kTileRows = 4;
 constexpr size_t kTileTokens = kLanes >= 16 ? 6 : 2;
 
@@ -76,11 +72,25 @@ struct Bf16Format {
   }
 };
 
-// y[t * y_stride + r] = dot(w row r, x row t) for R weight rows and T token rows, both at stride k.
+// Where a tile reads and writes: R weight rows at w_row_stride, T token rows of x at stride k, outputs
+// y[t * y_token_stride + r * y_row_stride].
+template <class Format>
+struct TileArgs {
+  const typename Format::T* w;
+  size_t w_row_stride;
+  const float* x;
+  size_t k;
+  float* y;
+  size_t y_row_stride, y_token_stride;
+};
+
+// The R x T dot products of one tile (see TileArgs).
 template <class Format, size_t R, size_t T>
-HWY_NOINLINE void DotTile(const typename Format::T* HWY_RESTRICT w, const float* HWY_RESTRICT x, size_t k,
-                          float* HWY_RESTRICT y, size_t y_stride) {
+HWY_NOINLINE void DotTile(const TileArgs<Format>& a) {
   const DF d;
+  const typename Format::T* HWY_RESTRICT w = a.w;
+  const float* HWY_RESTRICT x = a.x;
+  const size_t k = a.k;
   VF acc[R][T];
 #pragma GCC unroll 16
   for (size_t r = 0; r < R; ++r)
@@ -89,17 +99,11 @@ HWY_NOINLINE void DotTile(const typename Format::T* HWY_RESTRICT w, const float*
 
   const size_t k_vec = k / kStep * kStep;
   for (size_t i = 0; i < k_vec; i += kStep) {
-#ifdef GE_PF
-    if (T == 1) {
-#pragma GCC unroll 16
-      for (size_t r = 0; r < R; ++r) hwy::Prefetch(w + r * k + i + GE_PF);
-    }
-#endif
 #pragma GCC unroll 16
     for (size_t half = 0; half < 2; ++half) {
       VF wv[R];
 #pragma GCC unroll 16
-      for (size_t r = 0; r < R; ++r) wv[r] = Format::LoadHalf(d, w + r * k + i, half);
+      for (size_t r = 0; r < R; ++r) wv[r] = Format::LoadHalf(d, w + r * a.w_row_stride + i, half);
 #pragma GCC unroll 16
       for (size_t t = 0; t < T; ++t) {
         const VF xv = hn::LoadU(d, x + t * k + i + half * kLanes);
@@ -114,18 +118,15 @@ HWY_NOINLINE void DotTile(const typename Format::T* HWY_RESTRICT w, const float*
 #pragma GCC unroll 16
     for (size_t r = 0; r < R; ++r) {
       float sum = hn::GetLane(hn::SumOfLanes(d, acc[r][t]));
-      for (size_t i = k_vec; i < k; ++i) sum += x[t * k + i] * Format::ToFloat(w + r * k + i);
-      y[t * y_stride + r] = sum;
+      for (size_t i = k_vec; i < k; ++i) sum += x[t * k + i] * Format::ToFloat(w + r * a.w_row_stride + i);
+      a.y[t * a.y_token_stride + r * a.y_row_stride] = sum;
     }
   }
 }
 
-template <class Format>
-using DotTileFn = void (*)(const typename Format::T*, const float*, size_t, float*, size_t);
-
 template <class Format, size_t R, size_t... I>
 constexpr auto DotTileTable(std::index_sequence<I...>) {
-  return std::array<DotTileFn<Format>, sizeof...(I)>{&DotTile<Format, R, I + 1>...};
+  return std::array<void (*)(const TileArgs<Format>&), sizeof...(I)>{&DotTile<Format, R, I + 1>...};
 }
 
 // DotTile<R, T> for every token count T in [1, kTileTokens], indexed by T - 1: the last token tile's
@@ -133,19 +134,25 @@ constexpr auto DotTileTable(std::index_sequence<I...>) {
 template <class Format, size_t R>
 constexpr auto kDotTiles = DotTileTable<Format, R>(std::make_index_sequence<kTileTokens>());
 
-// Output rows [row_begin, row_end) for all tokens. Token tiles run outermost, so the task's weight rows
-// (sized by rows_per_task to stay in L2) are reused by every token tile.
+// Output rows [row_begin, row_end) for all tokens, cut into kTileRows stripes (see RowStripes). Token
+// tiles run outermost, so every token tile after the first finds the task's weights in L2.
 template <class Format>
 void MatmulRows(const typename Format::T* w, size_t k, const float* x, size_t n_tokens, float* y, size_t rows,
                 size_t row_begin, size_t row_end) {
+  const detail::RowStripes stripes(row_begin, row_end, kTileRows);
   for (size_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
     const size_t tile = std::min(kTileTokens, n_tokens - t0) - 1;
-    const float* xt = x + t0 * k;
-    float* yt = y + t0 * rows;
-    size_t r = row_begin;
-    for (; r + kTileRows <= row_end; r += kTileRows)
-      kDotTiles<Format, kTileRows>[tile](w + r * k, xt, k, yt + r, rows);
-    for (; r < row_end; ++r) kDotTiles<Format, 1>[tile](w + r * k, xt, k, yt + r, rows);
+    TileArgs<Format> a{nullptr, stripes.stripe * k, x + t0 * k, k, nullptr, stripes.stripe, rows};
+    for (size_t r = row_begin; r < row_begin + stripes.stripe; ++r) {
+      a.w = w + r * k;
+      a.y = y + t0 * rows + r;
+      kDotTiles<Format, kTileRows>[tile](a);
+    }
+    for (size_t r = stripes.leftover_begin; r < row_end; ++r) {
+      a.w = w + r * k;
+      a.y = y + t0 * rows + r;
+      kDotTiles<Format, 1>[tile](a);
+    }
   }
 }
 
@@ -179,7 +186,8 @@ void MatmulFormat(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_t
     xs = permuted.data();
   }
   const auto* weights = reinterpret_cast<const typename Format::T*>(w.data);
-  const int64_t chunk = detail::rows_per_task(rows, w.row_bytes(), pool.size(), kTileRows);
+  const bool reused = static_cast<size_t>(n_tokens) > kTileTokens;
+  const int64_t chunk = detail::rows_per_task(rows, w.row_bytes(), pool.size(), kTileRows, reused);
   pool.run((rows + chunk - 1) / chunk, [&](int64_t task) {
     const int64_t begin = task * chunk;
     MatmulRows<Format>(weights, k, xs, static_cast<size_t>(n_tokens), y, static_cast<size_t>(rows),
