@@ -40,14 +40,14 @@ class StopFilter {
   std::string flush() { return std::exchange(pending_, {}); }
 
  private:
+  // Length of the longest end of pending_ that is a proper prefix of some stop string.
   size_t longest_stop_prefix_suffix() const {
     size_t best = 0;
-    for (const auto& s : stop_)
-      for (size_t n = std::min(s.size() - (s.empty() ? 0 : 1), pending_.size()); n > best; --n)
-        if (pending_.compare(pending_.size() - n, n, s, 0, n) == 0) {
-          best = n;
-          break;
-        }
+    for (const auto& s : stop_) {
+      if (s.empty()) continue;
+      for (size_t n = std::min(s.size() - 1, pending_.size()); n > best; --n)
+        if (pending_.compare(pending_.size() - n, n, s, 0, n) == 0) best = n;
+    }
     return best;
   }
 
