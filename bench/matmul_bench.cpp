@@ -1,6 +1,8 @@
 // Throughput of the matmul paths on the shapes Gemma 3 uses, and of the memory system beneath them.
 //   decode (n_tokens = 1): GB/s of weights streamed, against measured read bandwidth;
-//   prefill (n_tokens = 64, 256): GFLOP/s (2 * rows * cols * n_tokens per call).
+//   prefill (n_tokens = 64, 256): GFLOP/s (2 * rows * cols * n_tokens per call);
+//   few tokens (n_tokens = 4 .. 16, weights streamed): GFLOP/s.
+// "fma" is the exact f32-FMA path; "bf16_activations" is matmul() with Precision::kBf16Activations.
 // Environment: GE_BENCH_THREADS (default: all cores); GE_BENCH_HWY_TARGET=AVX2 (or SSE4, ...) runs the fma
 // path on that Highway target instead of the best one, e.g. to see what an AVX2-only CPU would get.
 #include <benchmark/benchmark.h>
@@ -116,16 +118,46 @@ void cached_decode_shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
+// Gemma 3 1B (1152 wide) and 270M (640 wide) projections.
 void prefill_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "cols", "tokens"});
-  for (int64_t tokens : {64, 256})
-    b->Args({1024, 640, tokens})->Args({6912, 1152, tokens})->Args({1152, 6912, tokens});
+  for (int64_t tokens : {64, 256}) {
+    b->Args({1024, 640, tokens})->Args({2048, 640, tokens})->Args({640, 2048, tokens});
+    b->Args({6912, 1152, tokens})->Args({1152, 6912, tokens});
+  }
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// The public entry with Precision::kBf16Activations: the vdpbf16ps kernel where matmul() picks it (see the
+// "avx512bf16" context), otherwise the fma path it falls back to.
+void matmul_bf16_activations(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
+  matmul(pool, w, x, n_tokens, y, Precision::kBf16Activations);
+}
+
+// Few tokens with weights streamed from DRAM, as in a short prompt: where the vdpbf16ps kernel starts to
+// beat the fma path, which decides detail::kMinBf16Tokens.
+void BM_FewTokens(benchmark::State& state, Path path) {
+  run_matmul(state, path, state.range(0), state.range(1), state.range(2), kOverflowCache);
+}
+
+void BM_FewTokensBf16Kernel(benchmark::State& state) {
+  if (!detail::cpu_has_avx512bf16()) return state.SkipWithError("this CPU lacks AVX512_BF16");
+  BM_FewTokens(state, &detail::matmul_avx512bf16);
+}
+
+void few_token_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "cols", "tokens"});
+  for (int64_t tokens : {4, 8, 16}) b->Args({6912, 1152, tokens})->Args({1152, 6912, tokens});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 BENCHMARK_CAPTURE(BM_Decode, fma, &detail::matmul_highway)->Apply(decode_shapes);
+BENCHMARK_CAPTURE(BM_Decode, bf16_activations, &matmul_bf16_activations)->Apply(decode_shapes);
 BENCHMARK_CAPTURE(BM_DecodeCached, fma, &detail::matmul_highway)->Apply(cached_decode_shapes);
 BENCHMARK_CAPTURE(BM_Prefill, fma, &detail::matmul_highway)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, bf16_activations, &matmul_bf16_activations)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_FewTokens, fma, &detail::matmul_highway)->Apply(few_token_shapes);
+BENCHMARK(BM_FewTokensBf16Kernel)->Apply(few_token_shapes);
 
 void BM_ReadBandwidth(benchmark::State& state) {
   double gbs = 0;
@@ -173,6 +205,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("matmul_target", ge::kernels::matmul_target());
   benchmark::AddCustomContext("highway_target", ge::kernels::detail::highway_target_name());
+  benchmark::AddCustomContext("avx512bf16", ge::kernels::detail::cpu_has_avx512bf16() ? "yes" : "no");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

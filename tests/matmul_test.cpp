@@ -65,14 +65,24 @@ struct Shape {
 
 std::vector<Shape> test_shapes() {
   std::vector<Shape> shapes;
-  // 645 = 640 + 5 leaves a tail on every vector width; 7 tokens is a whole 6-token tile plus one.
-  for (int64_t in : {1, 7, 33, 645})
+  // 645 = 640 + 5 leaves a tail on every vector width, and odd widths half a bf16 pair; 7 tokens is a whole
+  // 6-token tile plus one. The vdpbf16ps kernel's tiles are 6 rows x 64 tokens in 16-token blocks: 17 rows
+  // are 2 tiles and 5 rows left over, 20 tokens one block and a part, 70 a whole tile and a part block.
+  for (int64_t in : {1, 7, 34, 645})
     for (int64_t out : {1, 3, 17, 300})
-      for (int64_t n_tokens : {1, 2, 5, 7, 64}) shapes.push_back({in, out, n_tokens});
+      for (int64_t n_tokens : {1, 2, 7, 20, 64, 70}) shapes.push_back({in, out, n_tokens});
   return shapes;
 }
 
 using MatmulFn = std::function<void(ThreadPool&, const Tensor&, const float*, int64_t, float*)>;
+
+// The public entry at each precision, in MatmulFn's shape.
+void exact_matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
+  matmul(pool, w, x, n_tokens, y, Precision::kExact);
+}
+void bf16_activations_matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
+  matmul(pool, w, x, n_tokens, y, Precision::kBf16Activations);
+}
 
 // Error bound of one output relative to sum_i |x_i w_i|. Summing n f32 terms in any order (SIMD lanes,
 // then a horizontal sum) is off by at most (n - 1) * 2^-24 of that sum (Higham, recursive summation),
@@ -82,20 +92,31 @@ double tolerance(const Shape& s, double magnitude) {
   return rel * magnitude + 1e-6;
 }
 
-// Checks fn against matmul_reference on every test shape, for the given dtypes and 1, 2 and 3 threads.
-void expect_matches_reference(const MatmulFn& fn, std::initializer_list<DType> dtypes) {
+// What the path under test multiplies the weights with, and so what the reference must be given.
+enum class Activations { kF32, kRoundedToBf16 };
+
+std::vector<float> rounded_to_bf16(std::vector<float> v) {
+  for (float& f : v) f = bf16_to_f32(f32_to_bf16(f));
+  return v;
+}
+
+// Checks fn against matmul_reference on the given shapes and dtypes, for 1, 2 and 3 threads.
+void expect_matches_reference(const MatmulFn& fn, std::initializer_list<DType> dtypes,
+                              Activations activations = Activations::kF32,
+                              const std::vector<Shape>& shapes = test_shapes()) {
   constexpr size_t kGuard = 16;
   uint32_t seed = 1;
-  for (const Shape& s : test_shapes()) {
+  for (const Shape& s : shapes) {
     const std::vector<float> w_values = random_values(static_cast<size_t>(s.out * s.in), seed++);
     const std::vector<float> x = random_values(static_cast<size_t>(s.n_tokens * s.in), seed++);
-    const std::vector<float> x_abs = abs_values(x);
+    const std::vector<float> x_ref = activations == Activations::kRoundedToBf16 ? rounded_to_bf16(x) : x;
+    const std::vector<float> x_abs = abs_values(x_ref);
     const size_t n_out = static_cast<size_t>(s.n_tokens * s.out);
     for (DType dtype : dtypes) {
       const OwnedTensor w = make_weights(dtype, s.out, s.in, w_values);
       const OwnedTensor w_abs = make_weights(dtype, s.out, s.in, abs_values(w_values));
       std::vector<float> expected(n_out), magnitude(n_out);
-      matmul_reference(w.t, x.data(), s.n_tokens, expected.data());
+      matmul_reference(w.t, x_ref.data(), s.n_tokens, expected.data());
       matmul_reference(w_abs.t, x_abs.data(), s.n_tokens, magnitude.data());
       for (int threads : {1, 2, 3}) {
         SCOPED_TRACE(testing::Message() << dtype_info(dtype).name << " in=" << s.in << " out=" << s.out
@@ -139,7 +160,56 @@ TEST(Matmul, EveryHighwayTargetMatchesReference) {
 }
 
 TEST(Matmul, PublicEntryMatchesReference) {
-  expect_matches_reference(matmul, {DType::F32, DType::F16, DType::BF16});
+  expect_matches_reference(exact_matmul, {DType::F32, DType::F16, DType::BF16});
+}
+
+constexpr const char* kNoAvx512Bf16 =
+    "this CPU lacks AVX512_BF16 (vdpbf16ps), which the kBf16Activations kernel needs";
+
+TEST(Matmul, Bf16ActivationKernelMatchesReferenceOnRoundedActivations) {
+  if (!detail::cpu_has_avx512bf16()) GTEST_SKIP() << kNoAvx512Bf16;
+  expect_matches_reference(detail::matmul_avx512bf16, {DType::BF16}, Activations::kRoundedToBf16);
+}
+
+TEST(Matmul, Bf16ActivationKernelMatchesReferenceOnLargeShapes) {
+  if (!detail::cpu_has_avx512bf16()) GTEST_SKIP() << kNoAvx512Bf16;
+  // 2049 = 1024 whole pairs and a half one: rows past 1024 pairs are summed in two k blocks. 1000 rows on
+  // one thread make tasks of 120 rows, 20 tiles: a group of 16 tiles that share staging, and 4 more.
+  expect_matches_reference(detail::matmul_avx512bf16, {DType::BF16}, Activations::kRoundedToBf16,
+                           {{2049, 17, 40}, {2049, 1000, 70}});
+}
+
+// Runs fn and returns its outputs for a 645 -> 300 product of n_tokens tokens.
+std::vector<float> outputs_of(const MatmulFn& fn, DType dtype, int64_t n_tokens) {
+  const int64_t in = 645, out = 300;
+  const OwnedTensor w = make_weights(dtype, out, in, random_values(static_cast<size_t>(out * in), 7));
+  const std::vector<float> x = random_values(static_cast<size_t>(n_tokens * in), 8);
+  std::vector<float> y(static_cast<size_t>(n_tokens * out));
+  ThreadPool pool(2);
+  fn(pool, w.t, x.data(), n_tokens, y.data());
+  return y;
+}
+
+// Without AVX512_BF16 the request falls back to the exact path for every token count.
+TEST(Matmul, Bf16ActivationsTakeTheKernelOnlyForBf16Prefill) {
+  for (int64_t n_tokens : {int64_t{1}, detail::kMinBf16Tokens - 1, detail::kMinBf16Tokens, int64_t{64}}) {
+    SCOPED_TRACE(testing::Message() << "n_tokens=" << n_tokens);
+    const bool kernel = n_tokens >= detail::kMinBf16Tokens && detail::cpu_has_avx512bf16();
+    const MatmulFn expected_path = kernel ? MatmulFn(detail::matmul_avx512bf16) : MatmulFn(exact_matmul);
+    EXPECT_EQ(outputs_of(bf16_activations_matmul, DType::BF16, n_tokens),
+              outputs_of(expected_path, DType::BF16, n_tokens));
+  }
+}
+
+// The request is only honoured for BF16 weights: F32 and F16 weights get the exact path, bit for bit.
+TEST(Matmul, Bf16ActivationsAreExactForF32AndF16Weights) {
+  for (DType dtype : {DType::F32, DType::F16}) {
+    for (int64_t n_tokens : {int64_t{1}, int64_t{64}}) {
+      SCOPED_TRACE(testing::Message() << dtype_info(dtype).name << " n_tokens=" << n_tokens);
+      EXPECT_EQ(outputs_of(bf16_activations_matmul, dtype, n_tokens),
+                outputs_of(exact_matmul, dtype, n_tokens));
+    }
+  }
 }
 
 TEST(Matmul, ExactForExactlyRepresentableProducts) {

@@ -23,6 +23,7 @@ struct BenchOptions {
   int repetitions = 5;
   int64_t batch = 256;
   bool bandwidth = false;
+  bool prefill_bf16 = false;
 };
 
 struct Summary {
@@ -58,6 +59,7 @@ void bench(const BenchOptions& o) {
   kernels::ThreadPool pool(o.threads);
   auto m = loader::load_model(o.model, o.batch);
   gemma3::Model& model = *m.model;
+  model.set_prefill_precision(prefill_precision(o.prefill_bf16));
   const auto& c = model.config();
   auto cache = model.make_cache(std::max<int64_t>(o.prompt, o.generate) + 1);
   std::vector<float> logits(c.vocab_size);
@@ -75,7 +77,8 @@ void bench(const BenchOptions& o) {
   }
   const std::string dtype(dtype_info(model.weights().layers[0].q_proj.dtype).name);
   char name[128];
-  std::snprintf(name, sizeof name, "gemma3 %.0fM %s", static_cast<double>(params) / 1e6, dtype.c_str());
+  std::snprintf(name, sizeof name, "gemma3 %.0fM %s%s", static_cast<double>(params) / 1e6, dtype.c_str(),
+                o.prefill_bf16 ? " (pp bf16 act.)" : "");
 
   std::printf("| model                          |       size |     params | backend    | threads |  test |"
               "                  t/s |\n");
@@ -128,6 +131,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-r,--repetitions", o->repetitions, "Repetitions")->capture_default_str()->check(CLI::Range(1, 1000));
   cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")->capture_default_str()->check(CLI::Range(1, 8192));
   cmd->add_flag("--bandwidth", o->bandwidth, "Also measure memory read bandwidth and the share decode reaches");
+  add_prefill_precision_flag(cmd, o->prefill_bf16);
   cmd->callback([o] { bench(*o); });
 }
 

@@ -3,11 +3,17 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "kernels/matmul.h"
+
 namespace ge::cli {
 
 // The bundled demo model (random weights) used when -m is not given.
 std::string default_model_dir();
 int default_threads();
+
+// --prefill-bf16: the opt-in fast prompt processing, shared by run, logits and bench.
+void add_prefill_precision_flag(CLI::App* cmd, bool& flag);
+kernels::Precision prefill_precision(bool flag);
 
 void add_run_command(CLI::App& app);
 void add_tool_commands(CLI::App& app);  // tokenize, logits, inspect

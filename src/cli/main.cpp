@@ -14,6 +14,16 @@ std::string default_model_dir() {
 
 int default_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
+void add_prefill_precision_flag(CLI::App* cmd, bool& flag) {
+  cmd->add_flag("--prefill-bf16", flag,
+                "Round prompt activations to bf16 (AVX512_BF16 CPUs, bf16 weights): ~2x faster prompt processing "
+                "for ~5e-3 on logits, as llama.cpp does. Default: exact f32");
+}
+
+kernels::Precision prefill_precision(bool flag) {
+  return flag ? kernels::Precision::kBf16Activations : kernels::Precision::kExact;
+}
+
 }  // namespace ge::cli
 
 int main(int argc, char** argv) {

@@ -37,13 +37,16 @@ float weight_at(const Tensor& w, int64_t row, int64_t col) {
 
 }  // namespace
 
-void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
+void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y,
+            Precision precision) {
   check_supported(w);
   if (n_tokens <= 0 || w.rows() == 0) return;
-  // Always the f32-FMA kernels, also for BF16 weights on AVX512_BF16 CPUs. vdpbf16ps would need the
-  // activations rounded to bf16 (~5e-3 on logits, past the 1e-3 bar) or split into bf16 hi + lo parts, and
-  // that exact-enough hi/lo variant measured no faster on Zen 4 (two vdpbf16ps per 32 products is the
-  // same instruction count as two FMAs; decode is memory bound either way), so it was removed.
+  if (precision == Precision::kBf16Activations && w.dtype == DType::BF16 &&
+      n_tokens >= detail::kMinBf16Tokens && detail::cpu_has_avx512bf16())
+    return detail::matmul_avx512bf16(pool, w, x, n_tokens, y);
+  // The default stays exact: bf16 activations move the logits ~5e-3, past the 1e-3 bar. An exact-enough
+  // vdpbf16ps variant (x split into bf16 hi + lo parts) measured no faster on Zen 4 (two vdpbf16ps per 32
+  // products is the same instruction count as two FMAs), so it was removed.
   detail::matmul_highway(pool, w, x, n_tokens, y);
 }
 

@@ -15,6 +15,14 @@ namespace ge::kernels::detail {
 void matmul_highway(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
 const char* highway_target_name();
 
+// vdpbf16ps kernel for BF16 weights only, activations rounded to bf16 first (Precision::kBf16Activations).
+// Call only where cpu_has_avx512bf16(). matmul() takes it from kMinBf16Tokens tokens on: it computes
+// 16 tokens at a time, so fewer run mostly on padding. With weights streamed from DRAM (BM_FewTokens) it
+// is even with the fma path at 6 tokens and 1.1-1.3x faster at 8.
+inline constexpr int64_t kMinBf16Tokens = 8;
+void matmul_avx512bf16(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
+bool cpu_has_avx512bf16();
+
 // Rows per task, a multiple of tile_rows. kTasksPerThread tasks per thread let threads that run at
 // different speeds finish together. Weights reused by several token tiles must fit in L2 for the whole
 // task; weights streamed once are capped at 1 MiB per task (~30 us from DRAM), which still leaves each of

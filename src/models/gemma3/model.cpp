@@ -183,9 +183,9 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   kernels::rms_norm(hidden_.data(), w.input_layernorm, eps, true, n, c.hidden_size, normed_.data());
-  kernels::matmul(pool, w.q_proj, normed_.data(), n, q_.data());
-  kernels::matmul(pool, w.k_proj, normed_.data(), n, k_.data());
-  kernels::matmul(pool, w.v_proj, normed_.data(), n, v_.data());
+  linear(pool, w.q_proj, normed_.data(), n, q_.data());
+  linear(pool, w.k_proj, normed_.data(), n, k_.data());
+  linear(pool, w.v_proj, normed_.data(), n, v_.data());
   kernels::rms_norm(q_.data(), w.q_norm, eps, true, n * c.num_heads, hd, q_.data());
   kernels::rms_norm(k_.data(), w.k_norm, eps, true, n * c.num_kv_heads, hd, k_.data());
 
@@ -212,7 +212,7 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
                     attn_.data() + t * q_width + h * hd);
   });
 
-  kernels::matmul(pool, w.o_proj, attn_.data(), n, proj_.data());
+  linear(pool, w.o_proj, attn_.data(), n, proj_.data());
   kernels::rms_norm(proj_.data(), w.post_attention_layernorm, eps, true, n, c.hidden_size, proj_.data());
   kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
 }
@@ -224,8 +224,8 @@ void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   const int64_t inter = c.intermediate_size;
 
   kernels::rms_norm(hidden_.data(), w.pre_feedforward_layernorm, eps, true, n, c.hidden_size, normed_.data());
-  kernels::matmul(pool, w.gate_proj, normed_.data(), n, gate_.data());
-  kernels::matmul(pool, w.up_proj, normed_.data(), n, up_.data());
+  linear(pool, w.gate_proj, normed_.data(), n, gate_.data());
+  linear(pool, w.up_proj, normed_.data(), n, up_.data());
   // tanh is the costly part of the MLP outside the matmuls: split it over the pool in slices.
   constexpr int64_t kSlice = 1024;
   const int64_t total = n * inter;
@@ -233,9 +233,13 @@ void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
     const int64_t begin = s * kSlice, count = std::min(kSlice, total - begin);
     kernels::gelu_tanh_mul(gate_.data() + begin, up_.data() + begin, count, gate_.data() + begin);
   });
-  kernels::matmul(pool, w.down_proj, gate_.data(), n, proj_.data());
+  linear(pool, w.down_proj, gate_.data(), n, proj_.data());
   kernels::rms_norm(proj_.data(), w.post_feedforward_layernorm, eps, true, n, c.hidden_size, proj_.data());
   kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
+}
+
+void Model::linear(kernels::ThreadPool& pool, const Tensor& w, const float* x, int64_t n, float* y) const {
+  kernels::matmul(pool, w, x, n, y, n > 1 ? prefill_precision_ : kernels::Precision::kExact);
 }
 
 void Model::lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) {
@@ -243,7 +247,7 @@ void Model::lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool
   float* rows = normed_.data() + first_row * c.hidden_size;
   kernels::rms_norm(hidden_.data() + first_row * c.hidden_size, weights_.norm, static_cast<float>(c.rms_norm_eps),
                     true, n_rows, c.hidden_size, rows);
-  kernels::matmul(pool, weights_.lm_head, rows, n_rows, logits);
+  linear(pool, weights_.lm_head, rows, n_rows, logits);
   if (c.final_logit_softcapping)
     kernels::soft_cap(logits, n_rows * c.vocab_size, static_cast<float>(*c.final_logit_softcapping));
 }
