@@ -11,7 +11,7 @@
 
 namespace ge::formats {
 
-MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
+MappedFile::MappedFile(const std::filesystem::path& path, bool populate) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw std::runtime_error(path.string() + ": cannot open: " + std::strerror(errno));
   struct stat st {};
@@ -21,7 +21,9 @@ MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    // MAP_POPULATE maps every page now (as llama.cpp does): otherwise the first forward pass pays ~130k
+    // page faults for a 0.5 GB model and the first prompt runs 8x slower (measured on gemma3-270m).
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
     if (p == MAP_FAILED) {
       ::close(fd);
       throw std::runtime_error(path.string() + ": mmap failed: " + std::strerror(errno));

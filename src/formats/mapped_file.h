@@ -8,7 +8,9 @@ namespace ge::formats {
 
 class MappedFile {
  public:
-  explicit MappedFile(const std::filesystem::path& path);  // throws std::runtime_error naming the file
+  // populate: map every page up front (for weights about to be used); otherwise pages are mapped on first
+  // touch (for reading headers only). Throws std::runtime_error naming the file.
+  explicit MappedFile(const std::filesystem::path& path, bool populate = false);
   ~MappedFile();
   MappedFile(MappedFile&& other) noexcept;
   MappedFile& operator=(MappedFile&&) = delete;

@@ -71,7 +71,7 @@ void check_no_overlap(std::vector<Tensor>& tensors, const std::filesystem::path&
 
 }  // namespace
 
-SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path) {
+SafetensorsFile::SafetensorsFile(const std::filesystem::path& path, bool populate) : file_(path, populate) {
   const auto bytes = file_.bytes();
   if (bytes.size() < 8) fail(path, "file too short for a safetensors header (" + std::to_string(bytes.size()) + " bytes)");
   uint64_t header_len = 0;
@@ -91,7 +91,7 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
   check_no_overlap(tensors_, path);
 }
 
-SafetensorsCheckpoint::SafetensorsCheckpoint(const std::filesystem::path& dir) : dir_(dir) {
+SafetensorsCheckpoint::SafetensorsCheckpoint(const std::filesystem::path& dir, bool populate) : dir_(dir) {
   const auto index = dir / "model.safetensors.index.json";
   const auto single = dir / "model.safetensors";
   if (std::filesystem::exists(index)) {
@@ -104,18 +104,18 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::filesystem::path& dir) :
       if (!file.is_string()) fail(index, "weight_map: '" + name + "' does not name a file");
       shards.insert(file.get<std::string>());
     }
-    for (const auto& shard : shards) add_file(dir / shard);
+    for (const auto& shard : shards) add_file(dir / shard, populate);
     for (const auto& [name, file] : j["weight_map"].items())
       if (!by_name_.count(name)) fail(dir / file.get<std::string>(), "tensor '" + name + "' listed in the index is missing");
   } else if (std::filesystem::exists(single)) {
-    add_file(single);
+    add_file(single, populate);
   } else {
     fail(dir, "no model.safetensors or model.safetensors.index.json");
   }
 }
 
-void SafetensorsCheckpoint::add_file(const std::filesystem::path& path) {
-  files_.push_back(std::make_unique<SafetensorsFile>(path));
+void SafetensorsCheckpoint::add_file(const std::filesystem::path& path, bool populate) {
+  files_.push_back(std::make_unique<SafetensorsFile>(path, populate));
   for (const Tensor& t : files_.back()->tensors()) {
     if (!by_name_.emplace(t.name, &t).second) fail(path, "tensor '" + t.name + "' appears in two shards");
   }

@@ -15,7 +15,7 @@ namespace ge::formats {
 
 class SafetensorsFile {
  public:
-  explicit SafetensorsFile(const std::filesystem::path& path);
+  SafetensorsFile(const std::filesystem::path& path, bool populate);
   const std::vector<Tensor>& tensors() const { return tensors_; }
   const std::filesystem::path& path() const { return file_.path(); }
 
@@ -27,13 +27,14 @@ class SafetensorsFile {
 // All tensors of a Hugging Face checkpoint folder (model.safetensors, or the shards of its index).
 class SafetensorsCheckpoint final : public TensorSource {
  public:
-  explicit SafetensorsCheckpoint(const std::filesystem::path& dir);
+  // populate: map all weight pages at load (see MappedFile); leave it off to read headers only.
+  explicit SafetensorsCheckpoint(const std::filesystem::path& dir, bool populate = false);
   const Tensor* find(std::string_view name) const override;
   std::vector<const Tensor*> all() const override;
   std::string describe() const override { return dir_.string(); }
 
  private:
-  void add_file(const std::filesystem::path& path);
+  void add_file(const std::filesystem::path& path, bool populate);
 
   std::filesystem::path dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;

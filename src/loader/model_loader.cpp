@@ -66,7 +66,7 @@ GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
 
 LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk) {
   if (!std::filesystem::is_directory(dir)) throw std::runtime_error(dir.string() + ": not a model folder");
-  auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir);
+  auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir, /*populate=*/true);
   auto model = std::make_unique<gemma3::Model>(load_config(dir), *tensors, max_chunk);
   auto tokenizer = Tokenizer::load(dir);
   auto defaults = load_generation_defaults(dir);
