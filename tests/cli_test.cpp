@@ -14,8 +14,8 @@ struct Result {
   std::string output;  // stdout and stderr together
 };
 
-Result gemma(const std::string& args) {
-  const std::string cmd = std::string(GE_GEMMA_BIN) + " " + args + " 2>&1 </dev/null";
+Result gemma(const std::string& args, const std::string& stdin_file = "/dev/null") {
+  const std::string cmd = std::string(GE_GEMMA_BIN) + " " + args + " 2>&1 <" + stdin_file;
   FILE* p = popen(cmd.c_str(), "r");
   Result r{-1, ""};
   char buf[4096];
@@ -56,6 +56,21 @@ TEST(Cli, RunStreamsAnAnswerAndReportsSpeed) {
   EXPECT_NE(r.output.find("random weights"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("prompt eval rate:"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("eval count:           12 token(s)"), std::string::npos) << r.output;
+}
+
+TEST(Cli, InteractiveChatKeepsTheCacheBetweenTurns) {
+  test::ScratchDir dir;
+  const auto input = dir.path() / "input.txt";
+  std::ofstream(input) << "Hello there\nAnd a second question\n/bye\n";
+  const auto r = gemma("run -n 6 --temp 0", input.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto first = r.output.find("(0 reused from the cache)");
+  ASSERT_NE(first, std::string::npos) << r.output;
+  // The second turn re-renders the conversation; everything up to the first answer is already cached.
+  const auto second = r.output.find("reused from the cache)", first + 10);
+  ASSERT_NE(second, std::string::npos) << r.output;
+  const auto count_start = r.output.rfind('(', second) + 1;
+  EXPECT_GT(std::stoi(r.output.substr(count_start)), 10) << r.output;
 }
 
 TEST(Cli, SameSeedSameText) {
