@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <array>
-#include <climits>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <span>
 #include <type_traits>
 
@@ -14,7 +14,8 @@ namespace {
 
 constexpr char kMagic[4] = {'G', 'G', 'U', 'F'};
 constexpr uint32_t kWrittenVersion = 3;
-constexpr size_t kMaxDims = 4;  // GGML_MAX_DIMS: ggml cannot represent more
+constexpr size_t kMaxDims = 4;        // GGML_MAX_DIMS: ggml cannot represent more
+constexpr size_t kMaxNameBytes = 63;  // GGML_MAX_NAME less the NUL: llama.cpp refuses longer tensor names
 
 [[noreturn]] void fail(const std::filesystem::path& path, const std::string& what) {
   throw std::runtime_error(path.string() + ": " + what);
@@ -329,7 +330,7 @@ std::vector<int64_t> read_shape(Cursor& c, const std::string& what) {
   int64_t numel = 1;
   for (uint32_t i = 0; i < n_dims; ++i) {
     const uint64_t d = c.read<uint64_t>(what + " dims");
-    if (d > static_cast<uint64_t>(INT64_MAX) ||
+    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
         __builtin_mul_overflow(numel, static_cast<int64_t>(d), &numel))
       c.fail(what + ": dims overflow the element count (dim " + std::to_string(d) + ")");
     shape[n_dims - 1 - i] = static_cast<int64_t>(d);
@@ -422,6 +423,9 @@ size_t GgufWriter::add_tensor(std::string name, DType dtype, std::vector<int64_t
   const std::string what = "GgufWriter: tensor '" + name + "'";
   if (std::any_of(tensors_.begin(), tensors_.end(), [&](const Decl& d) { return d.name == name; }))
     throw std::invalid_argument(what + " declared twice");
+  if (name.size() > kMaxNameBytes)
+    throw std::invalid_argument(what + ": name longer than ggml's " + std::to_string(kMaxNameBytes) +
+                                " bytes");
   if (!ggml_type_of(dtype))
     throw std::invalid_argument(what + ": GGUF has no type for " + std::string(dtype_info(dtype).name));
   if (shape.size() > kMaxDims)
@@ -497,7 +501,8 @@ void GgufWriter::write_stream(std::ostream& out, const std::filesystem::path& pa
 
 // ---- GgufFile ----
 
-GgufFile::GgufFile(const std::filesystem::path& path) : file_(path), metadata_(path.string()) {
+GgufFile::GgufFile(const std::filesystem::path& path, bool populate)
+    : file_(path, populate), metadata_(path.string()) {
   Cursor c(file_.bytes(), path);
   const Header h = read_header(c);
   version_ = h.version;
@@ -508,6 +513,7 @@ GgufFile::GgufFile(const std::filesystem::path& path) : file_(path), metadata_(p
   for (uint64_t i = 0; i < h.tensor_count; ++i) infos.push_back(read_tensor_info(c, i));
 
   const auto bytes = file_.bytes();
+  // A file without tensors may end before the padding; its data section is then empty.
   data_offset_ = std::min<uint64_t>(align_up(c.pos(), alignment_), bytes.size());
   const auto data = bytes.subspan(data_offset_);
   for (TensorInfo& info : infos) tensors_.push_back(place(std::move(info), data, alignment_, path));

@@ -137,7 +137,9 @@ class GgufWriter {
 // A GGUF file, memory-mapped; tensors point into the map and live as long as this object.
 class GgufFile final : public TensorSource {
  public:
-  explicit GgufFile(const std::filesystem::path& path);  // throws std::runtime_error naming the file
+  // populate: map all weight pages at load (see MappedFile); leave it off to read the metadata only.
+  // Throws std::runtime_error naming the file.
+  explicit GgufFile(const std::filesystem::path& path, bool populate = false);
 
   uint32_t version() const { return version_; }
   const GgufMetadata& metadata() const { return metadata_; }
