@@ -48,7 +48,8 @@ TEST_P(CliLogits, ReproduceTheReferenceWithinTolerance) {
   EXPECT_LT(test::max_abs_diff(got.data(), expected.data(), got.size()), 1e-3f);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, CliLogits, ::testing::Values("gemma3-tiny", "gemma3-tiny-rope"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, CliLogits,
+                         ::testing::Values("gemma3-tiny", "gemma3-tiny-rope", "gemma-tiny", "gemma2-tiny"));
 
 TEST(Cli, RunStreamsAnAnswerAndReportsSpeed) {
   const auto r = gemma("run -p 'Why is the sky blue?' -n 12 --temp 0");

@@ -4,7 +4,7 @@
 
 #include "formats/safetensors.h"
 #include "loader/model_loader.h"
-#include "models/gemma3/config.h"
+#include "models/gemma/config.h"
 #include "test_util.h"
 
 namespace ge {
@@ -14,7 +14,7 @@ nlohmann::json demo_config() { return test::read_json(test::demo_model_dir() / "
 
 std::string resolve_error(const nlohmann::json& j) {
   try {
-    gemma3::resolve_config(j, "config.json");
+    gemma::resolve_config(j, "config.json");
     return "";
   } catch (const std::runtime_error& e) {
     return e.what();
@@ -24,7 +24,7 @@ std::string resolve_error(const nlohmann::json& j) {
 TEST(Gemma3Config, PatternGivesEverySixthLayerGlobal) {
   auto j = demo_config();
   j["num_hidden_layers"] = 12;
-  const auto c = gemma3::resolve_config(j, "config.json");
+  const auto c = gemma::resolve_config(j, "config.json");
   for (int i = 0; i < 12; ++i) EXPECT_EQ(c.layers[i].sliding, i != 5 && i != 11) << i;
   EXPECT_FLOAT_EQ(c.attention_scale(), 1.0f / std::sqrt(32.0f));
   EXPECT_FLOAT_EQ(c.embed_scale(), 8.0f);
@@ -34,7 +34,7 @@ TEST(Gemma3Config, LayerTypesWinOverThePattern) {
   auto j = demo_config();
   j["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention", "sliding_attention",
                       "sliding_attention", "sliding_attention", "sliding_attention", "full_attention"};
-  const auto c = gemma3::resolve_config(j, "config.json");
+  const auto c = gemma::resolve_config(j, "config.json");
   EXPECT_FALSE(c.layers[0].sliding);
   EXPECT_TRUE(c.layers[5].sliding);
   EXPECT_FALSE(c.layers[7].sliding);
@@ -43,7 +43,7 @@ TEST(Gemma3Config, LayerTypesWinOverThePattern) {
 TEST(Gemma3Config, LinearRopeScalingAppliesToGlobalLayersOnly) {
   auto j = demo_config();
   j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
-  const auto c = gemma3::resolve_config(j, "config.json");
+  const auto c = gemma::resolve_config(j, "config.json");
   EXPECT_DOUBLE_EQ(c.layers[5].rope_scale, 8.0);
   EXPECT_DOUBLE_EQ(c.layers[5].rope_base, 1e6);
   EXPECT_DOUBLE_EQ(c.layers[0].rope_scale, 1.0);
@@ -61,6 +61,36 @@ TEST(Gemma3Config, SparseMultimodalConfigTakesTransformersDefaults) {
   EXPECT_DOUBLE_EQ(c.layers[5].rope_scale, 8.0);
 }
 
+TEST(GemmaConfig, Gemma1IsAllGlobalWithHeadDimScaling) {
+  const auto c = loader::load_config(test::data_dir() / "gemma-tiny");
+  EXPECT_EQ(c.family, gemma::Family::kGemma);
+  for (const auto& l : c.layers) EXPECT_FALSE(l.sliding);
+  EXPECT_FLOAT_EQ(c.attention_scale(), 1.0f / std::sqrt(32.0f));
+  EXPECT_FALSE(c.qk_norm());
+  EXPECT_FALSE(c.sandwich_norms());
+  EXPECT_FALSE(c.final_logit_softcapping.has_value());
+  EXPECT_EQ(c.num_kv_heads, 1);
+}
+
+TEST(GemmaConfig, Gemma2SlidesOnEvenLayersAndSoftCaps) {
+  const auto c = loader::load_config(test::data_dir() / "gemma2-tiny");
+  EXPECT_EQ(c.family, gemma::Family::kGemma2);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(c.layers[i].sliding, i % 2 == 0) << i;
+  EXPECT_DOUBLE_EQ(c.layers[0].rope_base, 1e4);
+  EXPECT_DOUBLE_EQ(c.layers[1].rope_base, 1e4);
+  EXPECT_FLOAT_EQ(c.attention_scale(), 0.25f);  // query_pre_attn_scalar 16, not head_dim 32
+  EXPECT_EQ(c.attn_logit_softcapping, 50.0);
+  EXPECT_EQ(c.final_logit_softcapping, 30.0);
+  EXPECT_TRUE(c.sandwich_norms());
+  EXPECT_FALSE(c.qk_norm());
+}
+
+TEST(GemmaConfig, Gemma3IgnoresAttentionSoftCapping) {
+  auto j = demo_config();
+  j["attn_logit_softcapping"] = 50.0;
+  EXPECT_FALSE(gemma::resolve_config(j, "config.json").attn_logit_softcapping.has_value());
+}
+
 TEST(Gemma3Config, UnsupportedRopeScalingIsNamed) {
   auto j = demo_config();
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
@@ -72,6 +102,7 @@ TEST(Gemma3Config, UnsupportedRopeScalingIsNamed) {
 TEST(Gemma3Config, UnknownModelTypeIsNamed) {
   auto j = demo_config();
   j["model_type"] = "llama";
+  EXPECT_NE(resolve_error(j).find("not supported"), std::string::npos) << resolve_error(j);
   EXPECT_NE(resolve_error(j).find("model_type: 'llama'"), std::string::npos) << resolve_error(j);
 }
 
@@ -112,7 +143,7 @@ class EditedSource final : public TensorSource {
 
 std::string bind_error(const TensorSource& src) {
   try {
-    gemma3::bind_weights(loader::load_config(test::demo_model_dir()), src);
+    gemma::bind_weights(loader::load_config(test::demo_model_dir()), src);
     return "";
   } catch (const std::runtime_error& e) {
     return e.what();

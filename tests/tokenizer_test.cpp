@@ -264,7 +264,9 @@ TEST_P(TokenizerFixture, BothFileKindsAgree) {
 
 // The "Tokenizer" prefix keeps these under --gtest_filter='Tokenizer*'.
 INSTANTIATE_TEST_SUITE_P(Tokenizer, TokenizerFixture,
-                         ::testing::Values("gemma3-tiny", "gemma3-tiny-rope", "gemma3-tiny-vision"),
+                         // gemma-tiny / gemma2-tiny: Gemma 1/2 tokenizer_config.json with its 1e30 model_max_length
+                         ::testing::Values("gemma3-tiny", "gemma3-tiny-rope", "gemma3-tiny-vision", "gemma-tiny",
+                                           "gemma2-tiny"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

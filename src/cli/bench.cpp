@@ -58,7 +58,7 @@ std::vector<double> repeat(int reps, int64_t tokens, const std::function<void()>
 void bench(const BenchOptions& o) {
   kernels::ThreadPool pool(o.threads);
   auto m = loader::load_model(o.model, o.batch);
-  gemma3::Model& model = *m.model;
+  gemma::Model& model = *m.model;
   model.set_prefill_precision(prefill_precision(o.prefill_bf16));
   const auto& c = model.config();
   auto cache = model.make_cache(std::max<int64_t>(o.prompt, o.generate) + 1);
@@ -77,7 +77,7 @@ void bench(const BenchOptions& o) {
   }
   const std::string dtype(dtype_info(model.weights().layers[0].q_proj.dtype).name);
   char name[128];
-  std::snprintf(name, sizeof name, "gemma3 %.0fM %s%s", static_cast<double>(params) / 1e6, dtype.c_str(),
+  std::snprintf(name, sizeof name, "%s %.0fM %s%s", c.family_name(), static_cast<double>(params) / 1e6, dtype.c_str(),
                 o.prefill_bf16 ? " (pp bf16 act.)" : "");
 
   std::printf("| model                          |       size |     params | backend    | threads |  test |"

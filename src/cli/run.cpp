@@ -129,7 +129,7 @@ void run(RunOptions& o, bool prompt_given) {
   if (o.context <= 0) o.context = std::min<int64_t>(8192, m.model->config().max_position_embeddings);
   if (std::filesystem::equivalent(o.model, default_model_dir()))
     std::cerr << "note: the bundled demo model has random weights: its text is nonsense. Use -m DIR for a real "
-                 "Gemma 3 checkpoint.\n";
+                 "Gemma checkpoint.\n";
   Chat chat(o, m, pool, load_seconds);
   if (o.prompt.empty())
     repl(chat);
@@ -144,7 +144,8 @@ void add_run_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("run", "Chat with a model (or complete text with --raw); a REPL without -p");
   cmd->add_option("-m,--model", o->model, "Model folder (Hugging Face layout); default: the bundled demo model");
   auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt; without it, an interactive chat");
-  cmd->add_option("--system", o->system, "System prompt (folded into the first user turn, as Gemma's template does)");
+  cmd->add_option("--system", o->system, "System prompt, folded into the first user turn for every Gemma (Gemma 1/2 templates have no system "
+                 "role; Gemma 3's folds it the same way)");
   cmd->add_flag("--raw", o->raw, "Plain completion of the prompt, no chat template");
   cmd->add_option("--temp", o->temperature, "Temperature (0 = greedy); default from generation_config.json");
   cmd->add_option("--top-k", o->top_k, "Top-k (0 = off)");

@@ -93,7 +93,7 @@ void logits(const LogitsOptions& o) {
 void inspect(const std::string& dir) {
   const auto config = loader::load_config(dir);
   const formats::SafetensorsCheckpoint ckpt(dir);
-  std::printf("architecture: gemma3 (text)\n");
+  std::printf("architecture: %s (text)\n", config.family_name());
   std::printf("vocab_size %" PRId64 ", hidden %" PRId64 ", intermediate %" PRId64 ", layers %" PRId64
               ", heads %" PRId64 " (kv %" PRId64 "), head_dim %" PRId64 "\n",
               config.vocab_size, config.hidden_size, config.intermediate_size, config.num_layers, config.num_heads,

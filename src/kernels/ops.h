@@ -36,9 +36,10 @@ struct KVRows {
   int64_t capacity;  // rows
 };
 
-// Attention of one query head over the keys at positions [first, last]: out = softmax(scale * q.K) V.
-// Streams the keys with an online softmax, so no score buffer is needed whatever the context length.
+// Attention of one query head over the keys at positions [first, last]: out = softmax(s) V with
+// s = scale * q.K, soft-capped to softcap * tanh(s / softcap) when softcap > 0. Streams the keys with an
+// online softmax, so no score buffer is needed whatever the context length.
 void attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64_t head_dim, float scale,
-            float* out);
+            float softcap, float* out);
 
 }  // namespace ge::kernels

@@ -63,7 +63,7 @@ void ScaleAddScaled(float* out, float scale, float p, const float* v, int64_t n)
 }
 
 void Attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64_t head_dim, float scale,
-            float* out) {
+            float softcap, float* out) {
   constexpr int64_t kBlock = 64;
   float scores[kBlock];
   float running_max = -std::numeric_limits<float>::infinity();
@@ -74,6 +74,7 @@ void Attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64
     float block_max = running_max;
     for (int64_t j = 0; j < count; ++j) {
       scores[j] = Dot(q, kv.k + ((start + j) % kv.capacity) * kv.stride, head_dim) * scale;
+      if (softcap > 0) scores[j] = softcap * std::tanh(scores[j] / softcap);
       block_max = std::max(block_max, scores[j]);
     }
     // Rescale what was accumulated under the old maximum once, folded into the first key of the block.
@@ -105,8 +106,8 @@ void gelu_tanh_mul(const float* gate, const float* up, int64_t n, float* out) {
 }
 
 void attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64_t head_dim, float scale,
-            float* out) {
-  HWY_DYNAMIC_DISPATCH(Attend)(q, kv, first, last, head_dim, scale, out);
+            float softcap, float* out) {
+  HWY_DYNAMIC_DISPATCH(Attend)(q, kv, first, last, head_dim, scale, softcap, out);
 }
 
 }  // namespace ge::kernels

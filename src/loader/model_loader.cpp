@@ -43,9 +43,9 @@ void read_sampling(const nlohmann::json& g, runtime::SamplingParams& s) {
 
 }  // namespace
 
-gemma3::Config load_config(const std::filesystem::path& dir) {
+gemma::Config load_config(const std::filesystem::path& dir) {
   const auto path = dir / "config.json";
-  return gemma3::resolve_config(read_json(path), path.string());
+  return gemma::resolve_config(read_json(path), path.string());
 }
 
 GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
@@ -67,7 +67,7 @@ GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
 LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk) {
   if (!std::filesystem::is_directory(dir)) throw std::runtime_error(dir.string() + ": not a model folder");
   auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir, /*populate=*/true);
-  auto model = std::make_unique<gemma3::Model>(load_config(dir), *tensors, max_chunk);
+  auto model = std::make_unique<gemma::Model>(load_config(dir), *tensors, max_chunk);
   auto tokenizer = Tokenizer::load(dir);
   auto defaults = load_generation_defaults(dir);
   if (defaults.eos_ids.empty()) defaults.eos_ids.push_back(tokenizer.eos_id());

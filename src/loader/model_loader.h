@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include "models/gemma3/model.h"
+#include "models/gemma/model.h"
 #include "runtime/sampler.h"
 #include "tensor/tensor_source.h"
 #include "tokenizer/tokenizer.h"
@@ -21,12 +21,12 @@ struct GenerationDefaults {
 struct LoadedModel {
   std::filesystem::path dir;
   std::unique_ptr<TensorSource> tensors;
-  std::unique_ptr<gemma3::Model> model;
+  std::unique_ptr<gemma::Model> model;
   Tokenizer tokenizer;
   GenerationDefaults defaults;
 };
 
-gemma3::Config load_config(const std::filesystem::path& dir);
+gemma::Config load_config(const std::filesystem::path& dir);
 GenerationDefaults load_generation_defaults(const std::filesystem::path& dir);
 LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk);
 

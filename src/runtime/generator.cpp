@@ -57,7 +57,7 @@ class StopFilter {
 
 }  // namespace
 
-Generator::Generator(gemma3::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool)
+Generator::Generator(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool)
     : model_(model), tokenizer_(tokenizer), pool_(pool), logits_(model.config().vocab_size) {}
 
 std::span<float> Generator::ingest(Slot& slot, std::span<const int32_t> prompt, GenerateStats* stats) {

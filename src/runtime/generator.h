@@ -10,14 +10,14 @@
 #include <vector>
 
 #include "kernels/thread_pool.h"
-#include "models/gemma3/model.h"
+#include "models/gemma/model.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ge::runtime {
 
 struct Slot {
-  Slot(const gemma3::Model& model, int64_t context) : cache(model.make_cache(context)) {}
+  Slot(const gemma::Model& model, int64_t context) : cache(model.make_cache(context)) {}
   nn::KVCache cache;
   std::vector<int32_t> tokens;  // what `cache` holds, position by position
 };
@@ -44,7 +44,7 @@ using TextSink = std::function<bool(std::string_view text)>;
 
 class Generator {
  public:
-  Generator(gemma3::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool);
+  Generator(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool);
 
   // Makes `slot` hold exactly `prompt` (reusing the longest cached prefix it can) and returns the
   // logits of the last prompt position. Throws when the prompt is empty or exceeds the context.
@@ -57,7 +57,7 @@ class Generator {
  private:
   std::span<float> step(Slot& slot, int32_t token);
 
-  gemma3::Model& model_;
+  gemma::Model& model_;
   const Tokenizer& tokenizer_;
   kernels::ThreadPool& pool_;
   std::vector<float> logits_;

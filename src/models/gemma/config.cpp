@@ -1,4 +1,4 @@
-#include "models/gemma3/config.h"
+#include "models/gemma/config.h"
 
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -6,43 +6,46 @@
 
 #include "tensor/dtype.h"
 
-namespace ge::gemma3 {
+namespace ge::gemma {
 
 namespace {
 
-// Gemma3TextConfig's constructor defaults (transformers, configuration_gemma3.py): a sparse text_config, as
-// in the published gemma-3-4b-it, relies on them.
-const nlohmann::json& text_defaults() {
-  static const nlohmann::json d = {
-      {"vocab_size", 262208},
-      {"hidden_size", 2304},
-      {"intermediate_size", 9216},
-      {"num_hidden_layers", 26},
-      {"num_attention_heads", 8},
-      {"num_key_value_heads", 4},
-      {"head_dim", 256},
-      {"hidden_activation", "gelu_pytorch_tanh"},
-      {"max_position_embeddings", 131072},
-      {"rms_norm_eps", 1e-6},
-      {"rope_theta", 1000000.0},
-      {"rope_local_base_freq", 10000.0},
-      {"query_pre_attn_scalar", 256},
-      {"sliding_window", 4096},
-      {"final_logit_softcapping", nullptr},
-      {"rope_scaling", nullptr},
-      {"tie_word_embeddings", true},
+// Constructor defaults of transformers' GemmaConfig, Gemma2Config and Gemma3TextConfig.
+const nlohmann::json& defaults(Family f) {
+  static const nlohmann::json gemma = {
+      {"vocab_size", 256000},      {"hidden_size", 3072},          {"intermediate_size", 24576},
+      {"num_hidden_layers", 28},   {"num_attention_heads", 16},    {"num_key_value_heads", 16},
+      {"head_dim", 256},           {"max_position_embeddings", 8192}, {"rms_norm_eps", 1e-6},
+      {"rope_theta", 10000.0},     {"tie_word_embeddings", true},  {"rope_scaling", nullptr},
+  };
+  static const nlohmann::json gemma2 = {
+      {"vocab_size", 256000},        {"hidden_size", 2304},         {"intermediate_size", 9216},
+      {"num_hidden_layers", 26},     {"num_attention_heads", 8},    {"num_key_value_heads", 4},
+      {"head_dim", 256},             {"hidden_activation", "gelu_pytorch_tanh"},
+      {"max_position_embeddings", 8192}, {"rms_norm_eps", 1e-6},  {"rope_theta", 10000.0},
+      {"query_pre_attn_scalar", 256}, {"sliding_window", 4096},   {"final_logit_softcapping", 30.0},
+      {"attn_logit_softcapping", 50.0}, {"tie_word_embeddings", true}, {"rope_scaling", nullptr},
+  };
+  static const nlohmann::json gemma3 = {
+      {"vocab_size", 262208},         {"hidden_size", 2304},          {"intermediate_size", 9216},
+      {"num_hidden_layers", 26},      {"num_attention_heads", 8},     {"num_key_value_heads", 4},
+      {"head_dim", 256},              {"hidden_activation", "gelu_pytorch_tanh"},
+      {"max_position_embeddings", 131072}, {"rms_norm_eps", 1e-6},  {"rope_theta", 1000000.0},
+      {"rope_local_base_freq", 10000.0}, {"query_pre_attn_scalar", 256}, {"sliding_window", 4096},
+      {"final_logit_softcapping", nullptr}, {"rope_scaling", nullptr}, {"tie_word_embeddings", true},
       {"sliding_window_pattern", 6},
   };
-  return d;
+  return f == Family::kGemma ? gemma : f == Family::kGemma2 ? gemma2 : gemma3;
 }
 
 class Fields {
  public:
-  Fields(const nlohmann::json& j, std::string source) : j_(j), source_(std::move(source)) {}
+  Fields(const nlohmann::json& j, Family family, std::string source)
+      : j_(j), defaults_(defaults(family)), source_(std::move(source)) {}
 
   const nlohmann::json& get(const std::string& key) const {
     if (j_.contains(key)) return j_[key];
-    if (text_defaults().contains(key)) return text_defaults()[key];
+    if (defaults_.contains(key)) return defaults_[key];
     fail(key, "missing");
   }
   int64_t integer(const std::string& key) const {
@@ -55,19 +58,32 @@ class Fields {
     if (!v.is_number()) fail(key, "must be a number");
     return v.get<double>();
   }
+  std::optional<double> optional_number(const std::string& key) const {
+    if (get_or_null(key).is_null()) return std::nullopt;
+    return number(key);
+  }
   [[noreturn]] void fail(const std::string& key, const std::string& what) const {
     throw std::runtime_error(source_ + ": " + key + ": " + what);
   }
-  bool has(const std::string& key) const { return j_.contains(key) && !j_[key].is_null(); }
+  bool has(const std::string& key) const { return !get_or_null(key).is_null(); }  // given or defaulted
+  bool given(const std::string& key) const { return j_.contains(key) && !j_[key].is_null(); }
 
  private:
+  const nlohmann::json& get_or_null(const std::string& key) const {
+    static const nlohmann::json null;
+    if (j_.contains(key)) return j_[key];
+    return defaults_.contains(key) ? defaults_[key] : null;
+  }
+
   const nlohmann::json& j_;
+  const nlohmann::json& defaults_;
   std::string source_;
 };
 
 double linear_rope_factor(const Fields& f) {
   const auto& s = f.get("rope_scaling");
   if (s.is_null()) return 1.0;
+  if (!s.is_object()) f.fail("rope_scaling", "must be an object or null");
   std::string type = s.value("rope_type", s.value("type", std::string("default")));
   if (type == "default") return 1.0;
   if (type != "linear") f.fail("rope_scaling", "rope_type '" + type + "' is not supported (only linear)");
@@ -76,8 +92,10 @@ double linear_rope_factor(const Fields& f) {
   return s["factor"].get<double>();
 }
 
-std::vector<bool> sliding_layers(const Fields& f, int64_t n_layers) {
-  std::vector<bool> sliding(n_layers);
+// transformers: layer_types when given; else Gemma 2 slides on even layers and Gemma 3 makes every
+// sliding_window_pattern-th layer global; Gemma 1 has no sliding layers.
+std::vector<bool> sliding_layers(const Fields& f, Family family, int64_t n_layers) {
+  std::vector<bool> sliding(n_layers, false);
   if (f.has("layer_types")) {
     const auto& types = f.get("layer_types");
     if (!types.is_array() || static_cast<int64_t>(types.size()) != n_layers)
@@ -90,16 +108,27 @@ std::vector<bool> sliding_layers(const Fields& f, int64_t n_layers) {
     }
     return sliding;
   }
-  const std::string key = f.has("sliding_window_pattern") ? "sliding_window_pattern"
-                          : f.has("_sliding_window_pattern") ? "_sliding_window_pattern"
-                                                              : "sliding_window_pattern";
-  const int64_t pattern = f.integer(key);
+  if (family == Family::kGemma) return sliding;
+  const int64_t pattern = family == Family::kGemma2 ? 2
+                          : f.given("_sliding_window_pattern") && !f.given("sliding_window_pattern")
+                              ? f.integer("_sliding_window_pattern")
+                              : f.integer("sliding_window_pattern");
   for (int64_t i = 0; i < n_layers; ++i) sliding[i] = (i + 1) % pattern != 0;
   return sliding;
 }
 
-Config resolve_text(const Fields& f) {
+// Every Gemma uses the tanh approximation of GELU: transformers maps an old config's `hidden_act: gelu`
+// to gelu_pytorch_tanh too when hidden_activation is absent (GemmaMLP), so only hidden_activation counts.
+void check_activation(const Fields& f) {
+  if (!f.has("hidden_activation")) return;
+  const auto& act = f.get("hidden_activation");
+  if (!act.is_string() || (act.get<std::string>() != "gelu_pytorch_tanh" && act.get<std::string>() != "gelu_tanh"))
+    f.fail("hidden_activation", "only gelu_pytorch_tanh is supported");
+}
+
+Config resolve(const Fields& f, Family family) {
   Config c;
+  c.family = family;
   c.vocab_size = f.integer("vocab_size");
   c.hidden_size = f.integer("hidden_size");
   c.intermediate_size = f.integer("intermediate_size");
@@ -108,26 +137,29 @@ Config resolve_text(const Fields& f) {
   c.num_kv_heads = f.integer("num_key_value_heads");
   c.head_dim = f.integer("head_dim");
   c.rms_norm_eps = f.number("rms_norm_eps");
-  c.query_pre_attn_scalar = f.number("query_pre_attn_scalar");
-  c.sliding_window = f.integer("sliding_window");
   c.max_position_embeddings = f.integer("max_position_embeddings");
   if (c.num_heads % c.num_kv_heads != 0) f.fail("num_key_value_heads", "must divide num_attention_heads");
   if (c.head_dim % 2 != 0) f.fail("head_dim", "must be even for RoPE");
-  if (f.has("final_logit_softcapping")) c.final_logit_softcapping = f.number("final_logit_softcapping");
+  c.query_pre_attn_scalar = family == Family::kGemma ? static_cast<double>(c.head_dim)
+                                                     : f.number("query_pre_attn_scalar");
+  if (family != Family::kGemma) {
+    c.sliding_window = f.integer("sliding_window");
+    c.final_logit_softcapping = f.optional_number("final_logit_softcapping");
+  }
+  // Gemma 3's attention ignores attn_logit_softcapping (transformers' Gemma3Attention never applies it).
+  if (family == Family::kGemma2) c.attn_logit_softcapping = f.optional_number("attn_logit_softcapping");
   const auto& tie = f.get("tie_word_embeddings");
   if (!tie.is_boolean()) f.fail("tie_word_embeddings", "must be true or false");
   c.tie_word_embeddings = tie.get<bool>();
-  const auto& act = f.get("hidden_activation");
-  if (!act.is_string() || (act.get<std::string>() != "gelu_pytorch_tanh" && act.get<std::string>() != "gelu_tanh"))
-    f.fail("hidden_activation", "only gelu_pytorch_tanh is supported");
+  check_activation(f);
 
-  const double global_scale = linear_rope_factor(f);
+  const double scale = linear_rope_factor(f);
   const double global_base = f.number("rope_theta");
-  const double local_base = f.number("rope_local_base_freq");
-  for (bool sliding : sliding_layers(f, c.num_layers)) {
-    // Sliding layers use the local base and never the scaling (transformers' rotary_emb_local).
-    c.layers.push_back(sliding ? LayerConfig{true, local_base, 1.0} : LayerConfig{false, global_base, global_scale});
-  }
+  // Gemma 3's sliding layers use their own base and never the scaling (transformers' rotary_emb_local).
+  const double local_base = family == Family::kGemma3 ? f.number("rope_local_base_freq") : global_base;
+  const double local_scale = family == Family::kGemma3 ? 1.0 : scale;
+  for (bool sliding : sliding_layers(f, family, c.num_layers))
+    c.layers.push_back(sliding ? LayerConfig{true, local_base, local_scale} : LayerConfig{false, global_base, scale});
   return c;
 }
 
@@ -139,17 +171,24 @@ float Config::embed_scale() const {
   return bf16_to_f32(f32_to_bf16(static_cast<float>(std::sqrt(static_cast<double>(hidden_size)))));
 }
 
+const char* Config::family_name() const {
+  return family == Family::kGemma ? "gemma" : family == Family::kGemma2 ? "gemma2" : "gemma3";
+}
+
 Config resolve_config(const nlohmann::json& config, const std::string& source) {
   if (!config.is_object()) throw std::runtime_error(source + ": not a JSON object");
   const std::string type = config.value("model_type", std::string());
-  if (type == "gemma3_text") return resolve_text(Fields(config, source));
+  if (type == "gemma") return resolve(Fields(config, Family::kGemma, source), Family::kGemma);
+  if (type == "gemma2") return resolve(Fields(config, Family::kGemma2, source), Family::kGemma2);
+  if (type == "gemma3_text") return resolve(Fields(config, Family::kGemma3, source), Family::kGemma3);
   if (type == "gemma3") {
     static const nlohmann::json empty = nlohmann::json::object();
     const auto& text = config.contains("text_config") ? config["text_config"] : empty;
     if (!text.is_object()) throw std::runtime_error(source + ": text_config: not an object");
-    return resolve_text(Fields(text, source + ": text_config"));
+    return resolve(Fields(text, Family::kGemma3, source + ": text_config"), Family::kGemma3);
   }
-  throw std::runtime_error(source + ": model_type: '" + type + "' is not a Gemma 3 model");
+  throw std::runtime_error(source + ": model_type: '" + type +
+                           "' is not supported (gemma, gemma2, gemma3_text, gemma3)");
 }
 
-}  // namespace ge::gemma3
+}  // namespace ge::gemma

@@ -1,4 +1,4 @@
-#include "models/gemma3/model.h"
+#include "models/gemma/model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 
-namespace ge::gemma3 {
+namespace ge::gemma {
 
 namespace {
 
@@ -45,21 +45,29 @@ std::string find_prefix(const TensorSource& source) {
 LayerWeights bind_layer(const Binder& b, const Config& c, int64_t i) {
   const std::string p = "layers." + std::to_string(i) + ".";
   const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-  return {
+  LayerWeights w{
       .input_layernorm = b.must(p + "input_layernorm.weight", {h}),
       .q_proj = b.must(p + "self_attn.q_proj.weight", {q, h}),
       .k_proj = b.must(p + "self_attn.k_proj.weight", {kv, h}),
       .v_proj = b.must(p + "self_attn.v_proj.weight", {kv, h}),
-      .q_norm = b.must(p + "self_attn.q_norm.weight", {c.head_dim}),
-      .k_norm = b.must(p + "self_attn.k_norm.weight", {c.head_dim}),
       .o_proj = b.must(p + "self_attn.o_proj.weight", {h, q}),
-      .post_attention_layernorm = b.must(p + "post_attention_layernorm.weight", {h}),
-      .pre_feedforward_layernorm = b.must(p + "pre_feedforward_layernorm.weight", {h}),
       .gate_proj = b.must(p + "mlp.gate_proj.weight", {c.intermediate_size, h}),
       .up_proj = b.must(p + "mlp.up_proj.weight", {c.intermediate_size, h}),
       .down_proj = b.must(p + "mlp.down_proj.weight", {h, c.intermediate_size}),
-      .post_feedforward_layernorm = b.must(p + "post_feedforward_layernorm.weight", {h}),
   };
+  if (c.qk_norm()) {
+    w.q_norm = b.must(p + "self_attn.q_norm.weight", {c.head_dim});
+    w.k_norm = b.must(p + "self_attn.k_norm.weight", {c.head_dim});
+  }
+  if (c.sandwich_norms()) {
+    w.post_attention_layernorm = b.must(p + "post_attention_layernorm.weight", {h});
+    w.pre_feedforward_layernorm = b.must(p + "pre_feedforward_layernorm.weight", {h});
+    w.post_feedforward_layernorm = b.must(p + "post_feedforward_layernorm.weight", {h});
+  } else {
+    // Gemma 1's norm between attention and MLP is the MLP's input norm, whatever its name says.
+    w.pre_feedforward_layernorm = b.must(p + "post_attention_layernorm.weight", {h});
+  }
+  return w;
 }
 
 }  // namespace
@@ -186,8 +194,10 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
   linear(pool, w.q_proj, normed_.data(), n, q_.data());
   linear(pool, w.k_proj, normed_.data(), n, k_.data());
   linear(pool, w.v_proj, normed_.data(), n, v_.data());
-  kernels::rms_norm(q_.data(), w.q_norm, eps, true, n * c.num_heads, hd, q_.data());
-  kernels::rms_norm(k_.data(), w.k_norm, eps, true, n * c.num_kv_heads, hd, k_.data());
+  if (c.qk_norm()) {
+    kernels::rms_norm(q_.data(), w.q_norm, eps, true, n * c.num_heads, hd, q_.data());
+    kernels::rms_norm(k_.data(), w.k_norm, eps, true, n * c.num_kv_heads, hd, k_.data());
+  }
 
   const int kind = layer_rope_kind_[l];
   for (int64_t t = 0; t < n; ++t) {
@@ -204,16 +214,18 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
   const bool sliding = c.layers[l].sliding;
   const int64_t group = c.num_heads / c.num_kv_heads;
   const float scale = c.attention_scale();
+  const float softcap = static_cast<float>(c.attn_logit_softcapping.value_or(0.0));
   pool.run(n * c.num_heads, [&](int64_t task) {
     const int64_t t = task / c.num_heads, h = task % c.num_heads;
     const int64_t pos = start_pos + t;
     const int64_t first = sliding ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
     kernels::attend(q_.data() + t * q_width + h * hd, cache.head(l, h / group), first, pos, hd, scale,
-                    attn_.data() + t * q_width + h * hd);
+                    softcap, attn_.data() + t * q_width + h * hd);
   });
 
   linear(pool, w.o_proj, attn_.data(), n, proj_.data());
-  kernels::rms_norm(proj_.data(), w.post_attention_layernorm, eps, true, n, c.hidden_size, proj_.data());
+  if (c.sandwich_norms())
+    kernels::rms_norm(proj_.data(), w.post_attention_layernorm, eps, true, n, c.hidden_size, proj_.data());
   kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
 }
 
@@ -234,7 +246,8 @@ void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
     kernels::gelu_tanh_mul(gate_.data() + begin, up_.data() + begin, count, gate_.data() + begin);
   });
   linear(pool, w.down_proj, gate_.data(), n, proj_.data());
-  kernels::rms_norm(proj_.data(), w.post_feedforward_layernorm, eps, true, n, c.hidden_size, proj_.data());
+  if (c.sandwich_norms())
+    kernels::rms_norm(proj_.data(), w.post_feedforward_layernorm, eps, true, n, c.hidden_size, proj_.data());
   kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
 }
 
@@ -252,4 +265,4 @@ void Model::lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool
     kernels::soft_cap(logits, n_rows * c.vocab_size, static_cast<float>(*c.final_logit_softcapping));
 }
 
-}  // namespace ge::gemma3
+}  // namespace ge::gemma

@@ -1,6 +1,10 @@
-// Gemma 3 text decoder (transformers' Gemma3ForCausalLM), read top to bottom like the paper:
-// embed x sqrt(d) -> [RMSNorm -> attention (q/k norm, RoPE, GQA, sliding or global) -> RMSNorm -> +residual
-// -> RMSNorm -> gated tanh-GELU MLP -> RMSNorm -> +residual] x L -> RMSNorm -> tied LM head -> soft-cap.
+// The Gemma decoder (transformers' GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM), read top to
+// bottom like the papers:
+// embed x sqrt(d) -> [RMSNorm -> attention (Gemma 3: q/k norm; RoPE; GQA; sliding or global; Gemma 2:
+// soft-capped scores) -> (Gemma 2/3: RMSNorm) -> +residual -> RMSNorm -> gated tanh-GELU MLP ->
+// (Gemma 2/3: RMSNorm) -> +residual] x L -> RMSNorm -> tied LM head -> (Gemma 2/3: soft-cap).
+// One decoder with the differences as config data reads better than three near-copies: the families
+// share every operation and differ only in which norms exist and how layers attend.
 #pragma once
 #include <functional>
 #include <span>
@@ -8,26 +12,26 @@
 
 #include "kernels/matmul.h"
 #include "kernels/thread_pool.h"
-#include "models/gemma3/config.h"
+#include "models/gemma/config.h"
 #include "nn/kv_cache.h"
 #include "tensor/tensor_source.h"
 
-namespace ge::gemma3 {
+namespace ge::gemma {
 
 struct LayerWeights {
   Tensor input_layernorm;             // [hidden]
   Tensor q_proj;                      // [num_heads * head_dim, hidden]
   Tensor k_proj;                      // [num_kv_heads * head_dim, hidden]
   Tensor v_proj;                      // [num_kv_heads * head_dim, hidden]
-  Tensor q_norm;                      // [head_dim]
-  Tensor k_norm;                      // [head_dim]
+  Tensor q_norm;                      // [head_dim], Gemma 3 only
+  Tensor k_norm;                      // [head_dim], Gemma 3 only
   Tensor o_proj;                      // [hidden, num_heads * head_dim]
-  Tensor post_attention_layernorm;    // [hidden]
-  Tensor pre_feedforward_layernorm;   // [hidden]
+  Tensor post_attention_layernorm;    // [hidden], Gemma 2/3 only
+  Tensor pre_feedforward_layernorm;   // [hidden]; Gemma 1 stores it as post_attention_layernorm
   Tensor gate_proj;                   // [intermediate, hidden]
   Tensor up_proj;                     // [intermediate, hidden]
   Tensor down_proj;                   // [hidden, intermediate]
-  Tensor post_feedforward_layernorm;  // [hidden]
+  Tensor post_feedforward_layernorm;  // [hidden], Gemma 2/3 only
 };
 
 struct Weights {
@@ -93,4 +97,4 @@ class Model {
   std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_;
 };
 
-}  // namespace ge::gemma3
+}  // namespace ge::gemma
