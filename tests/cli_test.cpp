@@ -120,6 +120,22 @@ TEST(CliErrors, EmptyPromptWhereOneIsNeeded) {
   EXPECT_NE(r.output.find("empty prompt"), std::string::npos) << r.output;
 }
 
+TEST(CliErrors, DroppedOrReshapedTensorIsNamed) {
+  test::ScratchDir dir;
+  test::copy_files(test::demo_model_dir(), dir.path());
+  const auto weights = dir.path() / "model.safetensors";
+  const std::string name = "model.layers.3.self_attn.k_proj.weight";
+  test::edit_safetensors_header(weights, [&](nlohmann::json& h) { h[name]["shape"] = {32, 128}; });
+  auto r = gemma("run -m " + quoted(dir.path()) + " -p hi");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("'" + name + "' has shape [32, 128], expected [64, 64]"), std::string::npos) << r.output;
+
+  test::edit_safetensors_header(weights, [&](nlohmann::json& h) { h.erase(name); });
+  r = gemma("run -m " + quoted(dir.path()) + " -p hi");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("missing tensor '" + name + "'"), std::string::npos) << r.output;
+}
+
 TEST(CliErrors, BadConfigFieldsAreNamed) {
   test::ScratchDir dir;
   test::copy_files(test::demo_model_dir(), dir.path());

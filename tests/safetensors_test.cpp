@@ -10,35 +10,14 @@
 namespace ge {
 namespace {
 
-struct Parts {
-  nlohmann::json header;
-  std::vector<char> data;
-};
-
-Parts split(const std::vector<char>& file) {
-  uint64_t n = 0;
-  std::memcpy(&n, file.data(), 8);
-  return {nlohmann::json::parse(file.begin() + 8, file.begin() + 8 + static_cast<std::ptrdiff_t>(n)),
-          std::vector<char>(file.begin() + 8 + static_cast<std::ptrdiff_t>(n), file.end())};
-}
-
-std::vector<char> join(const std::string& header, const std::vector<char>& data) {
-  std::vector<char> out(8);
-  const uint64_t n = header.size();
-  std::memcpy(out.data(), &n, 8);
-  out.insert(out.end(), header.begin(), header.end());
-  out.insert(out.end(), data.begin(), data.end());
-  return out;
-}
-
 class SafetensorsErrors : public ::testing::Test {
  protected:
   void SetUp() override {
     test::copy_files(test::demo_model_dir(), dir_.path());
     file_ = dir_.path() / "model.safetensors";
-    parts_ = split(test::read_bytes(file_));
+    parts_ = test::split_safetensors(test::read_bytes(file_));
   }
-  void write(const nlohmann::json& header) { test::write_bytes(file_, join(header.dump(), parts_.data)); }
+  void write(const nlohmann::json& header) { test::write_bytes(file_, test::join_safetensors(header.dump(), parts_.data)); }
   // Loads the folder and returns the error message (empty if it loaded).
   std::string load_error() {
     try {
@@ -56,7 +35,7 @@ class SafetensorsErrors : public ::testing::Test {
 
   test::ScratchDir dir_;
   std::filesystem::path file_;
-  Parts parts_;
+  test::SafetensorsParts parts_;
   const std::string tensor_ = "model.layers.0.mlp.up_proj.weight";
 };
 
@@ -92,7 +71,7 @@ TEST_F(SafetensorsErrors, FileShorterThanTheLengthField) {
 }
 
 TEST_F(SafetensorsErrors, HeaderIsNotJson) {
-  test::write_bytes(file_, join("{not json", parts_.data));
+  test::write_bytes(file_, test::join_safetensors("{not json", parts_.data));
   expect_error("not a valid JSON");
 }
 
@@ -134,7 +113,7 @@ TEST_F(SafetensorsErrors, MissingFile) {
 TEST(SafetensorsShards, IndexedShardsLoadTogetherAndMissingOnesAreNamed) {
   test::ScratchDir dir;
   test::copy_files(test::demo_model_dir(), dir.path());
-  const auto parts = split(test::read_bytes(dir.path() / "model.safetensors"));
+  const auto parts = test::split_safetensors(test::read_bytes(dir.path() / "model.safetensors"));
   std::filesystem::remove(dir.path() / "model.safetensors");
   // Two shards: the embedding alone, then everything else (offsets rebased).
   nlohmann::json first = {{"__metadata__", {{"format", "pt"}}}}, second = first, index;
@@ -151,8 +130,8 @@ TEST(SafetensorsShards, IndexedShardsLoadTogetherAndMissingOnesAreNamed) {
     (embed ? first : second)[name] = entry;
     index["weight_map"][name] = embed ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
   }
-  test::write_bytes(dir.path() / "model-00001-of-00002.safetensors", join(first.dump(), first_data));
-  test::write_bytes(dir.path() / "model-00002-of-00002.safetensors", join(second.dump(), second_data));
+  test::write_bytes(dir.path() / "model-00001-of-00002.safetensors", test::join_safetensors(first.dump(), first_data));
+  test::write_bytes(dir.path() / "model-00002-of-00002.safetensors", test::join_safetensors(second.dump(), second_data));
   std::ofstream(dir.path() / "model.safetensors.index.json") << index.dump();
 
   formats::SafetensorsCheckpoint ckpt(dir.path());

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,36 @@ inline void copy_files(const std::filesystem::path& from, const std::filesystem:
   for (const auto& e : std::filesystem::directory_iterator(from))
     if (e.is_regular_file())
       std::filesystem::copy_file(e.path(), to / e.path().filename(), std::filesystem::copy_options::overwrite_existing);
+}
+
+// A safetensors file as its JSON header and its data section, to make lying files from good ones.
+struct SafetensorsParts {
+  nlohmann::json header;
+  std::vector<char> data;
+};
+
+inline SafetensorsParts split_safetensors(const std::vector<char>& file) {
+  uint64_t n = 0;
+  std::memcpy(&n, file.data(), 8);
+  return {nlohmann::json::parse(file.begin() + 8, file.begin() + 8 + static_cast<std::ptrdiff_t>(n)),
+          std::vector<char>(file.begin() + 8 + static_cast<std::ptrdiff_t>(n), file.end())};
+}
+
+inline std::vector<char> join_safetensors(const std::string& header, const std::vector<char>& data) {
+  std::vector<char> out(8);
+  const uint64_t n = header.size();
+  std::memcpy(out.data(), &n, 8);
+  out.insert(out.end(), header.begin(), header.end());
+  out.insert(out.end(), data.begin(), data.end());
+  return out;
+}
+
+// Rewrites the header of the safetensors file at `path` through `edit`, keeping the data as it is.
+template <class Edit>
+void edit_safetensors_header(const std::filesystem::path& path, Edit&& edit) {
+  auto parts = split_safetensors(read_bytes(path));
+  edit(parts.header);
+  write_bytes(path, join_safetensors(parts.header.dump(), parts.data));
 }
 
 inline float max_abs_diff(const float* a, const float* b, size_t n) {
