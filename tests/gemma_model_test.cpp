@@ -2,6 +2,7 @@
 // residual stream), chunked prefill against one-token steps, and the checks made at load.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "formats/safetensors.h"
@@ -71,6 +72,23 @@ TEST_P(GemmaReference, EveryLayerMatchesTheReferenceResidualStream) {
   };
   f.logits(pool, n, &observer);
   EXPECT_EQ(seen, f.model.config().num_layers + 1);
+}
+
+// An f16 cache halves the memory; the fixtures' README puts such engines within ~1e-2 with the same top-1.
+TEST_P(GemmaReference, HalfPrecisionCacheStaysCloseWithTheSameTopToken) {
+  kernels::ThreadPool pool(2);
+  Fixture f(GetParam(), 5);
+  const auto expected = test::read_f32(fixture_reference_dir(GetParam()) / "reference_logits.f32");
+  const int64_t n = static_cast<int64_t>(f.ids.size()), vocab = f.model.config().vocab_size;
+  std::vector<float> got(n * vocab);
+  auto cache = f.model.make_cache(n, DType::F16);
+  EXPECT_EQ(cache.bytes(), f.model.make_cache(n).bytes() / 2);
+  f.model.forward(f.ids, 0, cache, pool, got.data(), true);
+  EXPECT_LT(test::max_abs_diff(got.data(), expected.data(), got.size()), 1e-2f);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto top = [&](const float* row) { return std::max_element(row, row + vocab) - row; };
+    EXPECT_EQ(top(got.data() + i * vocab), top(expected.data() + i * vocab)) << "position " << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GemmaReference,

@@ -20,6 +20,8 @@ std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
+const std::byte* as_bytes(const float* p) { return reinterpret_cast<const std::byte*>(p); }
+
 double gelu_tanh_reference(double g) {
   return 0.5 * g * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (g + 0.044715 * g * g * g)));
 }
@@ -82,7 +84,7 @@ TEST_F(EveryTarget, AttendMatchesSoftmaxReferenceAcrossRingWrap) {
     for (float softcap : {0.0f, 2.0f})
       for (auto [first, last] : {std::pair<int64_t, int64_t>{0, 0}, {3, 70}, {0, 99}, {150, 230}}) {
         std::vector<float> out(head_dim);
-        const KVRows rows{k.data() + head_dim, v.data() + head_dim, stride, capacity};
+        const KVRows rows{as_bytes(k.data() + head_dim), as_bytes(v.data() + head_dim), DType::F32, stride, capacity};
         attend(q.data(), rows, first, last, head_dim, 0.3f, softcap, out.data());
         const std::vector<float> k_head(k.begin() + head_dim, k.end()), v_head(v.begin() + head_dim, v.end());
         const auto expected =
@@ -90,6 +92,28 @@ TEST_F(EveryTarget, AttendMatchesSoftmaxReferenceAcrossRingWrap) {
         for (int64_t d = 0; d < head_dim; ++d)
           ASSERT_NEAR(out[d], expected[d], 1e-5) << first << ".." << last << " softcap " << softcap;
       }
+  });
+}
+
+// An f16 cache: the kernel must widen exactly the stored halves, so the reference uses the rounded values.
+TEST_F(EveryTarget, AttendReadsHalfPrecisionRows) {
+  for_each_target([] {
+    const int64_t head_dim = 36, stride = head_dim, capacity = 50;
+    auto k = random_vector(capacity * stride, 6), v = random_vector(capacity * stride, 7);
+    std::vector<uint16_t> k16(k.size()), v16(v.size());
+    for (size_t i = 0; i < k.size(); ++i) {
+      k16[i] = f32_to_f16(k[i]);
+      v16[i] = f32_to_f16(v[i]);
+      k[i] = f16_to_f32(k16[i]);
+      v[i] = f16_to_f32(v16[i]);
+    }
+    const auto q = random_vector(head_dim, 8, 2.0f);
+    std::vector<float> out(head_dim);
+    const KVRows rows{reinterpret_cast<const std::byte*>(k16.data()), reinterpret_cast<const std::byte*>(v16.data()),
+                      DType::F16, stride, capacity};
+    attend(q.data(), rows, 20, 90, head_dim, 0.25f, 0.0f, out.data());
+    const auto expected = attend_reference(q, k, v, capacity, stride, 20, 90, head_dim, 0.25f, 0.0f);
+    for (int64_t d = 0; d < head_dim; ++d) ASSERT_NEAR(out[d], expected[d], 1e-5) << d;
   });
 }
 

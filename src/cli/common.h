@@ -15,6 +15,10 @@ int default_threads();
 void add_prefill_precision_flag(CLI::App* cmd, bool& flag);
 kernels::Precision prefill_precision(bool flag);
 
+// --kv-type f32|f16, shared by run and logits.
+void add_kv_type_option(CLI::App* cmd, std::string& kv_type);
+DType kv_cache_type(const std::string& kv_type);
+
 void add_run_command(CLI::App& app);
 void add_tool_commands(CLI::App& app);  // tokenize, logits, inspect
 void add_bench_command(CLI::App& app);

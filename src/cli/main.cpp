@@ -20,6 +20,14 @@ void add_prefill_precision_flag(CLI::App* cmd, bool& flag) {
                 "for ~5e-3 on logits, as llama.cpp does. Default: exact f32");
 }
 
+void add_kv_type_option(CLI::App* cmd, std::string& kv_type) {
+  cmd->add_option("--kv-type", kv_type, "KV cache type: f32 (exact) or f16 (half the memory, ~1e-2 on logits)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16"}));
+}
+
+DType kv_cache_type(const std::string& kv_type) { return kv_type == "f16" ? DType::F16 : DType::F32; }
+
 kernels::Precision prefill_precision(bool flag) {
   return flag ? kernels::Precision::kBf16Activations : kernels::Precision::kExact;
 }

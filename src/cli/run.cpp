@@ -28,6 +28,7 @@ struct RunOptions {
   int threads = default_threads();
   std::vector<std::string> stop;
   bool prefill_bf16 = false;
+  std::string kv_type = "f32";
 };
 
 runtime::SamplingParams sampling(const RunOptions& o, runtime::SamplingParams s) {
@@ -41,17 +42,19 @@ runtime::SamplingParams sampling(const RunOptions& o, runtime::SamplingParams s)
   return s;
 }
 
-void print_stats(double load_seconds, const runtime::GenerateStats& s) {
+void print_stats(double load_seconds, const runtime::GenerateStats& s, const nn::KVCache& cache) {
   const auto rate = [](int64_t n, double sec) { return sec > 0 ? static_cast<double>(n) / sec : 0.0; };
   std::fprintf(stderr,
                "\nload duration:        %.3fs\n"
+               "kv cache:             %.1f MiB (%s)\n"
                "prompt eval count:    %lld token(s) (%lld reused from the cache)\n"
                "prompt eval duration: %.3fs\n"
                "prompt eval rate:     %.2f tokens/s\n"
                "eval count:           %lld token(s)\n"
                "eval duration:        %.3fs\n"
                "eval rate:            %.2f tokens/s\n",
-               load_seconds, static_cast<long long>(s.prompt_tokens), static_cast<long long>(s.reused_tokens),
+               load_seconds, static_cast<double>(cache.bytes()) / (1 << 20),
+               cache.dtype() == DType::F16 ? "f16" : "f32", static_cast<long long>(s.prompt_tokens), static_cast<long long>(s.reused_tokens),
                s.prompt_seconds, rate(s.prompt_tokens, s.prompt_seconds),
                static_cast<long long>(s.generated_tokens), s.decode_seconds,
                rate(s.generated_tokens, s.decode_seconds));
@@ -64,7 +67,7 @@ class Chat {
         m_(m),
         load_seconds_(load_seconds),
         generator_(*m.model, m.tokenizer, pool),
-        slot_(*m.model, o.context),
+        slot_(*m.model, o.context, kv_cache_type(o.kv_type)),
         sampler_(sampling(o, m.defaults.sampling), static_cast<int32_t>(m.model->config().vocab_size)) {
     options_.max_new_tokens = o.max_new_tokens;
     options_.eos_ids = m.defaults.eos_ids;
@@ -93,7 +96,7 @@ class Chat {
     if (!o_.raw) history_.push_back({"model", answer});
     if (stats.stop == runtime::StopReason::kContextFull)
       std::cerr << "gemma: context of " << o_.context << " tokens is full (raise --ctx)\n";
-    print_stats(load_seconds_, stats);
+    print_stats(load_seconds_, stats, slot_.cache);
   }
 
  private:
@@ -160,6 +163,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "Threads")->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
   add_prefill_precision_flag(cmd, o->prefill_bf16);
+  add_kv_type_option(cmd, o->kv_type);
   cmd->callback([o, prompt] { run(*o, prompt->count() > 0); });
 }
 

@@ -74,6 +74,7 @@ struct LogitsOptions {
   int threads = default_threads();
   int64_t batch = 256;
   bool prefill_bf16 = false;
+  std::string kv_type = "f32";
 };
 
 void logits(const LogitsOptions& o) {
@@ -84,7 +85,7 @@ void logits(const LogitsOptions& o) {
   const auto ids = o.ids.empty() ? m.tokenizer.encode(o.prompt, m.tokenizer.add_bos_default()) : parse_ids(o.ids);
   const int64_t vocab = m.model->config().vocab_size;
   std::vector<float> out(ids.size() * vocab);
-  auto cache = m.model->make_cache(static_cast<int64_t>(ids.size()));
+  auto cache = m.model->make_cache(static_cast<int64_t>(ids.size()), kv_cache_type(o.kv_type));
   m.model->forward(ids, 0, cache, pool, out.data(), true);
   write_file_atomically(o.output, out.data(), out.size() * sizeof(float));
   std::fprintf(stderr, "wrote %s: [%zu, %" PRId64 "] f32\n", o.output.c_str(), ids.size(), vocab);
@@ -139,6 +140,7 @@ void add_tool_commands(CLI::App& app) {
   lg->add_option("-t,--threads", l->threads, "Threads")->check(CLI::Range(1, 1024));
   lg->add_option("-b,--batch", l->batch, "Tokens per forward step")->check(CLI::Range(1, 8192));
   add_prefill_precision_flag(lg, l->prefill_bf16);
+  add_kv_type_option(lg, l->kv_type);
   lg->callback([l] { logits(*l); });
 
   auto dir = std::make_shared<std::string>();

@@ -30,9 +30,10 @@ void rope_neox(float* x, int64_t n_heads, int64_t head_dim, const float* cos, co
 // Keys and values of one KV head stored row by row; position p lives in row p % capacity, so a full
 // cache (capacity >= every position) and a ring buffer share the same arithmetic.
 struct KVRows {
-  const float* k;
-  const float* v;
-  int64_t stride;    // floats between consecutive rows
+  const std::byte* k;
+  const std::byte* v;
+  DType dtype;       // F32 or F16
+  int64_t stride;    // elements between consecutive rows
   int64_t capacity;  // rows
 };
 

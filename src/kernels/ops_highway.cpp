@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "kernels/ops.h"
@@ -36,34 +37,51 @@ void GeluTanhMul(const float* gate, const float* up, int64_t n, float* out) {
   }
 }
 
-float Dot(const float* a, const float* b, int64_t n) {
-  const hn::ScalableTag<float> d;
+using DF = hn::ScalableTag<float>;
+
+// Loads lanes of K or V rows in their cache type, widened to f32.
+HWY_INLINE hn::Vec<DF> LoadF32(DF d, const float* p) { return hn::LoadU(d, p); }
+HWY_INLINE hn::Vec<DF> LoadF32(DF d, const hwy::float16_t* p) {
+  return hn::PromoteTo(d, hn::LoadU(hn::Rebind<hwy::float16_t, DF>(), p));
+}
+HWY_INLINE float ToF32(float v) { return v; }
+HWY_INLINE float ToF32(hwy::float16_t v) {
+  uint16_t bits;
+  std::memcpy(&bits, &v, 2);
+  return f16_to_f32(bits);
+}
+
+template <class T>
+float Dot(const float* a, const T* b, int64_t n) {
+  const DF d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   auto acc0 = hn::Zero(d), acc1 = hn::Zero(d);
   int64_t i = 0;
   for (; i + 2 * lanes <= n; i += 2 * lanes) {
-    acc0 = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), acc0);
-    acc1 = hn::MulAdd(hn::LoadU(d, a + i + lanes), hn::LoadU(d, b + i + lanes), acc1);
+    acc0 = hn::MulAdd(hn::LoadU(d, a + i), LoadF32(d, b + i), acc0);
+    acc1 = hn::MulAdd(hn::LoadU(d, a + i + lanes), LoadF32(d, b + i + lanes), acc1);
   }
-  for (; i + lanes <= n; i += lanes) acc0 = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), acc0);
+  for (; i + lanes <= n; i += lanes) acc0 = hn::MulAdd(hn::LoadU(d, a + i), LoadF32(d, b + i), acc0);
   float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(acc0, acc1)));
-  for (; i < n; ++i) sum += a[i] * b[i];
+  for (; i < n; ++i) sum += a[i] * ToF32(b[i]);
   return sum;
 }
 
 // out = out * scale + p * v
-void ScaleAddScaled(float* out, float scale, float p, const float* v, int64_t n) {
-  const hn::ScalableTag<float> d;
+template <class T>
+void ScaleAddScaled(float* out, float scale, float p, const T* v, int64_t n) {
+  const DF d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const auto vs = hn::Set(d, scale), vp = hn::Set(d, p);
   int64_t i = 0;
   for (; i + lanes <= n; i += lanes)
-    hn::StoreU(hn::MulAdd(vp, hn::LoadU(d, v + i), hn::Mul(vs, hn::LoadU(d, out + i))), d, out + i);
-  for (; i < n; ++i) out[i] = out[i] * scale + p * v[i];
+    hn::StoreU(hn::MulAdd(vp, LoadF32(d, v + i), hn::Mul(vs, hn::LoadU(d, out + i))), d, out + i);
+  for (; i < n; ++i) out[i] = out[i] * scale + p * ToF32(v[i]);
 }
 
-void Attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64_t head_dim, float scale,
-            float softcap, float* out) {
+template <class T>
+void AttendRows(const float* q, const T* k_rows, const T* v_rows, const KVRows& kv, int64_t first, int64_t last,
+                int64_t head_dim, float scale, float softcap, float* out) {
   constexpr int64_t kBlock = 64;
   float scores[kBlock];
   float running_max = -std::numeric_limits<float>::infinity();
@@ -73,7 +91,7 @@ void Attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64
     const int64_t count = std::min(kBlock, last - start + 1);
     float block_max = running_max;
     for (int64_t j = 0; j < count; ++j) {
-      scores[j] = Dot(q, kv.k + ((start + j) % kv.capacity) * kv.stride, head_dim) * scale;
+      scores[j] = Dot(q, k_rows + ((start + j) % kv.capacity) * kv.stride, head_dim) * scale;
       if (softcap > 0) scores[j] = softcap * std::tanh(scores[j] / softcap);
       block_max = std::max(block_max, scores[j]);
     }
@@ -83,13 +101,22 @@ void Attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64
     for (int64_t j = 0; j < count; ++j) {
       const float p = std::exp(scores[j] - block_max);
       running_sum += p;
-      ScaleAddScaled(out, correction, p, kv.v + ((start + j) % kv.capacity) * kv.stride, head_dim);
+      ScaleAddScaled(out, correction, p, v_rows + ((start + j) % kv.capacity) * kv.stride, head_dim);
       correction = 1.0f;
     }
     running_max = block_max;
   }
-  const float inv = 1.0f / running_sum;
-  ScaleAddScaled(out, inv, 0.0f, out, head_dim);
+  ScaleAddScaled(out, 1.0f / running_sum, 0.0f, out, head_dim);
+}
+
+void Attend(const float* q, const KVRows& kv, int64_t first, int64_t last, int64_t head_dim, float scale,
+            float softcap, float* out) {
+  if (kv.dtype == DType::F16)
+    AttendRows(q, reinterpret_cast<const hwy::float16_t*>(kv.k), reinterpret_cast<const hwy::float16_t*>(kv.v), kv,
+               first, last, head_dim, scale, softcap, out);
+  else
+    AttendRows(q, reinterpret_cast<const float*>(kv.k), reinterpret_cast<const float*>(kv.v), kv, first, last,
+               head_dim, scale, softcap, out);
 }
 
 }  // namespace ge::kernels::HWY_NAMESPACE

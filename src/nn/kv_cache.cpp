@@ -1,23 +1,47 @@
 #include "nn/kv_cache.h"
 
+#include <cstring>
+#include <stdexcept>
+
 namespace ge::nn {
 
-KVCache::KVCache(std::vector<int64_t> capacity, int64_t context, int64_t n_kv_heads, int64_t head_dim)
-    : capacity_(std::move(capacity)), context_(context), head_dim_(head_dim), row_floats_(n_kv_heads * head_dim) {
+KVCache::KVCache(std::vector<int64_t> capacity, int64_t context, int64_t n_kv_heads, int64_t head_dim, DType dtype)
+    : capacity_(std::move(capacity)),
+      context_(context),
+      head_dim_(head_dim),
+      row_values_(n_kv_heads * head_dim),
+      dtype_(dtype),
+      element_bytes_(static_cast<size_t>(dtype_info(dtype).block_bytes)) {
+  if (dtype != DType::F32 && dtype != DType::F16)
+    throw std::invalid_argument("KV cache type must be f32 or f16, not " + std::string(dtype_info(dtype).name));
   for (int64_t c : capacity_) {
-    k_.emplace_back(static_cast<size_t>(c * row_floats_));
-    v_.emplace_back(static_cast<size_t>(c * row_floats_));
+    k_.emplace_back(static_cast<size_t>(c * row_values_) * element_bytes_);
+    v_.emplace_back(static_cast<size_t>(c * row_values_) * element_bytes_);
   }
 }
 
+void KVCache::store_row(std::byte* dst, const float* src) const {
+  if (dtype_ == DType::F32) {
+    std::memcpy(dst, src, static_cast<size_t>(row_values_) * sizeof(float));
+    return;
+  }
+  auto* out = reinterpret_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < row_values_; ++i) out[i] = f32_to_f16(src[i]);
+}
+
+void KVCache::store(int64_t layer, int64_t pos, const float* k, const float* v) {
+  store_row(row(k_[layer], layer, pos), k);
+  store_row(row(v_[layer], layer, pos), v);
+}
+
 kernels::KVRows KVCache::head(int64_t layer, int64_t kv_head) const {
-  return {k_[layer].data() + kv_head * head_dim_, v_[layer].data() + kv_head * head_dim_, row_floats_,
-          capacity_[layer]};
+  const size_t offset = static_cast<size_t>(kv_head * head_dim_) * element_bytes_;
+  return {k_[layer].data() + offset, v_[layer].data() + offset, dtype_, row_values_, capacity_[layer]};
 }
 
 size_t KVCache::bytes() const {
   size_t n = 0;
-  for (const auto& k : k_) n += 2 * k.size() * sizeof(float);
+  for (const auto& k : k_) n += 2 * k.size();
   return n;
 }
 

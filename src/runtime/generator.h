@@ -17,7 +17,8 @@
 namespace ge::runtime {
 
 struct Slot {
-  Slot(const gemma::Model& model, int64_t context) : cache(model.make_cache(context)) {}
+  Slot(const gemma::Model& model, int64_t context, DType kv_type = DType::F32)
+      : cache(model.make_cache(context, kv_type)) {}
   nn::KVCache cache;
   std::vector<int32_t> tokens;  // what `cache` holds, position by position
 };

@@ -45,16 +45,15 @@ std::string find_prefix(const TensorSource& source) {
 LayerWeights bind_layer(const Binder& b, const Config& c, int64_t i) {
   const std::string p = "layers." + std::to_string(i) + ".";
   const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-  LayerWeights w{
-      .input_layernorm = b.must(p + "input_layernorm.weight", {h}),
-      .q_proj = b.must(p + "self_attn.q_proj.weight", {q, h}),
-      .k_proj = b.must(p + "self_attn.k_proj.weight", {kv, h}),
-      .v_proj = b.must(p + "self_attn.v_proj.weight", {kv, h}),
-      .o_proj = b.must(p + "self_attn.o_proj.weight", {h, q}),
-      .gate_proj = b.must(p + "mlp.gate_proj.weight", {c.intermediate_size, h}),
-      .up_proj = b.must(p + "mlp.up_proj.weight", {c.intermediate_size, h}),
-      .down_proj = b.must(p + "mlp.down_proj.weight", {h, c.intermediate_size}),
-  };
+  LayerWeights w;
+  w.input_layernorm = b.must(p + "input_layernorm.weight", {h});
+  w.q_proj = b.must(p + "self_attn.q_proj.weight", {q, h});
+  w.k_proj = b.must(p + "self_attn.k_proj.weight", {kv, h});
+  w.v_proj = b.must(p + "self_attn.v_proj.weight", {kv, h});
+  w.o_proj = b.must(p + "self_attn.o_proj.weight", {h, q});
+  w.gate_proj = b.must(p + "mlp.gate_proj.weight", {c.intermediate_size, h});
+  w.up_proj = b.must(p + "mlp.up_proj.weight", {c.intermediate_size, h});
+  w.down_proj = b.must(p + "mlp.down_proj.weight", {h, c.intermediate_size});
   if (c.qk_norm()) {
     w.q_norm = b.must(p + "self_attn.q_norm.weight", {c.head_dim});
     w.k_norm = b.must(p + "self_attn.k_norm.weight", {c.head_dim});
@@ -110,11 +109,11 @@ Model::Model(Config config, const TensorSource& source, int64_t max_chunk)
   up_.resize(chunk * c.intermediate_size);
 }
 
-nn::KVCache Model::make_cache(int64_t context) const {
+nn::KVCache Model::make_cache(int64_t context, DType dtype) const {
   std::vector<int64_t> capacity;
   for (const LayerConfig& l : config_.layers)
     capacity.push_back(l.sliding ? std::min(context, config_.sliding_window + max_chunk_ - 1) : context);
-  return nn::KVCache(std::move(capacity), context, config_.num_kv_heads, config_.head_dim);
+  return nn::KVCache(std::move(capacity), context, config_.num_kv_heads, config_.head_dim, dtype);
 }
 
 bool Model::can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const {
@@ -205,8 +204,7 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
     const float* sin = rope_sin_[kind].data() + t * half;
     kernels::rope_neox(q_.data() + t * q_width, c.num_heads, hd, cos, sin);
     kernels::rope_neox(k_.data() + t * kv_width, c.num_kv_heads, hd, cos, sin);
-    std::copy_n(k_.data() + t * kv_width, kv_width, cache.key(l, start_pos + t));
-    std::copy_n(v_.data() + t * kv_width, kv_width, cache.value(l, start_pos + t));
+    cache.store(l, start_pos + t, k_.data() + t * kv_width, v_.data() + t * kv_width);
   }
 
   // Sliding layers: query i sees key j iff j <= i and i - j < window. The ring holds window + chunk - 1

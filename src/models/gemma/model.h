@@ -62,8 +62,8 @@ class Model {
   // always exact. kBf16Activations trades ~5e-3 on logits for ~2x faster prefill, as llama.cpp does.
   void set_prefill_precision(kernels::Precision p) { prefill_precision_ = p; }
 
-  // A cache for one sequence of up to `context` positions.
-  nn::KVCache make_cache(int64_t context) const;
+  // A cache for one sequence of up to `context` positions, holding keys and values as `dtype` (F32 or F16).
+  nn::KVCache make_cache(int64_t context, DType dtype = DType::F32) const;
 
   // Whether a cache filled up to `length` positions can be rewound to `keep` positions and extended from
   // there: sliding layers' rings keep only max_chunk - 1 positions beyond their window.
