@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <hwy/targets.h>
 
 #include "formats/safetensors.h"
 #include "kernels/thread_pool.h"
@@ -72,6 +73,19 @@ TEST_P(GemmaReference, EveryLayerMatchesTheReferenceResidualStream) {
   };
   f.logits(pool, n, &observer);
   EXPECT_EQ(seen, f.model.config().num_layers + 1);
+}
+
+// The whole forward pass on every SIMD target this CPU has (an AVX2-only machine runs the AVX2 one).
+TEST(GemmaTargets, EveryHighwayTargetReproducesTheReference) {
+  kernels::ThreadPool pool(2);
+  Fixture f("gemma2-tiny");
+  const auto expected = test::read_f32(fixture_reference_dir("gemma2-tiny") / "reference_logits.f32");
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    const auto got = f.logits(pool, static_cast<int64_t>(f.ids.size()));
+    EXPECT_LT(test::max_abs_diff(got.data(), expected.data(), got.size()), kLogitTolerance) << hwy::TargetName(target);
+  }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 // An f16 cache halves the memory; the fixtures' README puts such engines within ~1e-2 with the same top-1.
