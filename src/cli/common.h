@@ -22,5 +22,6 @@ DType kv_cache_type(const std::string& kv_type);
 void add_run_command(CLI::App& app);
 void add_tool_commands(CLI::App& app);  // tokenize, logits, inspect
 void add_bench_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
 
 }  // namespace ge::cli

@@ -346,4 +346,13 @@ std::unique_ptr<TokenizerModel> load_sentencepiece_model(const std::filesystem::
   return tokenizer;
 }
 
+std::vector<SentencePieceEntry> read_sentencepiece_pieces(const std::filesystem::path& file) {
+  const std::string data = read_file(file);
+  const SpModel sp = parse_model(data, file.string());
+  std::vector<SentencePieceEntry> out;
+  out.reserve(sp.pieces.size());
+  for (const SpPiece& p : sp.pieces) out.push_back({std::string(p.text), p.score, p.type});
+  return out;
+}
+
 }  // namespace ge::tokenizer_detail

@@ -84,4 +84,12 @@ std::unique_ptr<TokenizerModel> load_tokenizer_json(const std::filesystem::path&
 std::unique_ptr<TokenizerModel> load_sentencepiece_model(const std::filesystem::path& file,
                                                          const TokenizerConfig& config);
 
+// tokenizer.model's pieces as stored (type: SentencePiece's 1 normal .. 6 byte), for exporting the vocabulary.
+struct SentencePieceEntry {
+  std::string text;
+  float score = 0;
+  int type = 1;
+};
+std::vector<SentencePieceEntry> read_sentencepiece_pieces(const std::filesystem::path& file);
+
 }  // namespace ge::tokenizer_detail

@@ -1,0 +1,71 @@
+// `gemma convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16]`: a Hugging Face checkpoint to a GGUF file
+// that llama.cpp and Ollama load. A progress line on a terminal, nothing else unless something fails.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "cli/common.h"
+#include "convert/gguf_convert.h"
+
+namespace ge::cli {
+
+namespace {
+
+struct ConvertOptions {
+  std::string dir;
+  std::string output;
+  std::string outtype;
+};
+
+void run_convert(const ConvertOptions& o) {
+  convert::ConvertOptions opts;
+  if (!o.outtype.empty()) {
+    opts.out_type = convert::parse_out_type(o.outtype);
+    if (!opts.out_type)
+      throw std::runtime_error("--outtype: '" + o.outtype + "' is not one of f32, f16, bf16");
+  }
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const auto start = std::chrono::steady_clock::now();
+  if (tty) {
+    opts.progress = [start](const convert::Progress& p) {
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double frac =
+          p.bytes_total ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 1.0;
+      const double eta = frac > 0 ? elapsed * (1 - frac) / frac : 0;
+      constexpr int kWidth = 30;
+      const int filled = static_cast<int>(frac * kWidth);
+      std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu tensors, %.0f/%.0f MB, ETA %.0f s ", filled,
+                   "##############################", kWidth - filled, "", p.tensors_done, p.tensors_total,
+                   static_cast<double>(p.bytes_done) / 1e6, static_cast<double>(p.bytes_total) / 1e6, eta);
+      std::fflush(stderr);
+    };
+  }
+  try {
+    const auto r = convert::convert_to_gguf(o.dir, o.output, opts);
+    if (tty) {
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::fprintf(stderr, "\n%s: %s, %zu tensors (%s), %.1f s\n", o.output.c_str(), r.architecture.c_str(),
+                   r.tensor_count, std::string(convert::out_type_name(r.out_type)).c_str(), elapsed);
+    }
+  } catch (...) {
+    if (tty) std::fputc('\n', stderr);
+    throw;
+  }
+}
+
+}  // namespace
+
+void add_convert_command(CLI::App& app) {
+  auto o = std::make_shared<ConvertOptions>();
+  CLI::App* cmd =
+      app.add_subcommand("convert", "Convert a Hugging Face checkpoint folder to GGUF (llama.cpp, Ollama)");
+  cmd->add_option("dir", o->dir, "Checkpoint folder (config.json, *.safetensors, tokenizer)")->required();
+  cmd->add_option("-o,--output", o->output, "Output .gguf file")->required();
+  cmd->add_option("--outtype", o->outtype, "f32, f16 or bf16 (default: the checkpoint's dtype)");
+  cmd->callback([o] { run_convert(*o); });
+}
+
+}  // namespace ge::cli

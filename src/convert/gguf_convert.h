@@ -1,0 +1,47 @@
+// Hugging Face checkpoint folder -> GGUF, with the metadata and tensor names llama.cpp's
+// convert_hf_to_gguf.py writes, so that llama.cpp and Ollama load the file unchanged. Conversion only
+// renames and repacks: it reads config.json, the tokenizer files and the safetensors, never a model's
+// forward pass. Tensors are streamed one at a time (peak memory ~ a small conversion buffer, not the model).
+//
+// Supported: Gemma 3 text (model_type gemma3_text, and the text part of gemma3, whose vision tower and
+// projector are left out). Output types: f32, f16, bf16; norms and other 1-D tensors are always f32.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace ge::convert {
+
+enum class OutType { F32, F16, BF16 };
+
+std::optional<OutType> parse_out_type(std::string_view name);  // "f32", "f16", "bf16"
+std::string_view out_type_name(OutType t);
+
+struct Progress {
+  size_t tensors_done = 0, tensors_total = 0;
+  uint64_t bytes_done = 0, bytes_total = 0;  // tensor data written / to write
+};
+using ProgressCallback = std::function<void(const Progress&)>;
+
+struct ConvertOptions {
+  // nullopt: the checkpoint's own dtype (that of its embedding table; bf16 for Gemma).
+  std::optional<OutType> out_type;
+  ProgressCallback progress;  // called after each tensor; may be empty
+};
+
+struct ConvertResult {
+  std::string architecture;  // "gemma3"
+  OutType out_type = OutType::BF16;
+  size_t tensor_count = 0;
+  uint64_t tensor_bytes = 0;
+};
+
+// Writes out_path (through out_path + ".tmp" and a rename, so a failed conversion leaves neither).
+// Throws std::runtime_error naming the file and the problem (missing config.json, unsupported
+// model_type, a tensor missing or of an unexpected shape, an unwritable output, ...).
+ConvertResult convert_to_gguf(const std::filesystem::path& hf_dir, const std::filesystem::path& out_path,
+                              const ConvertOptions& options = {});
+
+}  // namespace ge::convert

@@ -1,0 +1,384 @@
+// `gemma convert` for Gemma 3 text checkpoints: the GGUF read back with our reader, checked against
+// values computed here from the fixture's own files (config.json, safetensors header, tokenizer files).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+#include "convert/gguf_convert.h"
+#include "formats/gguf.h"
+#include "formats/safetensors.h"
+#include "tensor/dtype.h"
+#include "test_util.h"
+
+namespace ge {
+namespace {
+
+namespace fs = std::filesystem;
+using formats::GgufFile;
+using nlohmann::json;
+
+constexpr int32_t kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6;
+
+fs::path convert_fixture(const fs::path& src, const fs::path& out_dir, std::optional<convert::OutType> type) {
+  const fs::path out = out_dir / "out.gguf";
+  convert::ConvertOptions o;
+  o.out_type = type;
+  convert::convert_to_gguf(src, out, o);
+  return out;
+}
+
+// The text config as the checkpoint states it (text_config merged over the root for model_type gemma3).
+json text_config(const fs::path& dir) {
+  json c = test::read_json(dir / "config.json");
+  if (c.contains("text_config"))
+    for (const auto& [k, v] : c["text_config"].items()) c[k] = v;
+  return c;
+}
+
+uint16_t u16_at(const std::byte* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+float f32_at(const std::byte* p) {
+  float v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+int32_t index_of(const std::vector<std::string>& tokens, const std::string& t) {
+  const auto it = std::find(tokens.begin(), tokens.end(), t);
+  return it == tokens.end() ? -1 : static_cast<int32_t>(it - tokens.begin());
+}
+
+// Checks names, shapes and dtypes of every tensor of a Gemma 3 text GGUF against config.json.
+void expect_tensors(const GgufFile& g, const json& c, int64_t n_vocab, DType matrix) {
+  const int64_t hidden = c["hidden_size"], ff = c["intermediate_size"], layers = c["num_hidden_layers"];
+  const int64_t hd = c["head_dim"], q = c["num_attention_heads"].get<int64_t>() * hd,
+                kv = c["num_key_value_heads"].get<int64_t>() * hd;
+  std::map<std::string, std::pair<std::vector<int64_t>, DType>> want;
+  want["token_embd.weight"] = {{n_vocab, hidden}, matrix};
+  want["output_norm.weight"] = {{hidden}, DType::F32};
+  for (int64_t l = 0; l < layers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    want[b + "attn_norm.weight"] = {{hidden}, DType::F32};
+    want[b + "attn_q.weight"] = {{q, hidden}, matrix};
+    want[b + "attn_k.weight"] = {{kv, hidden}, matrix};
+    want[b + "attn_v.weight"] = {{kv, hidden}, matrix};
+    want[b + "attn_output.weight"] = {{hidden, q}, matrix};
+    want[b + "attn_q_norm.weight"] = {{hd}, DType::F32};
+    want[b + "attn_k_norm.weight"] = {{hd}, DType::F32};
+    want[b + "post_attention_norm.weight"] = {{hidden}, DType::F32};
+    want[b + "ffn_norm.weight"] = {{hidden}, DType::F32};
+    want[b + "ffn_gate.weight"] = {{ff, hidden}, matrix};
+    want[b + "ffn_up.weight"] = {{ff, hidden}, matrix};
+    want[b + "ffn_down.weight"] = {{hidden, ff}, matrix};
+    want[b + "post_ffw_norm.weight"] = {{hidden}, DType::F32};
+  }
+  ASSERT_EQ(want.size(), static_cast<size_t>(2 + 13 * layers));
+  ASSERT_EQ(g.all().size(), want.size());
+  for (const Tensor* t : g.all()) {
+    const auto it = want.find(t->name);
+    ASSERT_NE(it, want.end()) << "unexpected tensor " << t->name;
+    EXPECT_EQ(t->shape, it->second.first) << t->name;
+    EXPECT_EQ(t->dtype, it->second.second) << t->name;
+  }
+}
+
+// Every norm equals the checkpoint's bf16 value + 1, in f32.
+void expect_norms_shifted(const GgufFile& g, const formats::SafetensorsCheckpoint& st,
+                          const std::string& prefix, int64_t layers) {
+  std::vector<std::pair<std::string, std::string>> pairs = {{"output_norm.weight", prefix + "norm.weight"}};
+  const std::pair<const char*, const char*> per_layer[] = {
+      {"attn_norm", "input_layernorm"},          {"attn_q_norm", "self_attn.q_norm"},
+      {"attn_k_norm", "self_attn.k_norm"},       {"post_attention_norm", "post_attention_layernorm"},
+      {"ffn_norm", "pre_feedforward_layernorm"}, {"post_ffw_norm", "post_feedforward_layernorm"}};
+  for (int64_t l = 0; l < layers; ++l)
+    for (const auto& [dst, src] : per_layer)
+      pairs.push_back({"blk." + std::to_string(l) + "." + dst + ".weight",
+                       prefix + "layers." + std::to_string(l) + "." + src + ".weight"});
+  for (const auto& [dst, src] : pairs) {
+    const Tensor* out = g.find(dst);
+    const Tensor* in = st.find(src);
+    ASSERT_TRUE(out && in) << dst;
+    ASSERT_EQ(in->dtype, DType::BF16);
+    ASSERT_EQ(out->numel(), in->numel());
+    for (int64_t i = 0; i < in->numel(); ++i)
+      ASSERT_EQ(f32_at(out->data + 4 * i), bf16_to_f32(u16_at(in->data + 2 * i)) + 1.0f)
+          << dst << "[" << i << "]";
+  }
+}
+
+TEST(Convert, Gemma3TinyBf16MetadataTensorsAndVocab) {
+  const fs::path src = test::demo_model_dir();
+  test::ScratchDir dir;
+  const fs::path out = convert_fixture(src, dir.path(), std::nullopt);  // default: the checkpoint's bf16
+  EXPECT_FALSE(fs::exists(out.string() + ".tmp"));
+  const GgufFile g(out);
+  const auto& m = g.metadata();
+  const json c = text_config(src);
+  const json tc = test::read_json(src / "tokenizer_config.json");
+
+  EXPECT_EQ(g.version(), 3u);
+  EXPECT_EQ(m.get_string("general.architecture"), "gemma3");
+  EXPECT_EQ(m.get_string("general.name"), "gemma3-tiny");
+  EXPECT_EQ(m.get_u32("general.file_type"), 32u);  // MOSTLY_BF16
+  EXPECT_EQ(m.get_u32("general.quantization_version"), 2u);
+  EXPECT_EQ(m.get_u32("gemma3.block_count"), c["num_hidden_layers"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma3.context_length"), c["max_position_embeddings"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma3.embedding_length"), c["hidden_size"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma3.feed_forward_length"), c["intermediate_size"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma3.attention.head_count"), c["num_attention_heads"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma3.attention.head_count_kv"), c["num_key_value_heads"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma3.attention.key_length"), c["head_dim"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma3.attention.value_length"), c["head_dim"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma3.attention.sliding_window"), c["sliding_window"].get<uint32_t>());
+  EXPECT_FLOAT_EQ(m.get_f32("gemma3.attention.layer_norm_rms_epsilon"), c["rms_norm_eps"].get<float>());
+  EXPECT_FLOAT_EQ(m.get_f32("gemma3.rope.freq_base"), c["rope_theta"].get<float>());
+  EXPECT_FLOAT_EQ(m.get_f32("gemma3.rope.freq_base_swa"), c["rope_local_base_freq"].get<float>());
+  EXPECT_EQ(m.value("gemma3.rope.scaling.type"), nullptr);        // rope_scaling is null
+  EXPECT_EQ(m.value("gemma3.final_logit_softcapping"), nullptr);  // null in config.json
+
+  // Vocabulary (tokenizer.model): one token per embedding row the config declares.
+  EXPECT_EQ(m.get_string("tokenizer.ggml.model"), "llama");
+  const auto& tokens = m.get_array<std::string>("tokenizer.ggml.tokens");
+  const auto& scores = m.get_array<float>("tokenizer.ggml.scores");
+  const auto& types = m.get_array<int32_t>("tokenizer.ggml.token_type");
+  ASSERT_EQ(tokens.size(), c["vocab_size"].get<size_t>());
+  ASSERT_EQ(scores.size(), tokens.size());
+  ASSERT_EQ(types.size(), tokens.size());
+  EXPECT_EQ(tokens[2], "<bos>");
+  EXPECT_EQ(types[2], kControl);
+  const int32_t byte_a = index_of(tokens, "<0x41>");
+  ASSERT_GE(byte_a, 0);
+  EXPECT_EQ(types[byte_a], kByte);
+  EXPECT_EQ(m.get_u32("tokenizer.ggml.bos_token_id"), 2u);
+  EXPECT_EQ(m.get_u32("tokenizer.ggml.eos_token_id"),
+            static_cast<uint32_t>(index_of(tokens, tc["eos_token"])));
+  EXPECT_EQ(m.get_u32("tokenizer.ggml.padding_token_id"),
+            static_cast<uint32_t>(index_of(tokens, tc["pad_token"])));
+  EXPECT_EQ(m.get_u32("tokenizer.ggml.unknown_token_id"),
+            static_cast<uint32_t>(index_of(tokens, tc["unk_token"])));
+  EXPECT_EQ(m.get_bool("tokenizer.ggml.add_bos_token"), tc["add_bos_token"].get<bool>());
+  EXPECT_EQ(m.get_bool("tokenizer.ggml.add_eos_token"), tc["add_eos_token"].get<bool>());
+  EXPECT_EQ(m.get_string("tokenizer.chat_template"), tc["chat_template"].get<std::string>());
+
+  const formats::SafetensorsCheckpoint st(src);
+  expect_tensors(g, c, c["vocab_size"], DType::BF16);
+  expect_norms_shifted(g, st, "model.", c["num_hidden_layers"]);
+  // Matrices keep the checkpoint's bf16 bytes.
+  for (const auto& [dst, srcname] : std::vector<std::pair<std::string, std::string>>{
+           {"blk.3.ffn_up.weight", "model.layers.3.mlp.up_proj.weight"},
+           {"token_embd.weight", "model.embed_tokens.weight"}}) {
+    const Tensor* a = g.find(dst);
+    const Tensor* b = st.find(srcname);
+    ASSERT_EQ(a->nbytes, b->nbytes);
+    EXPECT_EQ(std::memcmp(a->data, b->data, a->nbytes), 0) << dst;
+  }
+}
+
+TEST(Convert, Gemma3TinyRopeF32WritesScalingSoftcapAndWidenedFloats) {
+  const fs::path src = test::fixture_model_dir("gemma3-tiny-rope");
+  test::ScratchDir dir;
+  const GgufFile g(convert_fixture(src, dir.path(), convert::OutType::F32));
+  const auto& m = g.metadata();
+  const json c = text_config(src);
+  EXPECT_EQ(m.get_u32("general.file_type"), 0u);  // ALL_F32
+  EXPECT_EQ(m.get_string("gemma3.rope.scaling.type"), "linear");
+  EXPECT_FLOAT_EQ(m.get_f32("gemma3.rope.scaling.factor"), c["rope_scaling"]["factor"].get<float>());
+  EXPECT_FLOAT_EQ(m.get_f32("gemma3.final_logit_softcapping"), c["final_logit_softcapping"].get<float>());
+  expect_tensors(g, c, c["vocab_size"], DType::F32);
+  const formats::SafetensorsCheckpoint st(src);
+  expect_norms_shifted(g, st, "model.", c["num_hidden_layers"]);
+  const Tensor* a = g.find("blk.5.attn_q.weight");
+  const Tensor* b = st.find("model.layers.5.self_attn.q_proj.weight");
+  ASSERT_EQ(a->numel(), b->numel());
+  for (int64_t i = 0; i < a->numel(); ++i)
+    ASSERT_EQ(f32_at(a->data + 4 * i), bf16_to_f32(u16_at(b->data + 2 * i))) << i;
+}
+
+TEST(Convert, Gemma3VisionTextPartF16PadsTheVocabularyToTheEmbeddingRows) {
+  const fs::path src = test::fixture_model_dir("gemma3-tiny-vision");
+  test::ScratchDir dir;
+  const GgufFile g(convert_fixture(src, dir.path(), convert::OutType::F16));
+  const auto& m = g.metadata();
+  const json c = text_config(src);
+  EXPECT_EQ(m.get_u32("general.file_type"), 1u);  // MOSTLY_F16
+  // Sparse text_config: transformers' defaults, as llama.cpp's converter fills them in.
+  EXPECT_EQ(m.get_u32("gemma3.context_length"), 131072u);
+  EXPECT_FLOAT_EQ(m.get_f32("gemma3.rope.freq_base"), 1e6f);
+  EXPECT_EQ(m.get_u32("gemma3.attention.sliding_window"), c["sliding_window"].get<uint32_t>());
+  const auto& tokens = m.get_array<std::string>("tokenizer.ggml.tokens");
+  const auto& types = m.get_array<int32_t>("tokenizer.ggml.token_type");
+  const auto n_vocab = c["vocab_size"].get<size_t>();  // 1088 embedding rows
+  ASSERT_EQ(tokens.size(), n_vocab);
+  EXPECT_EQ(tokens[1024], "<image_soft_token>");
+  EXPECT_TRUE(types[1024] == kControl || types[1024] == kUserDefined);
+  EXPECT_EQ(tokens[1025], "[PAD1025]");
+  EXPECT_EQ(types[1087], kUnused);
+  expect_tensors(g, c, static_cast<int64_t>(n_vocab), DType::F16);  // no vision tower tensors
+  const formats::SafetensorsCheckpoint st(src);
+  expect_norms_shifted(g, st, "language_model.model.", c["num_hidden_layers"]);
+  const Tensor* a = g.find("blk.0.ffn_down.weight");
+  const Tensor* b = st.find("language_model.model.layers.0.mlp.down_proj.weight");
+  for (int64_t i = 0; i < a->numel(); ++i)
+    ASSERT_EQ(u16_at(a->data + 2 * i), f32_to_f16(bf16_to_f32(u16_at(b->data + 2 * i)))) << i;
+}
+
+TEST(Convert, TokenizerJsonOnlyGivesTheSameVocabularyWithMergeRankScores) {
+  test::ScratchDir dir;
+  const fs::path src = dir.path() / "ckpt";
+  fs::create_directories(src);
+  test::copy_files(test::demo_model_dir(), src);
+  const GgufFile with_model(convert_fixture(src, dir.path() / "", std::nullopt));
+  const auto sp_tokens = with_model.metadata().get_array<std::string>("tokenizer.ggml.tokens");
+  const auto sp_types = with_model.metadata().get_array<int32_t>("tokenizer.ggml.token_type");
+
+  fs::remove(src / "tokenizer.model");
+  const fs::path out2 = dir.path() / "json.gguf";
+  convert::convert_to_gguf(src, out2);
+  const GgufFile g(out2);
+  const auto& tokens = g.metadata().get_array<std::string>("tokenizer.ggml.tokens");
+  const auto& scores = g.metadata().get_array<float>("tokenizer.ggml.scores");
+  const auto& types = g.metadata().get_array<int32_t>("tokenizer.ggml.token_type");
+  EXPECT_EQ(tokens, sp_tokens);
+  EXPECT_EQ(types, sp_types);
+
+  // The score of a merged piece is minus the rank of the first merge that forms it.
+  const json tj = test::read_json(src / "tokenizer.json");
+  const auto& merges = tj["model"]["merges"];
+  ASSERT_GT(merges.size(), 10u);
+  std::set<std::string> seen;
+  int checked = 0;
+  for (size_t r = 0; r < merges.size() && checked < 20; ++r) {
+    const std::string formed = merges[r][0].get<std::string>() + merges[r][1].get<std::string>();
+    if (!seen.insert(formed).second) continue;
+    const int32_t id = index_of(tokens, formed);
+    ASSERT_GE(id, 0) << formed;
+    EXPECT_EQ(scores[id], -static_cast<float>(r)) << formed;
+    ++checked;
+  }
+  EXPECT_EQ(scores[index_of(tokens, "<0x41>")], 0.0f);  // no merge forms a byte piece
+}
+
+// A copy of the demo checkpoint to break.
+struct BrokenCopy {
+  test::ScratchDir dir;
+  fs::path src = dir.path() / "ckpt";
+  fs::path out = dir.path() / "out" / "model.gguf";
+  BrokenCopy() {
+    fs::create_directories(src);
+    fs::create_directories(out.parent_path());
+    test::copy_files(test::demo_model_dir(), src);
+  }
+  std::string convert_error() {
+    try {
+      convert::convert_to_gguf(src, out);
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "(no error)";
+  }
+  bool output_dir_empty() const { return fs::is_empty(out.parent_path()); }
+};
+
+TEST(Convert, MissingConfigIsAClearError) {
+  BrokenCopy b;
+  fs::remove(b.src / "config.json");
+  const std::string err = b.convert_error();
+  EXPECT_NE(err.find("config.json"), std::string::npos) << err;
+  EXPECT_NE(err.find("not found"), std::string::npos) << err;
+  EXPECT_TRUE(b.output_dir_empty());
+}
+
+TEST(Convert, UnknownModelTypeIsAClearError) {
+  BrokenCopy b;
+  json c = test::read_json(b.src / "config.json");
+  c["model_type"] = "llama";
+  std::ofstream(b.src / "config.json") << c.dump(2);
+  const std::string err = b.convert_error();
+  EXPECT_NE(err.find("model_type 'llama' is not supported"), std::string::npos) << err;
+  EXPECT_TRUE(b.output_dir_empty());
+}
+
+TEST(Convert, MissingTensorIsAClearErrorAndLeavesNoFile) {
+  BrokenCopy b;
+  // Rename one tensor in the safetensors header (same length, so every offset stays valid).
+  auto bytes = test::read_bytes(b.src / "model.safetensors");
+  const std::string from = "model.layers.3.self_attn.q_proj.weight",
+                    to = "model.layers.3.self_attn.q_proj.WEIGHT";
+  std::string_view header(bytes.data(), std::min<size_t>(bytes.size(), 1 << 20));
+  const size_t pos = header.find("\"" + from + "\"");
+  ASSERT_NE(pos, std::string_view::npos);
+  std::memcpy(bytes.data() + pos + 1, to.data(), to.size());
+  test::write_bytes(b.src / "model.safetensors", bytes);
+  const std::string err = b.convert_error();
+  EXPECT_NE(err.find("'" + from + "' is missing"), std::string::npos) << err;
+  EXPECT_TRUE(b.output_dir_empty());
+}
+
+TEST(Convert, ExtraTensorIsRefusedRatherThanDropped) {
+  BrokenCopy b;
+  json c = test::read_json(b.src / "config.json");
+  c["num_hidden_layers"] = 7;  // layer 7's tensors are now unexpected
+  std::ofstream(b.src / "config.json") << c.dump(2);
+  const std::string err = b.convert_error();
+  EXPECT_NE(err.find("model.layers.7."), std::string::npos) << err;
+  EXPECT_TRUE(b.output_dir_empty());
+}
+
+TEST(Convert, UnwritableOutputIsAClearErrorAndLeavesNoFile) {
+  BrokenCopy b;
+  fs::path out_dir = b.dir.path() / "readonly";
+  fs::create_directories(out_dir);
+  fs::permissions(out_dir, fs::perms::owner_read | fs::perms::owner_exec);
+  if (geteuid() == 0) {
+    // root writes anywhere: use a "directory" that is a regular file instead.
+    out_dir = b.dir.path() / "a-file";
+    std::ofstream(out_dir) << "x";
+  }
+  b.out = out_dir / "model.gguf";
+  const std::string err = b.convert_error();
+  EXPECT_NE(err.find("model.gguf.tmp"), std::string::npos) << err;
+  EXPECT_NE(err.find("cannot open for writing"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(b.out));
+  EXPECT_FALSE(fs::exists(b.out.string() + ".tmp"));
+  fs::permissions(b.dir.path() / "readonly", fs::perms::owner_all);
+}
+
+int run(const std::string& args, std::string& output) {
+  const std::string cmd = std::string(GE_GEMMA_BIN) + " " + args + " 2>&1 </dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  output.clear();
+  while (size_t n = fread(buf, 1, sizeof buf, p)) output.append(buf, n);
+  const int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(ConvertCli, QuietWhenNotATerminalAndFailsOnABadOuttype) {
+  test::ScratchDir dir;
+  const fs::path out = dir.path() / "m.gguf";
+  std::string output;
+  EXPECT_EQ(run("convert '" + test::demo_model_dir().string() + "' -o '" + out.string() + "' --outtype f16",
+                output),
+            0)
+      << output;
+  EXPECT_EQ(output, "");
+  EXPECT_EQ(GgufFile(out).metadata().get_u32("general.file_type"), 1u);
+
+  const fs::path out2 = dir.path() / "q.gguf";
+  EXPECT_EQ(run("convert '" + test::demo_model_dir().string() + "' -o '" + out2.string() + "' --outtype q3",
+                output),
+            1);
+  EXPECT_NE(output.find("--outtype: 'q3'"), std::string::npos) << output;
+  EXPECT_FALSE(fs::exists(out2));
+}
+
+}  // namespace
+}  // namespace ge
