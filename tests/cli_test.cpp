@@ -89,6 +89,29 @@ TEST(Cli, InspectShowsLayerTypesAndTensors) {
   EXPECT_NE(r.output.find("model.layers.7.mlp.down_proj.weight"), std::string::npos) << r.output;
 }
 
+TEST(Cli, InspectReadsAConvertedGguf) {
+  test::ScratchDir dir;
+  const auto gguf = dir.path() / "tiny.gguf";
+  auto r = gemma("convert " + quoted(test::demo_model_dir()) + " -o " + quoted(gguf));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = gemma("inspect " + quoted(gguf));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("GGUF v3, alignment 32"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("gemma3.block_count                            = 8"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("tokenizer.ggml.tokens                         = [ARRAY of STRING, 1024 items: \"<pad>\""),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("token_embd.weight                        BF16  [1024, 64]"), std::string::npos)
+      << r.output;
+
+  auto bytes = test::read_bytes(gguf);
+  bytes.resize(bytes.size() / 2);
+  test::write_bytes(gguf, bytes);
+  r = gemma("inspect " + quoted(gguf));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find(gguf.string()), std::string::npos) << r.output;
+}
+
 TEST(CliErrors, MissingModelFolder) {
   const auto r = gemma("run -m /nonexistent/model -p hi");
   EXPECT_NE(r.exit_code, 0);

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "cli/common.h"
+#include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "loader/model_loader.h"
 #include "tokenizer/tokenizer.h"
@@ -91,7 +92,60 @@ void logits(const LogitsOptions& o) {
   std::fprintf(stderr, "wrote %s: [%zu, %" PRId64 "] f32\n", o.output.c_str(), ids.size(), vocab);
 }
 
-void inspect(const std::string& dir) {
+// One metadata value on one line: long strings cut, arrays summarized by type, count and first items.
+std::string describe_value(const formats::GgufValue& value) {
+  constexpr size_t kMaxString = 60, kShownItems = 4;
+  const auto quote = [&](const std::string& s) {
+    std::string shown;
+    for (char c : s.substr(0, kMaxString)) shown += c == '\n' ? std::string("\\n") : std::string(1, c);
+    return "\"" + shown + "\"" + (s.size() > kMaxString ? "... (" + std::to_string(s.size()) + " bytes)" : "");
+  };
+  const auto number = [](auto x) {
+    char buf[32];
+    if constexpr (std::is_floating_point_v<decltype(x)>)
+      std::snprintf(buf, sizeof buf, "%g", static_cast<double>(x));
+    else
+      std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(x));
+    return std::string(buf);
+  };
+  return std::visit(
+      [&](const auto& v) -> std::string {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          return quote(v);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          return v ? "true" : "false";
+        } else if constexpr (requires { v.size(); }) {
+          std::string out = "[" + formats::gguf_type_name(value) + ", " + std::to_string(v.size()) + " items:";
+          for (size_t i = 0; i < std::min(v.size(), kShownItems); ++i) {
+            if constexpr (std::is_same_v<typename T::value_type, std::string>)
+              out += " " + quote(v[i]);
+            else
+              out += " " + number(static_cast<typename T::value_type>(v[i]));
+          }
+          return out + (v.size() > kShownItems ? " ...]" : "]");
+        } else {
+          return number(v);
+        }
+      },
+      value);
+}
+
+void inspect_gguf(const std::string& path) {
+  const formats::GgufFile file(path);
+  const auto tensors = file.all();
+  std::printf("GGUF v%u, alignment %u, %zu metadata keys, %zu tensors, data at byte %zu\n", file.version(),
+              file.alignment(), file.metadata().entries().size(), tensors.size(), file.data_offset());
+  for (const auto& [key, value] : file.metadata().entries())
+    std::printf("  %-45s = %s\n", key.c_str(), describe_value(value).c_str());
+  for (const Tensor* t : tensors)
+    std::printf("%-40s %-5s %-18s at byte %zu\n", t->name.c_str(), std::string(dtype_info(t->dtype).name).c_str(),
+                shape_string(t->shape).c_str(), file.file_offset(*t));
+}
+
+void inspect(const std::string& path) {
+  if (std::filesystem::is_regular_file(path)) return inspect_gguf(path);
+  const std::string& dir = path;
   const auto config = loader::load_config(dir);
   const formats::SafetensorsCheckpoint ckpt(dir);
   std::printf("architecture: %s (text)\n", config.family_name());
@@ -144,8 +198,8 @@ void add_tool_commands(CLI::App& app) {
   lg->callback([l] { logits(*l); });
 
   auto dir = std::make_shared<std::string>();
-  CLI::App* in = app.add_subcommand("inspect", "Show a checkpoint's resolved config and its tensors");
-  in->add_option("dir", *dir, "Model folder")->required();
+  CLI::App* in = app.add_subcommand("inspect", "Show a checkpoint's resolved config and tensors, or a GGUF file's");
+  in->add_option("path", *dir, "Model folder or .gguf file")->required();
   in->callback([dir] { inspect(*dir); });
 }
 

@@ -145,6 +145,8 @@ class GgufFile final : public TensorSource {
   const GgufMetadata& metadata() const { return metadata_; }
   uint32_t alignment() const { return alignment_; }
   size_t data_offset() const { return data_offset_; }  // from the start of the file
+  // Where a tensor of this file starts, from the start of the file.
+  size_t file_offset(const Tensor& t) const { return static_cast<size_t>(t.data - file_.bytes().data()); }
   const std::filesystem::path& path() const { return file_.path(); }
 
   const Tensor* find(std::string_view name) const override;
