@@ -65,6 +65,8 @@ GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
 }
 
 LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk) {
+  if (std::filesystem::is_regular_file(dir) && dir.extension() == ".gguf")
+    throw std::runtime_error(dir.string() + ": running GGUF files is not supported yet; give the Hugging Face folder");
   if (!std::filesystem::is_directory(dir)) throw std::runtime_error(dir.string() + ": not a model folder");
   auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir, /*populate=*/true);
   auto model = std::make_unique<gemma::Model>(load_config(dir), *tensors, max_chunk);
