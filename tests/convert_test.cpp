@@ -12,6 +12,7 @@
 #include "convert/gguf_convert.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "kernels/quantize.h"
 #include "tensor/dtype.h"
 #include "test_util.h"
 
@@ -230,6 +231,76 @@ TEST(Convert, Gemma3VisionTextPartF16PadsTheVocabularyToTheEmbeddingRows) {
     ASSERT_EQ(u16_at(a->data + 2 * i), f32_to_f16(bf16_to_f32(u16_at(b->data + 2 * i)))) << i;
 }
 
+// A quantized conversion: its file type, every matrix in the block type (norms f32), and the bytes of
+// one layer matrix and of the vocabulary-cut embedding equal the quantizer applied to the widened bf16
+// source rows.
+void expect_quantized(convert::OutType type, uint32_t file_type, DType matrix,
+                      void (*quantize)(const float*, int64_t, std::byte*)) {
+  const fs::path src = test::demo_model_dir();
+  test::ScratchDir dir;
+  const GgufFile g(convert_fixture(src, dir.path(), type));
+  const json c = text_config(src);
+  EXPECT_EQ(g.metadata().get_u32("general.file_type"), file_type);
+  expect_tensors(g, c, c["vocab_size"], matrix);
+  const formats::SafetensorsCheckpoint st(src);
+  expect_norms_shifted(g, st, "model.", c["num_hidden_layers"]);
+  const std::pair<const char*, const char*> matrices[] = {
+      {"blk.3.ffn_down.weight", "model.layers.3.mlp.down_proj.weight"},
+      {"token_embd.weight", "model.embed_tokens.weight"}};
+  for (const auto& [dst, src_name] : matrices) {
+    const Tensor* out = g.find(dst);
+    const Tensor* in = st.find(src_name);
+    ASSERT_TRUE(out && in) << dst;
+    ASSERT_EQ(in->dtype, DType::BF16);
+    const int64_t n = out->numel();
+    std::vector<float> widened(n);
+    for (int64_t i = 0; i < n; ++i) widened[i] = bf16_to_f32(u16_at(in->data + 2 * i));
+    std::vector<std::byte> want(*dtype_bytes(matrix, n));
+    quantize(widened.data(), n, want.data());
+    ASSERT_EQ(out->nbytes, want.size()) << dst;
+    EXPECT_EQ(std::memcmp(out->data, want.data(), want.size()), 0) << dst;
+  }
+}
+
+TEST(Convert, Gemma3TinyQ8_0QuantizesEveryMatrix) {
+  expect_quantized(convert::OutType::Q8_0, 7u, DType::Q8_0, kernels::quantize_row_q8_0);  // MOSTLY_Q8_0
+}
+
+TEST(Convert, Gemma3TinyQ4_0QuantizesEveryMatrix) {
+  expect_quantized(convert::OutType::Q4_0, 2u, DType::Q4_0, kernels::quantize_row_q4_0);  // MOSTLY_Q4_0
+}
+
+// intermediate_size 80 makes ffn_down's rows 80 long, not whole 32-weight blocks: as llama.cpp, that
+// matrix falls back to f16 while ffn_gate/ffn_up (rows of hidden_size 64) are quantized. The checkpoint
+// keeps its data; each MLP tensor's header entry is cut to a prefix of its old bytes.
+TEST(Convert, Q8_0WritesARowLengthNotAMultipleOf32AsF16) {
+  test::ScratchDir dir;
+  const fs::path src = dir.path() / "ckpt";
+  fs::create_directories(src);
+  test::copy_files(test::demo_model_dir(), src);
+  json c = test::read_json(src / "config.json");
+  const int64_t ff = 80, hidden = c["hidden_size"];
+  c["intermediate_size"] = ff;
+  std::ofstream(src / "config.json") << c.dump(2);
+  test::edit_safetensors_header(src / "model.safetensors", [&](json& h) {
+    for (auto& [name, entry] : h.items()) {
+      if (name.find(".mlp.") == std::string::npos) continue;
+      entry["shape"] = name.ends_with("down_proj.weight") ? json{hidden, ff} : json{ff, hidden};
+      entry["data_offsets"][1] = entry["data_offsets"][0].get<int64_t>() + ff * hidden * 2;
+    }
+  });
+  const GgufFile g(convert_fixture(src, dir.path(), convert::OutType::Q8_0));
+  EXPECT_EQ(g.find("blk.0.ffn_gate.weight")->dtype, DType::Q8_0);
+  EXPECT_EQ(g.find("blk.0.ffn_up.weight")->dtype, DType::Q8_0);
+  const Tensor* out = g.find("blk.0.ffn_down.weight");
+  ASSERT_EQ(out->dtype, DType::F16);
+  const formats::SafetensorsCheckpoint st(src);
+  const Tensor* in = st.find("model.layers.0.mlp.down_proj.weight");
+  ASSERT_EQ(out->numel(), in->numel());
+  for (int64_t i = 0; i < in->numel(); ++i)
+    ASSERT_EQ(u16_at(out->data + 2 * i), f32_to_f16(bf16_to_f32(u16_at(in->data + 2 * i)))) << i;
+}
+
 TEST(Convert, TokenizerJsonOnlyGivesTheSameVocabularyWithMergeRankScores) {
   test::ScratchDir dir;
   const fs::path src = dir.path() / "ckpt";
@@ -371,6 +442,11 @@ TEST(ConvertCli, QuietWhenNotATerminalAndFailsOnABadOuttype) {
       << output;
   EXPECT_EQ(output, "");
   EXPECT_EQ(GgufFile(out).metadata().get_u32("general.file_type"), 1u);
+  EXPECT_EQ(run("convert '" + test::demo_model_dir().string() + "' -o '" + out.string() + "' --outtype q4_0",
+                output),
+            0)
+      << output;
+  EXPECT_EQ(GgufFile(out).metadata().get_u32("general.file_type"), 2u);  // MOSTLY_Q4_0
 
   const fs::path out2 = dir.path() / "q.gguf";
   EXPECT_EQ(run("convert '" + test::demo_model_dir().string() + "' -o '" + out2.string() + "' --outtype q3",

@@ -1,5 +1,5 @@
-// `gemma convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16]`: a Hugging Face checkpoint to a GGUF file
-// that llama.cpp and Ollama load. A progress line on a terminal, nothing else unless something fails.
+// `gemma convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0|q4_0]`: a Hugging Face checkpoint to a GGUF
+// file that llama.cpp and Ollama load. A progress line on a terminal, nothing else unless something fails.
 #include <unistd.h>
 
 #include <chrono>
@@ -25,7 +25,7 @@ void run_convert(const ConvertOptions& o) {
   if (!o.outtype.empty()) {
     opts.out_type = convert::parse_out_type(o.outtype);
     if (!opts.out_type)
-      throw std::runtime_error("--outtype: '" + o.outtype + "' is not one of f32, f16, bf16");
+      throw std::runtime_error("--outtype: '" + o.outtype + "' is not one of f32, f16, bf16, q8_0, q4_0");
   }
   const bool tty = isatty(STDERR_FILENO) != 0;
   const auto start = std::chrono::steady_clock::now();
@@ -64,7 +64,7 @@ void add_convert_command(CLI::App& app) {
       app.add_subcommand("convert", "Convert a Hugging Face checkpoint folder to GGUF (llama.cpp, Ollama)");
   cmd->add_option("dir", o->dir, "Checkpoint folder (config.json, *.safetensors, tokenizer)")->required();
   cmd->add_option("-o,--output", o->output, "Output .gguf file")->required();
-  cmd->add_option("--outtype", o->outtype, "f32, f16 or bf16 (default: the checkpoint's dtype)");
+  cmd->add_option("--outtype", o->outtype, "f32, f16, bf16, q8_0 or q4_0 (default: the checkpoint's dtype)");
   cmd->callback([o] { run_convert(*o); });
 }
 

@@ -23,6 +23,7 @@
 
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "kernels/quantize.h"
 #include "tensor/dtype.h"
 #include "tokenizer/json_file.h"
 #include "tokenizer/tokenizer_model.h"
@@ -66,6 +67,10 @@ uint32_t file_type_id(OutType t) {
       return 1;  // MOSTLY_F16
     case OutType::BF16:
       return 32;  // MOSTLY_BF16
+    case OutType::Q8_0:
+      return 7;  // MOSTLY_Q8_0
+    case OutType::Q4_0:
+      return 2;  // MOSTLY_Q4_0
   }
   return 0;
 }
@@ -78,8 +83,20 @@ DType dtype_of(OutType t) {
       return DType::F16;
     case OutType::BF16:
       return DType::BF16;
+    case OutType::Q8_0:
+      return DType::Q8_0;
+    case OutType::Q4_0:
+      return DType::Q4_0;
   }
   return DType::F32;
+}
+
+// The type a 2-D weight of rows of row_len elements is written in. Block types need whole 32-weight
+// blocks per row; llama.cpp's converter falls back to f16 for a matrix that cannot be quantized, and so
+// do we (token_embd and output are quantized like any other matrix, as llama.cpp does for q8_0).
+DType matrix_dtype(DType wanted, int64_t row_len) {
+  const int64_t block = dtype_info(wanted).block_elems;
+  return row_len % block == 0 ? wanted : DType::F16;
 }
 
 // ---- config.json ----
@@ -441,11 +458,15 @@ __attribute__((target("avx2,f16c"))) void narrow_f16_f16c(const float* in, size_
 }
 #endif
 
+// n is a whole number of blocks for the block types: write_tensor's chunks are multiples of 32 elements
+// (or a tensor's tail, itself whole rows), and matrix_dtype only picks a block type for rows of whole blocks.
 void narrow(DType t, const float* in, size_t n, std::byte* dst) {
   if (t == DType::F32) {
     std::memcpy(dst, in, n * 4);
     return;
   }
+  if (t == DType::Q8_0) return kernels::quantize_row_q8_0(in, static_cast<int64_t>(n), dst);
+  if (t == DType::Q4_0) return kernels::quantize_row_q4_0(in, static_cast<int64_t>(n), dst);
   auto* out = reinterpret_cast<uint16_t*>(dst);  // the buffer is a std::vector, suitably aligned
   if (t == DType::BF16) {
     for (size_t i = 0; i < n; ++i) out[i] = f32_to_bf16(in[i]);
@@ -472,7 +493,7 @@ constexpr size_t kChunkElems = size_t{1} << 20;
 void write_tensor(const Planned& t, std::ostream& out, std::vector<float>& floats,
                   std::vector<std::byte>& buffer) {
   const DType in = t.src->dtype;
-  const size_t in_size = dtype_info(in).block_bytes, out_size = dtype_info(t.out).block_bytes;
+  const size_t in_size = dtype_info(in).block_bytes;
   int64_t n = 1;
   for (int64_t d : t.shape) n *= d;
   const size_t total = static_cast<size_t>(n);
@@ -482,13 +503,14 @@ void write_tensor(const Planned& t, std::ostream& out, std::vector<float>& float
     if (in == t.out && !t.add_one) {
       out.write(reinterpret_cast<const char*>(src), static_cast<std::streamsize>(count * in_size));
     } else {
+      const size_t out_bytes = *dtype_bytes(t.out, static_cast<int64_t>(count));
       floats.resize(count);
-      buffer.resize(count * out_size);
+      buffer.resize(out_bytes);
       widen(in, src, count, floats.data());
       if (t.add_one)
         for (float& f : floats) f += 1.0f;
       narrow(t.out, floats.data(), count, buffer.data());
-      out.write(reinterpret_cast<const char*>(buffer.data()), static_cast<std::streamsize>(count * out_size));
+      out.write(reinterpret_cast<const char*>(buffer.data()), static_cast<std::streamsize>(out_bytes));
     }
     release_pages(src, count * in_size);
   }
@@ -514,7 +536,7 @@ class Planner {
   void add(std::string gguf_name, const std::string& src_name, const std::vector<int64_t>& shape) {
     const Tensor& t = get(src_name, shape);
     const bool norm = gguf_name.ends_with("norm.weight");
-    const DType out = (norm || shape.size() <= 1) ? DType::F32 : matrix_type_;
+    const DType out = (norm || shape.size() <= 1) ? DType::F32 : matrix_dtype(matrix_type_, shape.back());
     plan.push_back({std::move(gguf_name), &t, out, shape, norm});
     used.insert(src_name);
   }
@@ -540,6 +562,8 @@ std::optional<OutType> parse_out_type(std::string_view name) {
   if (name == "f32") return OutType::F32;
   if (name == "f16") return OutType::F16;
   if (name == "bf16") return OutType::BF16;
+  if (name == "q8_0") return OutType::Q8_0;
+  if (name == "q4_0") return OutType::Q4_0;
   return std::nullopt;
 }
 
@@ -551,6 +575,10 @@ std::string_view out_type_name(OutType t) {
       return "f16";
     case OutType::BF16:
       return "bf16";
+    case OutType::Q8_0:
+      return "q8_0";
+    case OutType::Q4_0:
+      return "q4_0";
   }
   return "?";
 }
@@ -610,7 +638,8 @@ ConvertResult convert_to_gguf(const fs::path& hf_dir, const fs::path& out_path,
   {
     // The embedding table is cut to the vocabulary (llama.cpp drops the rows past it).
     const Tensor& t = plan.get(prefix + "embed_tokens.weight", embed->shape);
-    plan.plan.push_back({"token_embd.weight", &t, dtype_of(out_type), {n_vocab, p.hidden}, false});
+    plan.plan.push_back(
+        {"token_embd.weight", &t, matrix_dtype(dtype_of(out_type), p.hidden), {n_vocab, p.hidden}, false});
     plan.used.insert(prefix + "embed_tokens.weight");
   }
   const int64_t q_dim = p.heads * p.head_dim, kv_dim = p.kv_heads * p.head_dim;

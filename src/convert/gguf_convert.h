@@ -4,7 +4,8 @@
 // forward pass. Tensors are streamed one at a time (peak memory ~ a small conversion buffer, not the model).
 //
 // Supported: Gemma 3 text (model_type gemma3_text, and the text part of gemma3, whose vision tower and
-// projector are left out). Output types: f32, f16, bf16; norms and other 1-D tensors are always f32.
+// projector are left out). Output types: f32, f16, bf16, q8_0, q4_0; norms and other 1-D tensors are
+// always f32, and with q8_0/q4_0 a matrix whose rows are not whole 32-weight blocks is written as f16.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -14,9 +15,9 @@
 
 namespace ge::convert {
 
-enum class OutType { F32, F16, BF16 };
+enum class OutType { F32, F16, BF16, Q8_0, Q4_0 };
 
-std::optional<OutType> parse_out_type(std::string_view name);  // "f32", "f16", "bf16"
+std::optional<OutType> parse_out_type(std::string_view name);  // "f32", "f16", "bf16", "q8_0", "q4_0"
 std::string_view out_type_name(OutType t);
 
 struct Progress {
