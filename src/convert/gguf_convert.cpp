@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "formats/gguf.h"
+#include "formats/json_file.h"
 #include "formats/safetensors.h"
 #include "kernels/quantize.h"
 #include "tensor/dtype.h"
@@ -36,16 +37,6 @@ using nlohmann::json;
 
 [[noreturn]] void fail(const std::string& what) {
   throw std::runtime_error(what);
-}
-
-json read_json(const fs::path& file) {
-  std::ifstream in(file);
-  if (!in) fail(file.string() + ": cannot read the file");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail(file.string() + ": invalid JSON: " + e.what());
-  }
 }
 
 // GGUF token types (llama.cpp's SentencePieceTokenTypes / gguf TokenType).
@@ -142,7 +133,7 @@ class Config {
 TextParams read_text_params(const fs::path& dir) {
   const fs::path file = dir / "config.json";
   if (!fs::is_regular_file(file)) fail(file.string() + ": not found (not a Hugging Face checkpoint folder?)");
-  json root = read_json(file);
+  json root = formats::read_json_file(file);
   if (!root.is_object()) fail(file.string() + ": expected a JSON object");
   const std::string model_type = root.contains("model_type") && root["model_type"].is_string()
                                      ? root["model_type"].get<std::string>()
@@ -269,7 +260,7 @@ Vocab vocab_from_sentencepiece(const fs::path& dir, int64_t n_vocab, const json&
   }
   const fs::path added_file = dir / "added_tokens.json";
   if (fs::is_regular_file(added_file)) {
-    const json added = read_json(added_file);
+    const json added = formats::read_json_file(added_file);
     if (!added.is_object()) fail(added_file.string() + ": expected an object of token -> id");
     for (const auto& [content, id_json] : added.items()) {
       if (!id_json.is_number_integer())
@@ -406,7 +397,7 @@ void add_special_vocab(formats::GgufWriter& w, const fs::path& dir, const json& 
     std::ifstream in(dir / "chat_template.jinja", std::ios::binary);
     tmpl = std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   } else if (fs::is_regular_file(dir / "chat_template.json")) {
-    const json j = read_json(dir / "chat_template.json");
+    const json j = formats::read_json_file(dir / "chat_template.json");
     if (j.is_object() && j.contains("chat_template") && j["chat_template"].is_string())
       tmpl = j["chat_template"].get<std::string>();
   }
@@ -587,9 +578,9 @@ ConvertResult convert_to_gguf(const fs::path& hf_dir, const fs::path& out_path,
                               const ConvertOptions& options) {
   if (!fs::is_directory(hf_dir)) fail(hf_dir.string() + ": not a directory");
   const TextParams p = read_text_params(hf_dir);
-  const json config = read_json(hf_dir / "config.json");
+  const json config = formats::read_json_file(hf_dir / "config.json");
   const fs::path tc_file = hf_dir / "tokenizer_config.json";
-  const json tokenizer_config = fs::is_regular_file(tc_file) ? read_json(tc_file) : json::object();
+  const json tokenizer_config = fs::is_regular_file(tc_file) ? formats::read_json_file(tc_file) : json::object();
   if (!tokenizer_config.is_object()) fail(tc_file.string() + ": expected a JSON object");
 
   const formats::SafetensorsCheckpoint ckpt(hf_dir, /*populate=*/false);

@@ -1,22 +1,14 @@
 #include "loader/model_loader.h"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "formats/json_file.h"
 #include "formats/safetensors.h"
 
 namespace ge::loader {
 
 namespace {
-
-nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path.string() + ": cannot open");
-  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_discarded()) throw std::runtime_error(path.string() + ": not valid JSON");
-  return j;
-}
 
 std::vector<int32_t> eos_ids(const nlohmann::json& j, const std::string& source) {
   const auto& e = j["eos_token_id"];
@@ -45,20 +37,20 @@ void read_sampling(const nlohmann::json& g, runtime::SamplingParams& s) {
 
 gemma::Config load_config(const std::filesystem::path& dir) {
   const auto path = dir / "config.json";
-  return gemma::resolve_config(read_json(path), path.string());
+  return gemma::resolve_config(formats::read_json_file(path), path.string());
 }
 
 GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
   GenerationDefaults d;
   const auto gen_path = dir / "generation_config.json";
   if (std::filesystem::exists(gen_path)) {
-    const auto g = read_json(gen_path);
+    const auto g = formats::read_json_file(gen_path);
     if (g.contains("eos_token_id")) d.eos_ids = eos_ids(g, gen_path.string());
     read_sampling(g, d.sampling);
   }
   if (d.eos_ids.empty()) {
     const auto config_path = dir / "config.json";
-    const auto c = read_json(config_path);
+    const auto c = formats::read_json_file(config_path);
     if (c.contains("eos_token_id")) d.eos_ids = eos_ids(c, config_path.string());
   }
   return d;
