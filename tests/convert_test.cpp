@@ -57,8 +57,36 @@ int32_t index_of(const std::vector<std::string>& tokens, const std::string& t) {
   return it == tokens.end() ? -1 : static_cast<int32_t>(it - tokens.begin());
 }
 
-// Checks names, shapes and dtypes of every tensor of a Gemma 3 text GGUF against config.json.
-void expect_tensors(const GgufFile& g, const json& c, int64_t n_vocab, DType matrix) {
+// Which norms a family's layers have: Gemma 1 only the pre-norms, Gemma 2 also the post-norms, Gemma 3
+// also the q/k norms.
+struct Norms {
+  bool sandwich = true;
+  bool qk = true;
+};
+
+// (GGUF name, checkpoint name) of every norm of a text model.
+std::vector<std::pair<std::string, std::string>> norm_names(const std::string& prefix, int64_t layers, Norms n) {
+  std::vector<std::pair<std::string, std::string>> pairs = {{"output_norm.weight", prefix + "norm.weight"}};
+  for (int64_t l = 0; l < layers; ++l) {
+    const std::string dst = "blk." + std::to_string(l) + ".", src = prefix + "layers." + std::to_string(l) + ".";
+    pairs.push_back({dst + "attn_norm.weight", src + "input_layernorm.weight"});
+    if (n.qk) {
+      pairs.push_back({dst + "attn_q_norm.weight", src + "self_attn.q_norm.weight"});
+      pairs.push_back({dst + "attn_k_norm.weight", src + "self_attn.k_norm.weight"});
+    }
+    if (n.sandwich) {
+      pairs.push_back({dst + "post_attention_norm.weight", src + "post_attention_layernorm.weight"});
+      pairs.push_back({dst + "ffn_norm.weight", src + "pre_feedforward_layernorm.weight"});
+      pairs.push_back({dst + "post_ffw_norm.weight", src + "post_feedforward_layernorm.weight"});
+    } else {
+      pairs.push_back({dst + "ffn_norm.weight", src + "post_attention_layernorm.weight"});
+    }
+  }
+  return pairs;
+}
+
+// Checks names, shapes and dtypes of every tensor of a Gemma text GGUF against config.json.
+void expect_tensors(const GgufFile& g, const json& c, int64_t n_vocab, DType matrix, Norms norms = {}) {
   const int64_t hidden = c["hidden_size"], ff = c["intermediate_size"], layers = c["num_hidden_layers"];
   const int64_t hd = c["head_dim"], q = c["num_attention_heads"].get<int64_t>() * hd,
                 kv = c["num_key_value_heads"].get<int64_t>() * hd;
@@ -67,21 +95,20 @@ void expect_tensors(const GgufFile& g, const json& c, int64_t n_vocab, DType mat
   want["output_norm.weight"] = {{hidden}, DType::F32};
   for (int64_t l = 0; l < layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
-    want[b + "attn_norm.weight"] = {{hidden}, DType::F32};
     want[b + "attn_q.weight"] = {{q, hidden}, matrix};
     want[b + "attn_k.weight"] = {{kv, hidden}, matrix};
     want[b + "attn_v.weight"] = {{kv, hidden}, matrix};
     want[b + "attn_output.weight"] = {{hidden, q}, matrix};
-    want[b + "attn_q_norm.weight"] = {{hd}, DType::F32};
-    want[b + "attn_k_norm.weight"] = {{hd}, DType::F32};
-    want[b + "post_attention_norm.weight"] = {{hidden}, DType::F32};
-    want[b + "ffn_norm.weight"] = {{hidden}, DType::F32};
     want[b + "ffn_gate.weight"] = {{ff, hidden}, matrix};
     want[b + "ffn_up.weight"] = {{ff, hidden}, matrix};
     want[b + "ffn_down.weight"] = {{hidden, ff}, matrix};
-    want[b + "post_ffw_norm.weight"] = {{hidden}, DType::F32};
   }
-  ASSERT_EQ(want.size(), static_cast<size_t>(2 + 13 * layers));
+  for (const auto& [name, src] : norm_names("", layers, norms)) {
+    const bool head = name.find("_q_norm") != std::string::npos || name.find("_k_norm") != std::string::npos;
+    want[name] = {{head ? hd : hidden}, DType::F32};
+  }
+  const int64_t per_layer = 7 + (norms.qk ? 2 : 0) + (norms.sandwich ? 4 : 2);
+  ASSERT_EQ(want.size(), static_cast<size_t>(1 + per_layer * layers + 1));
   ASSERT_EQ(g.all().size(), want.size());
   for (const Tensor* t : g.all()) {
     const auto it = want.find(t->name);
@@ -93,17 +120,8 @@ void expect_tensors(const GgufFile& g, const json& c, int64_t n_vocab, DType mat
 
 // Every norm equals the checkpoint's bf16 value + 1, in f32.
 void expect_norms_shifted(const GgufFile& g, const formats::SafetensorsCheckpoint& st,
-                          const std::string& prefix, int64_t layers) {
-  std::vector<std::pair<std::string, std::string>> pairs = {{"output_norm.weight", prefix + "norm.weight"}};
-  const std::pair<const char*, const char*> per_layer[] = {
-      {"attn_norm", "input_layernorm"},          {"attn_q_norm", "self_attn.q_norm"},
-      {"attn_k_norm", "self_attn.k_norm"},       {"post_attention_norm", "post_attention_layernorm"},
-      {"ffn_norm", "pre_feedforward_layernorm"}, {"post_ffw_norm", "post_feedforward_layernorm"}};
-  for (int64_t l = 0; l < layers; ++l)
-    for (const auto& [dst, src] : per_layer)
-      pairs.push_back({"blk." + std::to_string(l) + "." + dst + ".weight",
-                       prefix + "layers." + std::to_string(l) + "." + src + ".weight"});
-  for (const auto& [dst, src] : pairs) {
+                          const std::string& prefix, int64_t layers, Norms norms = {}) {
+  for (const auto& [dst, src] : norm_names(prefix, layers, norms)) {
     const Tensor* out = g.find(dst);
     const Tensor* in = st.find(src);
     ASSERT_TRUE(out && in) << dst;
@@ -201,6 +219,67 @@ TEST(Convert, Gemma3TinyRopeF32WritesScalingSoftcapAndWidenedFloats) {
   ASSERT_EQ(a->numel(), b->numel());
   for (int64_t i = 0; i < a->numel(); ++i)
     ASSERT_EQ(f32_at(a->data + 4 * i), bf16_to_f32(u16_at(b->data + 2 * i))) << i;
+}
+
+// The keys every Gemma family writes from config.json, under its architecture's prefix.
+void expect_common_hyperparameters(const formats::GgufMetadata& m, const std::string& arch, const json& c) {
+  const std::string a = arch + ".";
+  EXPECT_EQ(m.get_string("general.architecture"), arch);
+  EXPECT_EQ(m.get_u32(a + "block_count"), c["num_hidden_layers"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32(a + "context_length"), c["max_position_embeddings"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32(a + "embedding_length"), c["hidden_size"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32(a + "feed_forward_length"), c["intermediate_size"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32(a + "attention.head_count"), c["num_attention_heads"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32(a + "attention.head_count_kv"), c["num_key_value_heads"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32(a + "attention.key_length"), c["head_dim"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32(a + "attention.value_length"), c["head_dim"].get<uint32_t>());
+  EXPECT_FLOAT_EQ(m.get_f32(a + "attention.layer_norm_rms_epsilon"), c["rms_norm_eps"].get<float>());
+  EXPECT_FLOAT_EQ(m.get_f32(a + "rope.freq_base"), c["rope_theta"].get<float>());
+}
+
+// Ollama's constants (and llama.cpp's for Gemma 1), whatever the vocabulary.
+void expect_fim_ids(const formats::GgufMetadata& m) {
+  EXPECT_EQ(m.get_u32("tokenizer.ggml.prefix_token_id"), 67u);
+  EXPECT_EQ(m.get_u32("tokenizer.ggml.suffix_token_id"), 69u);
+  EXPECT_EQ(m.get_u32("tokenizer.ggml.middle_token_id"), 68u);
+  EXPECT_EQ(m.get_u32("tokenizer.ggml.eot_token_id"), 107u);
+}
+
+TEST(Convert, Gemma1TinyFimIdsPreNormsOnlyAndNoSlidingWindow) {
+  const fs::path src = test::fixture_model_dir("gemma-tiny");
+  test::ScratchDir dir;
+  const GgufFile g(convert_fixture(src, dir.path(), std::nullopt));
+  const auto& m = g.metadata();
+  const json c = test::read_json(src / "config.json");
+  expect_common_hyperparameters(m, "gemma", c);
+  expect_fim_ids(m);
+  EXPECT_EQ(m.get_u32("tokenizer.ggml.fsep_token_id"), 70u);  // llama.cpp's GemmaModel
+  EXPECT_EQ(m.value("gemma.attention.sliding_window"), nullptr);
+  EXPECT_EQ(m.value("gemma.final_logit_softcapping"), nullptr);
+  EXPECT_EQ(m.get_array<std::string>("tokenizer.ggml.tokens").size(), c["vocab_size"].get<size_t>());
+  const Norms pre_only{.sandwich = false, .qk = false};
+  expect_tensors(g, c, c["vocab_size"], DType::BF16, pre_only);
+  const formats::SafetensorsCheckpoint st(src);
+  expect_norms_shifted(g, st, "model.", c["num_hidden_layers"], pre_only);
+}
+
+TEST(Convert, Gemma2TinySoftCapsSlidingWindowAndFourNormsShifted) {
+  const fs::path src = test::fixture_model_dir("gemma2-tiny");
+  test::ScratchDir dir;
+  const GgufFile g(convert_fixture(src, dir.path(), convert::OutType::F32));
+  const auto& m = g.metadata();
+  const json c = test::read_json(src / "config.json");
+  expect_common_hyperparameters(m, "gemma2", c);
+  expect_fim_ids(m);
+  EXPECT_EQ(m.value("tokenizer.ggml.fsep_token_id"), nullptr);
+  EXPECT_FLOAT_EQ(m.get_f32("gemma2.attn_logit_softcapping"), c["attn_logit_softcapping"].get<float>());
+  EXPECT_FLOAT_EQ(m.get_f32("gemma2.final_logit_softcapping"), c["final_logit_softcapping"].get<float>());
+  EXPECT_EQ(m.get_u32("gemma2.attention.sliding_window"), c["sliding_window"].get<uint32_t>());
+  EXPECT_EQ(m.value("gemma2.rope.freq_base_swa"), nullptr);
+  const Norms sandwich{.sandwich = true, .qk = false};
+  expect_tensors(g, c, c["vocab_size"], DType::F32, sandwich);
+  const formats::SafetensorsCheckpoint st(src);
+  expect_norms_shifted(g, st, "model.", c["num_hidden_layers"], sandwich);
 }
 
 TEST(Convert, Gemma3VisionTextPartF16PadsTheVocabularyToTheEmbeddingRows) {

@@ -1,8 +1,10 @@
-// `gemma convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0|q4_0]`: a Hugging Face checkpoint to a GGUF
-// file that llama.cpp and Ollama load. A progress line on a terminal, nothing else unless something fails.
+// `gemma convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0|q4_0] [--mmproj OUT-mmproj.gguf]`: a Hugging
+// Face checkpoint to the GGUF files that llama.cpp and Ollama load. A progress line on a terminal, nothing
+// else unless something fails.
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -18,16 +20,14 @@ struct ConvertOptions {
   std::string dir;
   std::string output;
   std::string outtype;
+  std::string mmproj;
 };
 
-void run_convert(const ConvertOptions& o) {
-  convert::ConvertOptions opts;
-  if (!o.outtype.empty()) {
-    opts.out_type = convert::parse_out_type(o.outtype);
-    if (!opts.out_type)
-      throw std::runtime_error("--outtype: '" + o.outtype + "' is not one of f32, f16, bf16, q8_0, q4_0");
-  }
-  const bool tty = isatty(STDERR_FILENO) != 0;
+using Converter = convert::ConvertResult (*)(const std::filesystem::path&, const std::filesystem::path&,
+                                             const convert::ConvertOptions&);
+
+void convert_one(Converter convert, const std::string& dir, const std::string& output,
+                 convert::ConvertOptions opts, bool tty) {
   const auto start = std::chrono::steady_clock::now();
   if (tty) {
     opts.progress = [start](const convert::Progress& p) {
@@ -44,14 +44,33 @@ void run_convert(const ConvertOptions& o) {
     };
   }
   try {
-    const auto r = convert::convert_to_gguf(o.dir, o.output, opts);
+    const auto r = convert(dir, output, opts);
     if (tty) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::fprintf(stderr, "\n%s: %s, %zu tensors (%s), %.1f s\n", o.output.c_str(), r.architecture.c_str(),
+      std::fprintf(stderr, "\n%s: %s, %zu tensors (%s), %.1f s\n", output.c_str(), r.architecture.c_str(),
                    r.tensor_count, std::string(convert::out_type_name(r.out_type)).c_str(), elapsed);
     }
   } catch (...) {
     if (tty) std::fputc('\n', stderr);
+    throw;
+  }
+}
+
+void run_convert(const ConvertOptions& o) {
+  convert::ConvertOptions opts;
+  if (!o.outtype.empty()) {
+    opts.out_type = convert::parse_out_type(o.outtype);
+    if (!opts.out_type)
+      throw std::runtime_error("--outtype: '" + o.outtype + "' is not one of f32, f16, bf16, q8_0, q4_0");
+  }
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  convert_one(convert::convert_to_gguf, o.dir, o.output, opts, tty);
+  if (o.mmproj.empty()) return;
+  try {
+    convert_one(convert::convert_mmproj_to_gguf, o.dir, o.mmproj, opts, tty);
+  } catch (...) {
+    // One command, one outcome: a failed projector leaves no half of the pair behind.
+    std::filesystem::remove(o.output);
     throw;
   }
 }
@@ -65,6 +84,8 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("dir", o->dir, "Checkpoint folder (config.json, *.safetensors, tokenizer)")->required();
   cmd->add_option("-o,--output", o->output, "Output .gguf file")->required();
   cmd->add_option("--outtype", o->outtype, "f32, f16, bf16, q8_0 or q4_0 (default: the checkpoint's dtype)");
+  cmd->add_option("--mmproj", o->mmproj,
+                  "Also write the vision tower and projector (Gemma 3 multimodal) as a llama.cpp mmproj file");
   cmd->callback([o] { run_convert(*o); });
 }
 

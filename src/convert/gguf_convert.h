@@ -3,9 +3,10 @@
 // renames and repacks: it reads config.json, the tokenizer files and the safetensors, never a model's
 // forward pass. Tensors are streamed one at a time (peak memory ~ a small conversion buffer, not the model).
 //
-// Supported: Gemma 3 text (model_type gemma3_text, and the text part of gemma3, whose vision tower and
-// projector are left out). Output types: f32, f16, bf16, q8_0, q4_0; norms and other 1-D tensors are
-// always f32, and with q8_0/q4_0 a matrix whose rows are not whole 32-weight blocks is written as f16.
+// Supported: model_type gemma, gemma2, gemma3_text, gemma3 (its text model; the SigLIP tower and projector
+// go to a separate "mmproj" file with convert_mmproj_to_gguf) and gemma3n (text model; audio and vision
+// towers left out). Output types: f32, f16, bf16, q8_0, q4_0; norms and other 1-D tensors are always f32,
+// and with q8_0/q4_0 a matrix whose rows are not whole 32-weight blocks is written as f16.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -33,7 +34,7 @@ struct ConvertOptions {
 };
 
 struct ConvertResult {
-  std::string architecture;  // "gemma3"
+  std::string architecture;  // "gemma", "gemma2", "gemma3", "gemma3n", "clip"
   OutType out_type = OutType::BF16;
   size_t tensor_count = 0;
   uint64_t tensor_bytes = 0;
@@ -44,5 +45,10 @@ struct ConvertResult {
 // model_type, a tensor missing or of an unexpected shape, an unwritable output, ...).
 ConvertResult convert_to_gguf(const std::filesystem::path& hf_dir, const std::filesystem::path& out_path,
                               const ConvertOptions& options = {});
+
+// The vision tower and projector of a Gemma 3 checkpoint (model_type gemma3) as the "clip" GGUF that
+// llama.cpp's mtmd loads beside the text model (`--mmproj`). Same guarantees as convert_to_gguf.
+ConvertResult convert_mmproj_to_gguf(const std::filesystem::path& hf_dir, const std::filesystem::path& out_path,
+                                     const ConvertOptions& options = {});
 
 }  // namespace ge::convert

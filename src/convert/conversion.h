@@ -1,0 +1,110 @@
+// What every family converter shares (internal to src/convert): the checkpoint it reads, the plan of
+// tensors it writes (renamed, stacked, padded, shifted, clipped, retyped), and the metadata helpers. A family
+// converter (gemma_text.cpp, gemma3n.cpp, mmproj.cpp) only adds metadata keys and plans tensors; the
+// driver (gguf_convert.cpp) streams the planned tensors into the file.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <ostream>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "convert/gguf_convert.h"
+#include "formats/gguf.h"
+#include "formats/safetensors.h"
+#include "tensor/dtype.h"
+
+namespace ge::convert {
+
+[[noreturn]] void fail(const std::string& what);
+
+// The checkpoint folder as read once by the driver.
+struct Checkpoint {
+  std::filesystem::path dir;
+  nlohmann::json config;            // config.json
+  nlohmann::json tokenizer_config;  // tokenizer_config.json, or an empty object
+  const formats::SafetensorsCheckpoint& tensors;
+};
+
+// One GGUF tensor: the source tensors `parts`, stacked along a new outermost dim when there are several
+// (shape then starts with parts.size()), else written with `shape`, whose outermost dim may cut the
+// source's rows (vocabulary shorter than the embedding table) or extend them with zero rows (padding).
+// Every value v is written as clamp(v + add, -clip, clip) in `out`.
+struct PlannedTensor {
+  PlannedTensor(std::string name_, std::vector<const Tensor*> parts_, DType out_, std::vector<int64_t> shape_)
+      : name(std::move(name_)), parts(std::move(parts_)), out(out_), shape(std::move(shape_)) {}
+
+  std::string name;
+  std::vector<const Tensor*> parts;
+  DType out = DType::F32;
+  std::vector<int64_t> shape;  // written shape, outermost first
+  float add = 0;
+  std::optional<float> clip;
+};
+
+DType dtype_of(OutType t);
+
+class TensorPlan {
+ public:
+  // matrix_type: the type of 2-D and larger tensors (1-D tensors and norms are always f32).
+  TensorPlan(const Checkpoint& ckpt, DType matrix_type) : ckpt_(ckpt), matrix_type_(matrix_type) {}
+
+  // The source tensor, checked: present, a float dtype, and of this shape. Marks it used.
+  const Tensor& get(const std::string& name, const std::vector<int64_t>& shape);
+  const Tensor* find(const std::string& name) const { return ckpt_.tensors.find(name); }
+
+  // Plans `src_name` as `gguf_name` with `shape` (the source's, checked). Returns the entry for tweaks
+  // (add, clip); the reference is valid until the next add.
+  PlannedTensor& add(std::string gguf_name, const std::string& src_name, const std::vector<int64_t>& shape);
+  // Plans an entry made by the caller (parts already checked with get()).
+  PlannedTensor& add(PlannedTensor t);
+
+  // The type a tensor of this shape is written in: f32 for 1-D, else the matrix type, or f16 when a row
+  // is not a whole number of the block type's blocks (as llama.cpp falls back).
+  DType type_for(const std::vector<int64_t>& shape) const;
+
+  // Source tensors that are neither planned nor matched by `skip` would be silently lost: refuse them.
+  template <class Skip>
+  void check_all_used(Skip skip, const std::string& what) const {
+    for (const Tensor* t : ckpt_.tensors.all())
+      if (!used_.count(t->name) && !skip(std::string_view(t->name)))
+        fail(ckpt_.dir.string() + ": tensor '" + t->name + "' is not part of " + what);
+  }
+
+  const std::vector<PlannedTensor>& tensors() const { return tensors_; }
+
+ private:
+  const Checkpoint& ckpt_;
+  DType matrix_type_;
+  std::vector<PlannedTensor> tensors_;
+  std::set<std::string, std::less<>> used_;
+};
+
+// Writes one planned tensor's bytes, converting through f32 in chunks (buffers reused across calls) and
+// dropping each source range from the resident set once written.
+void write_planned_tensor(const PlannedTensor& t, std::ostream& out, std::vector<float>& floats,
+                          std::vector<std::byte>& buffer);
+
+// general.architecture, general.type and general.name (the checkpoint folder's name).
+void add_general(formats::GgufWriter& w, const std::string& arch, const std::filesystem::path& dir,
+                 const std::string& type = "model");
+uint32_t file_type_id(OutType t);
+
+// A family converter: adds metadata to `w` (in llama.cpp's order) and plans every tensor. Returns the
+// architecture name.
+using FamilyConverter = std::string (*)(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w,
+                                        TensorPlan& plan);
+
+// gemma, gemma2, gemma3_text and the text part of gemma3 (gemma_text.cpp).
+std::string convert_gemma_text(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w, TensorPlan& plan);
+// gemma3n, text model only (gemma3n.cpp).
+std::string convert_gemma3n(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w, TensorPlan& plan);
+// gemma3's SigLIP tower and projector as llama.cpp's mtmd "clip" file (mmproj.cpp).
+std::string convert_gemma3_mmproj(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w,
+                                  TensorPlan& plan);
+
+}  // namespace ge::convert
