@@ -65,10 +65,12 @@ struct Norms {
 };
 
 // (GGUF name, checkpoint name) of every norm of a text model.
-std::vector<std::pair<std::string, std::string>> norm_names(const std::string& prefix, int64_t layers, Norms n) {
+std::vector<std::pair<std::string, std::string>> norm_names(const std::string& prefix, int64_t layers,
+                                                            Norms n) {
   std::vector<std::pair<std::string, std::string>> pairs = {{"output_norm.weight", prefix + "norm.weight"}};
   for (int64_t l = 0; l < layers; ++l) {
-    const std::string dst = "blk." + std::to_string(l) + ".", src = prefix + "layers." + std::to_string(l) + ".";
+    const std::string dst = "blk." + std::to_string(l) + ".",
+                      src = prefix + "layers." + std::to_string(l) + ".";
     pairs.push_back({dst + "attn_norm.weight", src + "input_layernorm.weight"});
     if (n.qk) {
       pairs.push_back({dst + "attn_q_norm.weight", src + "self_attn.q_norm.weight"});

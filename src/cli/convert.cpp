@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -84,8 +84,9 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("dir", o->dir, "Checkpoint folder (config.json, *.safetensors, tokenizer)")->required();
   cmd->add_option("-o,--output", o->output, "Output .gguf file")->required();
   cmd->add_option("--outtype", o->outtype, "f32, f16, bf16, q8_0 or q4_0 (default: the checkpoint's dtype)");
-  cmd->add_option("--mmproj", o->mmproj,
-                  "Also write the vision tower and projector (Gemma 3 multimodal) as a llama.cpp mmproj file");
+  cmd->add_option(
+      "--mmproj", o->mmproj,
+      "Also write the vision tower and projector (Gemma 3 multimodal) as a llama.cpp mmproj file");
   cmd->callback([o] { run_convert(*o); });
 }
 

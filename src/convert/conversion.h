@@ -100,9 +100,11 @@ using FamilyConverter = std::string (*)(const Checkpoint& ckpt, OutType out_type
                                         TensorPlan& plan);
 
 // gemma, gemma2, gemma3_text and the text part of gemma3 (gemma_text.cpp).
-std::string convert_gemma_text(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w, TensorPlan& plan);
+std::string convert_gemma_text(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w,
+                               TensorPlan& plan);
 // gemma3n, text model only (gemma3n.cpp).
-std::string convert_gemma3n(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w, TensorPlan& plan);
+std::string convert_gemma3n(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w,
+                            TensorPlan& plan);
 // gemma3's SigLIP tower and projector as llama.cpp's mtmd "clip" file (mmproj.cpp).
 std::string convert_gemma3_mmproj(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w,
                                   TensorPlan& plan);

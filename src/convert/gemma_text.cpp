@@ -33,8 +33,8 @@ Names tensor_names(const Checkpoint& ckpt) {
 }
 
 bool is_vision_tensor(std::string_view name) {
-  for (std::string_view p : {"vision_tower.", "multi_modal_projector.", "model.vision_tower.",
-                             "model.multi_modal_projector."})
+  for (std::string_view p :
+       {"vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."})
     if (name.starts_with(p)) return true;
   return false;
 }
@@ -45,7 +45,8 @@ const gemma::LayerConfig* first_layer(const gemma::Config& c, bool sliding) {
   return it == c.layers.end() ? nullptr : &*it;
 }
 
-void add_hyperparameters(formats::GgufWriter& w, const std::string& arch, const gemma::Config& c, OutType out) {
+void add_hyperparameters(formats::GgufWriter& w, const std::string& arch, const gemma::Config& c,
+                         OutType out) {
   const std::string a = arch + ".";
   const gemma::LayerConfig* global = first_layer(c, false);
   const gemma::LayerConfig* local = first_layer(c, true);
@@ -60,7 +61,8 @@ void add_hyperparameters(formats::GgufWriter& w, const std::string& arch, const 
     w.add(a + "rope.scaling.factor", static_cast<float>(global->rope_scale));
   }
   w.add(a + "rope.freq_base", static_cast<float>((global ? global : local)->rope_base));
-  if (c.family == Family::kGemma3 && local) w.add(a + "rope.freq_base_swa", static_cast<float>(local->rope_base));
+  if (c.family == Family::kGemma3 && local)
+    w.add(a + "rope.freq_base_swa", static_cast<float>(local->rope_base));
   w.add(a + "attention.layer_norm_rms_epsilon", static_cast<float>(c.rms_norm_eps));
   w.add(a + "attention.key_length", static_cast<uint32_t>(c.head_dim));
   w.add(a + "attention.value_length", static_cast<uint32_t>(c.head_dim));
@@ -132,7 +134,8 @@ std::string convert_gemma_text(const Checkpoint& ckpt, OutType out_type, formats
   // The embedding table is cut to the vocabulary (llama.cpp drops rows past it).
   const std::string embed_name = names.prefix + "embed_tokens.weight";
   const Tensor& embed = plan.get(embed_name, {c.vocab_size, c.hidden_size});
-  plan.add(PlannedTensor{"token_embd.weight", {&embed}, plan.type_for(embed.shape), {n_vocab, c.hidden_size}});
+  plan.add(
+      PlannedTensor{"token_embd.weight", {&embed}, plan.type_for(embed.shape), {n_vocab, c.hidden_size}});
   plan_layers(c, names, plan);
   // llama.cpp drops a Gemma 1/2 lm_head (it is the embedding table) and keeps an untied Gemma 3 one.
   if (plan.find(names.lm_head)) {

@@ -26,9 +26,11 @@ std::string model_type(const Checkpoint& ckpt) {
 
 FamilyConverter text_converter(const Checkpoint& ckpt) {
   const std::string type = model_type(ckpt);
-  if (type == "gemma" || type == "gemma2" || type == "gemma3_text" || type == "gemma3") return convert_gemma_text;
+  if (type == "gemma" || type == "gemma2" || type == "gemma3_text" || type == "gemma3")
+    return convert_gemma_text;
   if (type == "gemma3n") return convert_gemma3n;
-  fail((ckpt.dir / "config.json").string() + ": model_type " + (type.empty() ? "(missing)" : "'" + type + "'") +
+  fail((ckpt.dir / "config.json").string() + ": model_type " +
+       (type.empty() ? "(missing)" : "'" + type + "'") +
        " is not supported by gemma convert (supported: gemma, gemma2, gemma3_text, gemma3, gemma3n)");
 }
 
@@ -71,7 +73,8 @@ ConvertResult run_conversion(const fs::path& dir, const fs::path& out_path, cons
 
   const std::vector<PlannedTensor>& planned = plan.tensors();
   result.tensor_count = planned.size();
-  for (const PlannedTensor& t : planned) result.tensor_bytes += w.tensor_nbytes(w.add_tensor(t.name, t.out, t.shape));
+  for (const PlannedTensor& t : planned)
+    result.tensor_bytes += w.tensor_nbytes(w.add_tensor(t.name, t.out, t.shape));
 
   Progress progress;
   progress.tensors_total = planned.size();
@@ -106,7 +109,8 @@ uint32_t file_type_id(OutType t) {
   return 0;
 }
 
-void add_general(formats::GgufWriter& w, const std::string& arch, const fs::path& dir, const std::string& type) {
+void add_general(formats::GgufWriter& w, const std::string& arch, const fs::path& dir,
+                 const std::string& type) {
   fs::path p = fs::absolute(dir).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();
   w.add("general.architecture", arch);
@@ -139,8 +143,8 @@ std::string_view out_type_name(OutType t) {
   return "?";
 }
 
-
-ConvertResult convert_to_gguf(const fs::path& hf_dir, const fs::path& out_path, const ConvertOptions& options) {
+ConvertResult convert_to_gguf(const fs::path& hf_dir, const fs::path& out_path,
+                              const ConvertOptions& options) {
   return run_conversion(hf_dir, out_path, options, text_converter);
 }
 

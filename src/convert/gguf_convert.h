@@ -48,7 +48,8 @@ ConvertResult convert_to_gguf(const std::filesystem::path& hf_dir, const std::fi
 
 // The vision tower and projector of a Gemma 3 checkpoint (model_type gemma3) as the "clip" GGUF that
 // llama.cpp's mtmd loads beside the text model (`--mmproj`). Same guarantees as convert_to_gguf.
-ConvertResult convert_mmproj_to_gguf(const std::filesystem::path& hf_dir, const std::filesystem::path& out_path,
+ConvertResult convert_mmproj_to_gguf(const std::filesystem::path& hf_dir,
+                                     const std::filesystem::path& out_path,
                                      const ConvertOptions& options = {});
 
 }  // namespace ge::convert

@@ -3,14 +3,19 @@
 // transformers' slow GemmaTokenizer: control, unknown and user-defined pieces (and the added tokens of
 // tokenizer_config.json) are split out of the raw text first, the rest goes through SentencePiece,
 // which matches user-defined pieces again in the normalized text and BPE-encodes between them.
+// A vocabulary handed over as lists (VocabularyData, from GGUF) goes through the same steps.
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <functional>
 #include <sstream>
 #include <stdexcept>
 
+#include "tokenizer/json_file.h"
+#include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_model.h"
 #include "tokenizer/utf8.h"
 
@@ -319,15 +324,9 @@ std::string piece_or(const SpModel& model, int32_t id, std::string_view fallback
   return std::string(valid ? model.pieces[id].text : fallback);
 }
 
-}  // namespace
-
-std::unique_ptr<TokenizerModel> load_sentencepiece_model(const std::filesystem::path& file,
-                                                         const TokenizerConfig& config) {
-  const std::string name = file.string();
-  const std::string data = read_file(file);
-  const SpModel sp = parse_model(data, name);
-  check_supported(sp, name);
-
+// Everything after reading the pieces and settings, whichever form they came in.
+std::unique_ptr<TokenizerModel> build_tokenizer(const SpModel& sp, const TokenizerConfig& config,
+                                                const std::string& name) {
   auto tokenizer = std::make_unique<TokenizerModel>();
   build_token_tables(list_tokens(sp, config), {"\xE2\x96\x81", " "}, *tokenizer);
   for (int32_t id = 0; id < static_cast<int32_t>(sp.pieces.size()); ++id)
@@ -344,6 +343,94 @@ std::unique_ptr<TokenizerModel> load_sentencepiece_model(const std::filesystem::
                           piece_or(sp, sp.pad_id, "<pad>"), piece_or(sp, sp.unk_id, "<unk>")},
                          config, name, *tokenizer);
   return tokenizer;
+}
+
+// ---- a vocabulary held in memory ----
+
+[[noreturn]] void fail_vocabulary(const std::string& origin, std::string_view field, std::string_view what) {
+  throw std::runtime_error(origin + ": " + std::string(field) + ": " + std::string(what));
+}
+
+void check_vocabulary(const VocabularyData& v, const std::string& origin) {
+  const size_t n = v.tokens.size();
+  if (n == 0) fail_vocabulary(origin, "tokens", "empty");
+  if (n > static_cast<size_t>(kMaxTokenId)) fail_vocabulary(origin, "tokens", "too many");
+  const auto check_count = [&](std::string_view field, size_t count) {
+    if (count != n)
+      fail_vocabulary(origin, field, std::to_string(count) + " values for " + std::to_string(n) + " tokens");
+  };
+  check_count("scores", v.scores.size());
+  check_count("types", v.types.size());
+  for (size_t id = 0; id < n; ++id) {
+    // Empty text marks an id without a token in the tables built from it.
+    if (v.tokens[id].empty()) fail_vocabulary(origin, indexed_field("tokens", id), "empty");
+    if (std::isnan(v.scores[id])) fail_vocabulary(origin, indexed_field("scores", id), "not a number");
+    if (v.types[id] < kNormal || v.types[id] > kByte)
+      fail_vocabulary(origin, indexed_field("types", id),
+                      "unknown token type " + std::to_string(v.types[id]) + " (expected 1 to 6)");
+  }
+  for (const auto& [field, id] : {std::pair{"bos_id", v.bos_id}, std::pair{"eos_id", v.eos_id},
+                                  std::pair{"unk_id", v.unk_id}, std::pair{"pad_id", v.pad_id}})
+    if (id < -1 || id >= static_cast<int64_t>(n))
+      fail_vocabulary(origin, field,
+                      std::to_string(id) + " is not a token id (" + std::to_string(n) + " tokens)");
+}
+
+// SentencePiece takes its unknown id from the piece typed unknown.
+int32_t unknown_piece_id(const VocabularyData& v) {
+  const auto it = std::find(v.types.begin(), v.types.end(), kUnknown);
+  return it == v.types.end() ? -1 : static_cast<int32_t>(it - v.types.begin());
+}
+
+// GGUF keeps the pieces but not SentencePiece's settings. Gemma's are the only ones check_supported
+// admits (BPE, no normalization rules, no dummy prefix, whitespace kept and escaped); byte fallback is on
+// exactly when there are byte pieces, since the trainer adds all 256 then and only then.
+SpModel sentencepiece_settings(const VocabularyData& v) {
+  SpModel sp;
+  sp.model_type = kModelTypeBpe;
+  sp.add_dummy_prefix = false;
+  sp.remove_extra_whitespaces = false;
+  sp.byte_fallback = std::find(v.types.begin(), v.types.end(), kByte) != v.types.end();
+  sp.unk_id = v.unk_id >= 0 ? v.unk_id : unknown_piece_id(v);
+  sp.bos_id = v.bos_id;
+  sp.eos_id = v.eos_id;
+  sp.pad_id = v.pad_id;
+  return sp;
+}
+
+// GGUF writers store user-defined pieces with "▁" turned into " " (so that llama.cpp matches them in
+// the raw text); SentencePiece matches them in the normalized text, where spaces are "▁". Turning them
+// back makes both the pieces and the encoding those of the tokenizer.model.
+std::string_view piece_text(const VocabularyData& v, size_t id, std::deque<std::string>& respelled) {
+  const std::string& text = v.tokens[id];
+  if (v.types[id] != kUserDefined || text.find(' ') == std::string::npos) return text;
+  respelled.emplace_back();
+  replace_all(text, {" ", "\xE2\x96\x81"}, respelled.back());
+  return respelled.back();
+}
+
+}  // namespace
+
+std::unique_ptr<TokenizerModel> load_sentencepiece_model(const std::filesystem::path& file,
+                                                         const TokenizerConfig& config) {
+  const std::string name = file.string();
+  const std::string data = read_file(file);
+  const SpModel sp = parse_model(data, name);
+  check_supported(sp, name);
+  return build_tokenizer(sp, config, name);
+}
+
+std::unique_ptr<TokenizerModel> load_sentencepiece_vocabulary(const VocabularyData& vocabulary,
+                                                              const std::string& origin) {
+  check_vocabulary(vocabulary, origin);
+  SpModel sp = sentencepiece_settings(vocabulary);
+  std::deque<std::string> respelled;  // stable storage for the pieces' views
+  sp.pieces.reserve(vocabulary.tokens.size());
+  for (size_t id = 0; id < vocabulary.tokens.size(); ++id)
+    sp.pieces.push_back({piece_text(vocabulary, id, respelled), vocabulary.scores[id], vocabulary.types[id]});
+  TokenizerConfig config;
+  config.add_bos_token = vocabulary.add_bos;
+  return build_tokenizer(sp, config, origin);
 }
 
 std::vector<SentencePieceEntry> read_sentencepiece_pieces(const std::filesystem::path& file) {

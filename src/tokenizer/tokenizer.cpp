@@ -75,6 +75,10 @@ Tokenizer Tokenizer::load(const std::filesystem::path& dir) {
   throw std::runtime_error(json.string() + ": not found, and no tokenizer.model beside it");
 }
 
+Tokenizer Tokenizer::from_vocabulary(const VocabularyData& vocabulary, const std::string& origin) {
+  return Tokenizer(td::load_sentencepiece_vocabulary(vocabulary, origin));
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) const {
   const auto& m = *model_;
   std::vector<int32_t> ids;

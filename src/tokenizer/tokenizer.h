@@ -2,6 +2,7 @@
 // added/special tokens written in the text are matched first (leftmost, longest), spaces become "▁",
 // and each remaining stretch is BPE-encoded with byte fallback. Without a tokenizer.json the
 // SentencePiece tokenizer.model is read instead, encoding as transformers' slow GemmaTokenizer does.
+// A GGUF file carries the same SentencePiece vocabulary as plain lists (VocabularyData).
 #pragma once
 #include <array>
 #include <cstdint>
@@ -19,11 +20,28 @@ namespace tokenizer_detail {
 struct TokenizerModel;
 }
 
+// A SentencePiece BPE vocabulary as GGUF stores it (tokenizer.ggml.model = "llama"), by id. Token types
+// are SentencePiece's: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte. Scores rank the
+// merges: the pair forming the higher-scoring piece merges first.
+struct VocabularyData {
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<int32_t> types;
+  int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;  // -1: absent
+  bool add_bos = true;
+};
+
 class Tokenizer {
  public:
   // Loads DIR/tokenizer.json (preferred) or else DIR/tokenizer.model, plus DIR/tokenizer_config.json when
   // present. Throws std::runtime_error naming the file and the field on bad or unsupported input.
   static Tokenizer load(const std::filesystem::path& dir);
+  // Encodes and decodes as load() does with the tokenizer.model the vocabulary came from; is_special is
+  // true for control and unknown pieces. An absent bos/eos/pad id falls back to the piece of that name
+  // ("<bos>", ...), an absent unk id to the piece typed unknown. User-defined pieces written with spaces
+  // (GGUF writers turn their "▁" into " ") get their "▁" back. Throws std::runtime_error naming `origin`
+  // and the field (tokens, scores, types, bos_id, ...) on inconsistent input.
+  static Tokenizer from_vocabulary(const VocabularyData& vocabulary, const std::string& origin);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

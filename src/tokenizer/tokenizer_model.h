@@ -14,6 +14,10 @@
 #include "tokenizer/piece_table.h"
 #include "tokenizer/text_util.h"
 
+namespace ge {
+struct VocabularyData;
+}
+
 namespace ge::tokenizer_detail {
 
 struct TokenInfo {
@@ -83,6 +87,9 @@ std::unique_ptr<TokenizerModel> load_tokenizer_json(const std::filesystem::path&
                                                     const TokenizerConfig& config);
 std::unique_ptr<TokenizerModel> load_sentencepiece_model(const std::filesystem::path& file,
                                                          const TokenizerConfig& config);
+// The same SentencePiece BPE tokenizer from a vocabulary held in memory; `origin` names it in errors.
+std::unique_ptr<TokenizerModel> load_sentencepiece_vocabulary(const VocabularyData& vocabulary,
+                                                              const std::string& origin);
 
 // tokenizer.model's pieces as stored (type: SentencePiece's 1 normal .. 6 byte), for exporting the vocabulary.
 struct SentencePieceEntry {
