@@ -2,7 +2,9 @@
 //   decode (n_tokens = 1): GB/s of weights streamed, against measured read bandwidth;
 //   prefill (n_tokens = 64, 256): GFLOP/s (2 * rows * cols * n_tokens per call);
 //   few tokens (n_tokens = 4 .. 16, weights streamed): GFLOP/s.
-// "fma" is the exact f32-FMA path; "bf16_activations" is matmul() with Precision::kBf16Activations.
+// "fma" is the exact f32-FMA path on bf16 weights, "fma_q8_0" / "fma_q4_0" the same path on ggml's block
+// formats (decode GB/s count the quantized bytes: 34 / 18 per 32 weights against bf16's 64);
+// "bf16_activations" is matmul() with Precision::kBf16Activations.
 // Environment: GE_BENCH_THREADS (default: all cores); GE_BENCH_HWY_TARGET=AVX2 (or SSE4, ...) runs the fma
 // path on that Highway target instead of the best one, e.g. to see what an AVX2-only CPU would get.
 #include <benchmark/benchmark.h>
@@ -21,6 +23,7 @@
 #include "kernels/bandwidth.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_internal.h"
+#include "kernels/quantize.h"
 #include "kernels/thread_pool.h"
 #include "tensor/dtype.h"
 
@@ -32,52 +35,77 @@ ThreadPool& bench_pool() {
   return pool;
 }
 
+// One matrix of random weights in (-1, 1), stored as dtype (BF16, Q8_0 or Q4_0).
+std::vector<std::byte> random_weight_bytes(DType dtype, int64_t rows, int64_t cols) {
+  // A cheap xorshift generator keeps the setup of large matrices short.
+  uint32_t state = 42;
+  std::vector<float> row(static_cast<size_t>(cols));
+  const size_t row_bytes = *dtype_bytes(dtype, cols);
+  std::vector<std::byte> bytes(static_cast<size_t>(rows) * row_bytes);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (float& v : row) {
+      state ^= state << 13;
+      state ^= state >> 17;
+      state ^= state << 5;
+      v = static_cast<float>(static_cast<int32_t>(state)) * 0x1p-31f;
+    }
+    std::byte* out = bytes.data() + static_cast<size_t>(r) * row_bytes;
+    switch (dtype) {
+      case DType::BF16:
+        for (int64_t i = 0; i < cols; ++i) {
+          const uint16_t bits = f32_to_bf16(row[i]);
+          std::memcpy(out + i * 2, &bits, 2);
+        }
+        break;
+      case DType::Q8_0:
+        quantize_row_q8_0(row.data(), cols, out);
+        break;
+      case DType::Q4_0:
+        quantize_row_q4_0(row.data(), cols, out);
+        break;
+      default:
+        std::abort();
+    }
+  }
+  return bytes;
+}
+
 // Enough copies of a weight matrix that together they overflow the last-level cache, as a model's
 // layers do: cycling through them makes each call stream its weights from DRAM.
 class BenchWeights {
  public:
-  BenchWeights(int64_t rows, int64_t cols, size_t min_total_bytes) {
-    const size_t bytes = static_cast<size_t>(rows * cols) * 2;
-    const size_t copies = std::max<size_t>(1, (min_total_bytes + bytes - 1) / bytes);
-    storage_.resize(copies * bytes / 2);
-    // Random bf16 in (-1, 1): a cheap xorshift generator keeps the 256+ MiB setup short.
-    uint32_t state = 42;
-    for (uint16_t& v : storage_) {
-      state ^= state << 13;
-      state ^= state >> 17;
-      state ^= state << 5;
-      v = f32_to_bf16(static_cast<float>(static_cast<int32_t>(state)) * 0x1p-31f);
-    }
+  BenchWeights(DType dtype, int64_t rows, int64_t cols, size_t min_total_bytes) {
+    const std::vector<std::byte> one = random_weight_bytes(dtype, rows, cols);
+    const size_t copies = std::max<size_t>(1, (min_total_bytes + one.size() - 1) / one.size());
+    storage_.resize(copies * one.size());
     for (size_t c = 0; c < copies; ++c) {
-      tensors_.push_back(Tensor{"w",
-                                DType::BF16,
-                                {rows, cols},
-                                reinterpret_cast<const std::byte*>(storage_.data() + c * bytes / 2),
-                                bytes});
+      std::byte* data = storage_.data() + c * one.size();
+      std::memcpy(data, one.data(), one.size());
+      tensors_.push_back(Tensor{"w", dtype, {rows, cols}, data, one.size()});
     }
   }
   const Tensor& next() { return tensors_[next_++ % tensors_.size()]; }
   size_t bytes() const { return tensors_[0].nbytes; }
 
  private:
-  std::vector<uint16_t> storage_;
+  std::vector<std::byte> storage_;
   std::vector<Tensor> tensors_;
   size_t next_ = 0;
 };
 
 // Google Benchmark calls each benchmark function several times; build each weight set once.
-BenchWeights& bench_weights(int64_t rows, int64_t cols, size_t min_total_bytes) {
-  static std::map<std::tuple<int64_t, int64_t, size_t>, std::unique_ptr<BenchWeights>> cache;
-  auto& slot = cache[{rows, cols, min_total_bytes}];
-  if (!slot) slot = std::make_unique<BenchWeights>(rows, cols, min_total_bytes);
+BenchWeights& bench_weights(DType dtype, int64_t rows, int64_t cols, size_t min_total_bytes) {
+  static std::map<std::tuple<DType, int64_t, int64_t, size_t>, std::unique_ptr<BenchWeights>> cache;
+  auto& slot = cache[{dtype, rows, cols, min_total_bytes}];
+  if (!slot) slot = std::make_unique<BenchWeights>(dtype, rows, cols, min_total_bytes);
   return *slot;
 }
 
 using Path = void (*)(ThreadPool&, const Tensor&, const float*, int64_t, float*);
 
-void run_matmul(benchmark::State& state, Path path, int64_t rows, int64_t cols, int64_t n_tokens,
+void run_matmul(benchmark::State& state, Path path, DType dtype, int64_t rows, int64_t cols, int64_t n_tokens,
                 size_t min_weight_bytes) {
-  BenchWeights& weights = bench_weights(rows, cols, min_weight_bytes);
+  BenchWeights& weights = bench_weights(dtype, rows, cols, min_weight_bytes);
   std::vector<float> x(static_cast<size_t>(n_tokens * cols), 0.5f), y(static_cast<size_t>(n_tokens * rows));
   ThreadPool& pool = bench_pool();
   for (auto _ : state) {
@@ -93,18 +121,18 @@ void run_matmul(benchmark::State& state, Path path, int64_t rows, int64_t cols, 
 
 constexpr size_t kOverflowCache = size_t{256} << 20;
 
-void BM_Decode(benchmark::State& state, Path path) {
-  run_matmul(state, path, state.range(0), state.range(1), 1, kOverflowCache);
+void BM_Decode(benchmark::State& state, Path path, DType dtype) {
+  run_matmul(state, path, dtype, state.range(0), state.range(1), 1, kOverflowCache);
 }
 
 // The same weights every call, small enough to stay in cache: the decode kernels' compute ceiling.
-void BM_DecodeCached(benchmark::State& state, Path path) {
-  run_matmul(state, path, state.range(0), state.range(1), 1, 0);
+void BM_DecodeCached(benchmark::State& state, Path path, DType dtype) {
+  run_matmul(state, path, dtype, state.range(0), state.range(1), 1, 0);
 }
 
 // Prefill is compute bound; its weights are reused across tokens, so one copy is realistic.
-void BM_Prefill(benchmark::State& state, Path path) {
-  run_matmul(state, path, state.range(0), state.range(1), state.range(2), 0);
+void BM_Prefill(benchmark::State& state, Path path, DType dtype) {
+  run_matmul(state, path, dtype, state.range(0), state.range(1), state.range(2), 0);
 }
 
 void decode_shapes(benchmark::internal::Benchmark* b) {
@@ -137,7 +165,7 @@ void matmul_bf16_activations(ThreadPool& pool, const Tensor& w, const float* x, 
 // Few tokens with weights streamed from DRAM, as in a short prompt: where the vdpbf16ps kernel starts to
 // beat the fma path, which decides detail::kMinBf16Tokens.
 void BM_FewTokens(benchmark::State& state, Path path) {
-  run_matmul(state, path, state.range(0), state.range(1), state.range(2), kOverflowCache);
+  run_matmul(state, path, DType::BF16, state.range(0), state.range(1), state.range(2), kOverflowCache);
 }
 
 void BM_FewTokensBf16Kernel(benchmark::State& state) {
@@ -151,11 +179,19 @@ void few_token_shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
-BENCHMARK_CAPTURE(BM_Decode, fma, &detail::matmul_highway)->Apply(decode_shapes);
-BENCHMARK_CAPTURE(BM_Decode, bf16_activations, &matmul_bf16_activations)->Apply(decode_shapes);
-BENCHMARK_CAPTURE(BM_DecodeCached, fma, &detail::matmul_highway)->Apply(cached_decode_shapes);
-BENCHMARK_CAPTURE(BM_Prefill, fma, &detail::matmul_highway)->Apply(prefill_shapes);
-BENCHMARK_CAPTURE(BM_Prefill, bf16_activations, &matmul_bf16_activations)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Decode, fma, &detail::matmul_highway, DType::BF16)->Apply(decode_shapes);
+BENCHMARK_CAPTURE(BM_Decode, fma_q8_0, &detail::matmul_highway, DType::Q8_0)->Apply(decode_shapes);
+BENCHMARK_CAPTURE(BM_Decode, fma_q4_0, &detail::matmul_highway, DType::Q4_0)->Apply(decode_shapes);
+BENCHMARK_CAPTURE(BM_Decode, bf16_activations, &matmul_bf16_activations, DType::BF16)->Apply(decode_shapes);
+BENCHMARK_CAPTURE(BM_DecodeCached, fma, &detail::matmul_highway, DType::BF16)->Apply(cached_decode_shapes);
+BENCHMARK_CAPTURE(BM_DecodeCached, fma_q8_0, &detail::matmul_highway, DType::Q8_0)
+    ->Apply(cached_decode_shapes);
+BENCHMARK_CAPTURE(BM_DecodeCached, fma_q4_0, &detail::matmul_highway, DType::Q4_0)
+    ->Apply(cached_decode_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, fma, &detail::matmul_highway, DType::BF16)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, fma_q8_0, &detail::matmul_highway, DType::Q8_0)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, fma_q4_0, &detail::matmul_highway, DType::Q4_0)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, bf16_activations, &matmul_bf16_activations, DType::BF16)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_FewTokens, fma, &detail::matmul_highway)->Apply(few_token_shapes);
 BENCHMARK(BM_FewTokensBf16Kernel)->Apply(few_token_shapes);
 

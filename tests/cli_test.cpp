@@ -112,6 +112,23 @@ TEST(Cli, InspectReadsAConvertedGguf) {
   EXPECT_NE(r.output.find(gguf.string()), std::string::npos) << r.output;
 }
 
+// What a user does with a converted file: run it, tokenize with it, and get what the folder gives.
+TEST(Cli, RunAndTokenizeAQ8_0GgufAsTheFolder) {
+  test::ScratchDir dir;
+  const auto gguf = dir.path() / "tiny-q8_0.gguf";
+  auto r = gemma("convert " + quoted(test::demo_model_dir()) + " -o " + quoted(gguf) + " --outtype q8_0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string prompt = " --raw -p 'Once upon a time' -n 8 --temp 0 ";
+  const auto from_file = gemma("run -m " + quoted(gguf) + prompt);
+  ASSERT_EQ(from_file.exit_code, 0) << from_file.output;
+  EXPECT_NE(from_file.output.find("eval count:           8 token(s)"), std::string::npos) << from_file.output;
+
+  const auto tok_file = gemma("tokenize --ids -m " + quoted(gguf) + " 'Hello <start_of_turn> world'");
+  const auto tok_dir = gemma("tokenize --ids -m " + quoted(test::demo_model_dir()) + " 'Hello <start_of_turn> world'");
+  ASSERT_EQ(tok_file.exit_code, 0) << tok_file.output;
+  EXPECT_EQ(tok_file.output, tok_dir.output);
+}
+
 TEST(CliErrors, MissingModelFolder) {
   const auto r = gemma("run -m /nonexistent/model -p hi");
   EXPECT_NE(r.exit_code, 0);

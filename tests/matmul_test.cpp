@@ -14,6 +14,8 @@
 
 #include "kernels/bandwidth.h"
 #include "kernels/matmul_internal.h"
+#include "kernels/ops.h"
+#include "kernels/quantize.h"
 #include "tensor/dtype.h"
 
 namespace ge::kernels {
@@ -30,8 +32,18 @@ uint16_t to_bits(DType dtype, float v) {
   return dtype == DType::F16 ? f32_to_f16(v) : f32_to_bf16(v);
 }
 
+// Quantized rows (cols a multiple of 32) go through the GGUF writer's quantizers.
 OwnedTensor make_weights(DType dtype, int64_t rows, int64_t cols, const std::vector<float>& values) {
   OwnedTensor o;
+  if (dtype_info(dtype).block_elems > 1) {
+    const size_t row_bytes = *dtype_bytes(dtype, cols);
+    o.bytes.resize(static_cast<size_t>(rows) * row_bytes);
+    const auto quantize = dtype == DType::Q8_0 ? quantize_row_q8_0 : quantize_row_q4_0;
+    for (int64_t r = 0; r < rows; ++r)
+      quantize(values.data() + r * cols, cols, o.bytes.data() + r * row_bytes);
+    o.t = Tensor{"w", dtype, {rows, cols}, o.bytes.data(), o.bytes.size()};
+    return o;
+  }
   const size_t elem = dtype == DType::F32 ? 4 : 2;
   o.bytes.resize(values.size() * elem);
   for (size_t i = 0; i < values.size(); ++i) {
@@ -56,6 +68,13 @@ std::vector<float> random_values(size_t n, uint32_t seed) {
 
 std::vector<float> abs_values(std::vector<float> v) {
   for (float& f : v) f = std::fabs(f);
+  return v;
+}
+
+// The f32 value of every stored weight (rounded to f16/bf16, or dequantized), row-major.
+std::vector<float> stored_values(const Tensor& w) {
+  std::vector<float> v(static_cast<size_t>(w.numel()));
+  for (int64_t r = 0; r < w.rows(); ++r) dequantize_row(w, r, 1.0f, v.data() + r * w.cols());
   return v;
 }
 
@@ -87,6 +106,10 @@ void bf16_activations_matmul(ThreadPool& pool, const Tensor& w, const float* x, 
 // Error bound of one output relative to sum_i |x_i w_i|. Summing n f32 terms in any order (SIMD lanes,
 // then a horizontal sum) is off by at most (n - 1) * 2^-24 of that sum (Higham, recursive summation),
 // plus 2^-24 for rounding the double reference to f32. The 1e-6 absolute term covers sums near 0.
+// It holds for Q8_0 and Q4_0 too: their dequantized weights d * q are exact in f32 (11-bit fp16
+// significand times a code of at most 8 bits), and the kernels sum the exact products x * (d * q) (one
+// token sums q * x per block and scales the block's sum by d inside an FMA: a regrouping, no extra
+// rounding of any product).
 double tolerance(const Shape& s, double magnitude) {
   const double rel = static_cast<double>(s.in + 1) * 0x1p-24;
   return rel * magnitude + 1e-6;
@@ -114,7 +137,7 @@ void expect_matches_reference(const MatmulFn& fn, std::initializer_list<DType> d
     const size_t n_out = static_cast<size_t>(s.n_tokens * s.out);
     for (DType dtype : dtypes) {
       const OwnedTensor w = make_weights(dtype, s.out, s.in, w_values);
-      const OwnedTensor w_abs = make_weights(dtype, s.out, s.in, abs_values(w_values));
+      const OwnedTensor w_abs = make_weights(DType::F32, s.out, s.in, abs_values(stored_values(w.t)));
       std::vector<float> expected(n_out), magnitude(n_out);
       matmul_reference(w.t, x_ref.data(), s.n_tokens, expected.data());
       matmul_reference(w_abs.t, x_abs.data(), s.n_tokens, magnitude.data());
@@ -148,19 +171,70 @@ std::string unsupported_highway_targets() {
   return names;
 }
 
-TEST(Matmul, EveryHighwayTargetMatchesReference) {
+// Runs body with Highway's dispatch narrowed to each target this CPU supports in turn.
+void on_every_highway_target(const std::function<void()>& body) {
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
     SCOPED_TRACE(hwy::TargetName(target));
     ForceHighwayTarget force(target);
     ASSERT_STREQ(detail::highway_target_name(), hwy::TargetName(target));
-    expect_matches_reference(detail::matmul_highway, {DType::F32, DType::F16, DType::BF16});
+    body();
   }
   if (const std::string skipped = unsupported_highway_targets(); !skipped.empty())
     std::cout << "[   INFO   ] Highway targets this CPU cannot run, not tested: " << skipped << "\n";
 }
 
+// Quantized rows are whole 32-weight blocks: 1 block, 3 (an odd number of AVX-512 vector pairs) and a
+// Gemma-sized 2048. Rows 5, 17 and 301 leave rows outside the 4-row tiles; 3 and 17 tokens leave a partial
+// token tile on every target.
+std::vector<Shape> quantized_shapes() {
+  std::vector<Shape> shapes;
+  for (int64_t in : {32, 96, 2048})
+    for (int64_t out : {1, 5, 17, 301})
+      for (int64_t n_tokens : {1, 3, 17, 64}) shapes.push_back({in, out, n_tokens});
+  return shapes;
+}
+
+TEST(Matmul, EveryHighwayTargetMatchesReference) {
+  on_every_highway_target([] {
+    expect_matches_reference(detail::matmul_highway, {DType::F32, DType::F16, DType::BF16});
+  });
+}
+
+TEST(Matmul, QuantizedWeightsOnEveryHighwayTargetMatchReference) {
+  on_every_highway_target([] {
+    expect_matches_reference(detail::matmul_highway, {DType::Q8_0, DType::Q4_0}, Activations::kF32,
+                             quantized_shapes());
+  });
+}
+
 TEST(Matmul, PublicEntryMatchesReference) {
   expect_matches_reference(exact_matmul, {DType::F32, DType::F16, DType::BF16});
+  expect_matches_reference(exact_matmul, {DType::Q8_0, DType::Q4_0}, Activations::kF32, quantized_shapes());
+}
+
+// A quantized tensor multiplies like the f32 tensor of its dequantized values, up to summation order.
+TEST(Matmul, QuantizedWeightsMultiplyAsTheirDequantizedValues) {
+  ThreadPool pool(2);
+  uint32_t seed = 100;
+  for (const Shape& s : std::vector<Shape>{{2048, 301, 1}, {2048, 301, 17}, {96, 5, 64}}) {
+    const std::vector<float> x = random_values(static_cast<size_t>(s.n_tokens * s.in), seed++);
+    const std::vector<float> w_values = random_values(static_cast<size_t>(s.out * s.in), seed++);
+    for (DType dtype : {DType::Q8_0, DType::Q4_0}) {
+      SCOPED_TRACE(testing::Message() << dtype_info(dtype).name << " in=" << s.in << " out=" << s.out
+                                      << " n_tokens=" << s.n_tokens);
+      const OwnedTensor quantized = make_weights(dtype, s.out, s.in, w_values);
+      const std::vector<float> dequantized = stored_values(quantized.t);
+      const OwnedTensor w_f32 = make_weights(DType::F32, s.out, s.in, dequantized);
+      const OwnedTensor w_abs = make_weights(DType::F32, s.out, s.in, abs_values(dequantized));
+      const size_t n_out = static_cast<size_t>(s.n_tokens * s.out);
+      std::vector<float> y(n_out), y_f32(n_out), magnitude(n_out);
+      matmul(pool, quantized.t, x.data(), s.n_tokens, y.data());
+      matmul(pool, w_f32.t, x.data(), s.n_tokens, y_f32.data());
+      matmul_reference(w_abs.t, abs_values(x).data(), s.n_tokens, magnitude.data());
+      for (size_t i = 0; i < n_out; ++i)
+        ASSERT_NEAR(y[i], y_f32[i], 2 * tolerance(s, magnitude[i])) << "output " << i;
+    }
+  }
 }
 
 constexpr const char* kNoAvx512Bf16 =
@@ -179,9 +253,10 @@ TEST(Matmul, Bf16ActivationKernelMatchesReferenceOnLargeShapes) {
                            {{2049, 17, 40}, {2049, 1000, 70}});
 }
 
-// Runs fn and returns its outputs for a 645 -> 300 product of n_tokens tokens.
+// Runs fn and returns its outputs for a 645 -> 300 product of n_tokens tokens (640 -> 300 for quantized
+// weights, whose rows are whole blocks).
 std::vector<float> outputs_of(const MatmulFn& fn, DType dtype, int64_t n_tokens) {
-  const int64_t in = 645, out = 300;
+  const int64_t in = dtype_info(dtype).block_elems > 1 ? 640 : 645, out = 300;
   const OwnedTensor w = make_weights(dtype, out, in, random_values(static_cast<size_t>(out * in), 7));
   const std::vector<float> x = random_values(static_cast<size_t>(n_tokens * in), 8);
   std::vector<float> y(static_cast<size_t>(n_tokens * out));
@@ -201,9 +276,10 @@ TEST(Matmul, Bf16ActivationsTakeTheKernelOnlyForBf16Prefill) {
   }
 }
 
-// The request is only honoured for BF16 weights: F32 and F16 weights get the exact path, bit for bit.
-TEST(Matmul, Bf16ActivationsAreExactForF32AndF16Weights) {
-  for (DType dtype : {DType::F32, DType::F16}) {
+// The request is only honoured for BF16 weights: F32, F16 and quantized weights get the exact path, bit
+// for bit.
+TEST(Matmul, Bf16ActivationsAreExactForOtherWeights) {
+  for (DType dtype : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
     for (int64_t n_tokens : {int64_t{1}, int64_t{64}}) {
       SCOPED_TRACE(testing::Message() << dtype_info(dtype).name << " n_tokens=" << n_tokens);
       EXPECT_EQ(outputs_of(bf16_activations_matmul, dtype, n_tokens),
@@ -228,13 +304,17 @@ TEST(Matmul, ExactForExactlyRepresentableProducts) {
   }
 }
 
-TEST(Matmul, RejectsQuantizedWeights) {
+TEST(Matmul, RejectsUnsupportedWeights) {
   ThreadPool pool(1);
-  const std::vector<std::byte> bytes(34);
-  const Tensor w{"q", DType::Q8_0, {1, 32}, bytes.data(), bytes.size()};
-  std::vector<float> x(32), y(1);
-  EXPECT_THROW(matmul(pool, w, x.data(), 1, y.data()), std::invalid_argument);
-  EXPECT_THROW(matmul_reference(w, x.data(), 1, y.data()), std::invalid_argument);
+  const std::vector<std::byte> bytes(68);
+  std::vector<float> x(48), y(1);
+  // I32 is no weight type; 48 columns of Q8_0 would end in half a block.
+  for (const Tensor& w : {Tensor{"i", DType::I32, {1, 16}, bytes.data(), 64},
+                          Tensor{"q", DType::Q8_0, {1, 48}, bytes.data(), bytes.size()}}) {
+    SCOPED_TRACE(w.name);
+    EXPECT_THROW(matmul(pool, w, x.data(), 1, y.data()), std::invalid_argument);
+    EXPECT_THROW(matmul_reference(w, x.data(), 1, y.data()), std::invalid_argument);
+  }
 }
 
 TEST(Matmul, NamesItsTarget) {

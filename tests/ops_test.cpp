@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "kernels/quantize.h"
 
 namespace ge::kernels {
 namespace {
@@ -125,6 +126,30 @@ Tensor f32_tensor(const std::vector<float>& values) {
   t.data = reinterpret_cast<const std::byte*>(values.data());
   t.nbytes = values.size() * sizeof(float);
   return t;
+}
+
+// The embedding lookup of a quantized GGUF: one row dequantized, times Gemma's sqrt(hidden) scale.
+TEST(Ops, DequantizeRowOfBlockQuantizedTensors) {
+  const int64_t rows = 3, cols = 96;
+  const std::vector<float> values = random_vector(rows * cols, 9);
+  const float scale = std::sqrt(640.0f);
+  for (DType dtype : {DType::Q8_0, DType::Q4_0}) {
+    SCOPED_TRACE(dtype_info(dtype).name);
+    const bool q8 = dtype == DType::Q8_0;
+    const size_t row_bytes = *dtype_bytes(dtype, cols);
+    std::vector<std::byte> bytes(rows * row_bytes);
+    for (int64_t r = 0; r < rows; ++r)
+      (q8 ? quantize_row_q8_0 : quantize_row_q4_0)(values.data() + r * cols, cols,
+                                                   bytes.data() + r * row_bytes);
+    const Tensor t{"embed", dtype, {rows, cols}, bytes.data(), bytes.size()};
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<float> out(cols), expected(cols);
+      dequantize_row(t, r, scale, out.data());
+      (q8 ? dequantize_row_q8_0 : dequantize_row_q4_0)(bytes.data() + r * row_bytes, cols, expected.data());
+      for (float& e : expected) e *= scale;
+      EXPECT_EQ(out, expected) << "row " << r;
+    }
+  }
 }
 
 TEST(Ops, RmsNormWithGemmaOffsetWeights) {

@@ -77,23 +77,24 @@ void bench(const BenchOptions& o) {
   }
   const std::string dtype(dtype_info(model.weights().layers[0].q_proj.dtype).name);
   char name[128];
-  std::snprintf(name, sizeof name, "%s %.0fM %s%s", c.family_name(), static_cast<double>(params) / 1e6, dtype.c_str(),
-                o.prefill_bf16 ? " (pp bf16 act.)" : "");
+  std::snprintf(name, sizeof name, "%s %.0fM %s%s", c.family_name(), static_cast<double>(params) / 1e6,
+                dtype.c_str(), o.prefill_bf16 ? " (pp bf16 act.)" : "");
 
-  std::printf("| model                          |       size |     params | backend    | threads |  test |"
-              "                  t/s |\n");
-  std::printf("| ------------------------------ | ---------: | ---------: | ---------- | ------: | ----: |"
-              " -------------------: |\n");
+  std::printf(
+      "| model                          |       size |     params | backend    | threads |  test |"
+      "                  t/s |\n");
+  std::printf(
+      "| ------------------------------ | ---------: | ---------: | ---------- | ------: | ----: |"
+      " -------------------: |\n");
   const auto row = [&](const char* test, const Summary& s) {
     std::printf("| %-30s | %6.2f MiB | %8.2f M | CPU %-6s | %7d | %5s | %10.2f ± %7.2f |\n", name,
-                static_cast<double>(bytes) / (1 << 20), static_cast<double>(params) / 1e6, kernels::matmul_target(),
-                o.threads, test, s.median, s.stddev);
+                static_cast<double>(bytes) / (1 << 20), static_cast<double>(params) / 1e6,
+                kernels::matmul_target(), o.threads, test, s.median, s.stddev);
     std::fflush(stdout);
   };
   if (o.prompt > 0) {
-    const auto s = summarize(repeat(o.repetitions, o.prompt, [&] {
-      model.forward(prompt, 0, cache, pool, logits.data(), false);
-    }));
+    const auto s = summarize(repeat(o.repetitions, o.prompt,
+                                    [&] { model.forward(prompt, 0, cache, pool, logits.data(), false); }));
     row(("pp" + std::to_string(o.prompt)).c_str(), s);
   }
   Summary decode{};
@@ -107,15 +108,17 @@ void bench(const BenchOptions& o) {
     }));
     row(("tg" + std::to_string(o.generate)).c_str(), decode);
   }
-  std::printf("\nt/s is the median of %d runs ± their standard deviation. Weights read per decoded token: %.1f MB "
-              "(every matrix once; the tied LM head is the embedding table).\n",
-              o.repetitions, static_cast<double>(bytes) / 1e6);
+  std::printf(
+      "\nt/s is the median of %d runs ± their standard deviation. Weights read per decoded token: %.1f MB "
+      "(every matrix once; the tied LM head is the embedding table).\n",
+      o.repetitions, static_cast<double>(bytes) / 1e6);
   if (o.bandwidth && o.generate > 0) {
     const double gbs = kernels::measure_read_bandwidth_gbs(pool, size_t{1} << 30);
     const double used = decode.median * static_cast<double>(bytes) / 1e9;
-    std::printf("Measured read bandwidth: %.1f GB/s; decode reads %.1f GB/s of weights = %.0f%% of it (ceiling "
-                "%.1f tok/s).\n",
-                gbs, used, 100.0 * used / gbs, gbs * 1e9 / static_cast<double>(bytes));
+    std::printf(
+        "Measured read bandwidth: %.1f GB/s; decode reads %.1f GB/s of weights = %.0f%% of it (ceiling "
+        "%.1f tok/s).\n",
+        gbs, used, 100.0 * used / gbs, gbs * 1e9 / static_cast<double>(bytes));
   }
 }
 
@@ -124,13 +127,22 @@ void bench(const BenchOptions& o) {
 void add_bench_command(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand("bench", "Measure prompt (pp) and decode (tg) speed, llama-bench style");
-  cmd->add_option("-m,--model", o->model, "Model folder");
-  cmd->add_option("-p,--n-prompt", o->prompt, "Prompt tokens")->capture_default_str()->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("-n,--n-gen", o->generate, "Generated tokens")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-m,--model", o->model, "Model folder or .gguf file");
+  cmd->add_option("-p,--n-prompt", o->prompt, "Prompt tokens")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("-n,--n-gen", o->generate, "Generated tokens")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("-t,--threads", o->threads, "Threads")->capture_default_str()->check(CLI::Range(1, 1024));
-  cmd->add_option("-r,--repetitions", o->repetitions, "Repetitions")->capture_default_str()->check(CLI::Range(1, 1000));
-  cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")->capture_default_str()->check(CLI::Range(1, 8192));
-  cmd->add_flag("--bandwidth", o->bandwidth, "Also measure memory read bandwidth and the share decode reaches");
+  cmd->add_option("-r,--repetitions", o->repetitions, "Repetitions")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 8192));
+  cmd->add_flag("--bandwidth", o->bandwidth,
+                "Also measure memory read bandwidth and the share decode reaches");
   add_prefill_precision_flag(cmd, o->prefill_bf16);
   cmd->callback([o] { bench(*o); });
 }

@@ -38,7 +38,8 @@ runtime::SamplingParams sampling(const RunOptions& o, runtime::SamplingParams s)
   if (o.min_p) s.min_p = *o.min_p;
   if (o.repeat_penalty) s.repeat_penalty = *o.repeat_penalty;
   s.repeat_last_n = o.repeat_last_n;
-  s.seed = o.seed ? *o.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  s.seed =
+      o.seed ? *o.seed : static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   return s;
 }
 
@@ -54,10 +55,10 @@ void print_stats(double load_seconds, const runtime::GenerateStats& s, const nn:
                "eval duration:        %.3fs\n"
                "eval rate:            %.2f tokens/s\n",
                load_seconds, static_cast<double>(cache.bytes()) / (1 << 20),
-               cache.dtype() == DType::F16 ? "f16" : "f32", static_cast<long long>(s.prompt_tokens), static_cast<long long>(s.reused_tokens),
-               s.prompt_seconds, rate(s.prompt_tokens, s.prompt_seconds),
-               static_cast<long long>(s.generated_tokens), s.decode_seconds,
-               rate(s.generated_tokens, s.decode_seconds));
+               cache.dtype() == DType::F16 ? "f16" : "f32", static_cast<long long>(s.prompt_tokens),
+               static_cast<long long>(s.reused_tokens), s.prompt_seconds,
+               rate(s.prompt_tokens, s.prompt_seconds), static_cast<long long>(s.generated_tokens),
+               s.decode_seconds, rate(s.generated_tokens, s.decode_seconds));
 }
 
 class Chat {
@@ -123,7 +124,8 @@ void repl(Chat& chat) {
 }
 
 void run(RunOptions& o, bool prompt_given) {
-  if (prompt_given && o.prompt.empty()) throw std::runtime_error("-p: empty prompt (leave -p out for a chat)");
+  if (prompt_given && o.prompt.empty())
+    throw std::runtime_error("-p: empty prompt (leave -p out for a chat)");
   const auto start = std::chrono::steady_clock::now();
   kernels::ThreadPool pool(o.threads);
   auto m = loader::load_model(o.model, o.batch);
@@ -131,8 +133,9 @@ void run(RunOptions& o, bool prompt_given) {
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (o.context <= 0) o.context = std::min<int64_t>(8192, m.model->config().max_position_embeddings);
   if (std::filesystem::equivalent(o.model, default_model_dir()))
-    std::cerr << "note: the bundled demo model has random weights: its text is nonsense. Use -m DIR for a real "
-                 "Gemma checkpoint.\n";
+    std::cerr
+        << "note: the bundled demo model has random weights: its text is nonsense. Use -m DIR for a real "
+           "Gemma checkpoint.\n";
   Chat chat(o, m, pool, load_seconds);
   if (o.prompt.empty())
     repl(chat);
@@ -144,22 +147,30 @@ void run(RunOptions& o, bool prompt_given) {
 
 void add_run_command(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
-  CLI::App* cmd = app.add_subcommand("run", "Chat with a model (or complete text with --raw); a REPL without -p");
-  cmd->add_option("-m,--model", o->model, "Model folder (Hugging Face layout); default: the bundled demo model");
+  CLI::App* cmd =
+      app.add_subcommand("run", "Chat with a model (or complete text with --raw); a REPL without -p");
+  cmd->add_option("-m,--model", o->model,
+                  "Model folder (Hugging Face layout) or .gguf file; default: the bundled demo model");
   auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt; without it, an interactive chat");
-  cmd->add_option("--system", o->system, "System prompt, folded into the first user turn for every Gemma (Gemma 1/2 templates have no system "
-                 "role; Gemma 3's folds it the same way)");
+  cmd->add_option(
+      "--system", o->system,
+      "System prompt, folded into the first user turn for every Gemma (Gemma 1/2 templates have no system "
+      "role; Gemma 3's folds it the same way)");
   cmd->add_flag("--raw", o->raw, "Plain completion of the prompt, no chat template");
   cmd->add_option("--temp", o->temperature, "Temperature (0 = greedy); default from generation_config.json");
   cmd->add_option("--top-k", o->top_k, "Top-k (0 = off)");
   cmd->add_option("--top-p", o->top_p, "Top-p / nucleus (1 = off)");
   cmd->add_option("--min-p", o->min_p, "Min-p (0 = off)");
   cmd->add_option("--repeat-penalty", o->repeat_penalty, "Repetition penalty (1 = off)");
-  cmd->add_option("--repeat-last-n", o->repeat_last_n, "Tokens the repetition penalty looks back over")->capture_default_str();
+  cmd->add_option("--repeat-last-n", o->repeat_last_n, "Tokens the repetition penalty looks back over")
+      ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Random seed for reproducible sampling");
-  cmd->add_option("-n,--max-tokens", o->max_new_tokens, "Most tokens to generate (-1 = until EOS)")->capture_default_str();
+  cmd->add_option("-n,--max-tokens", o->max_new_tokens, "Most tokens to generate (-1 = until EOS)")
+      ->capture_default_str();
   cmd->add_option("--ctx", o->context, "Context length (default min(8192, max_position_embeddings))");
-  cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")->capture_default_str()->check(CLI::Range(1, 8192));
+  cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 8192));
   cmd->add_option("-t,--threads", o->threads, "Threads")->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
   add_prefill_precision_flag(cmd, o->prefill_bf16);

@@ -57,14 +57,15 @@ struct TokenizeOptions {
 };
 
 void tokenize(const TokenizeOptions& o) {
-  const Tokenizer tok = Tokenizer::load(o.model);
+  const Tokenizer tok = loader::load_tokenizer(o.model);
   const auto ids = tok.encode(o.text, !o.no_bos && tok.add_bos_default());
   if (o.ids_only) {
     for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? "," : "") << ids[i];
     std::cout << "\n";
     return;
   }
-  for (int32_t id : ids) std::printf("%8d -> '%.*s'\n", id, static_cast<int>(tok.piece(id).size()), tok.piece(id).data());
+  for (int32_t id : ids)
+    std::printf("%8d -> '%.*s'\n", id, static_cast<int>(tok.piece(id).size()), tok.piece(id).data());
 }
 
 struct LogitsOptions {
@@ -83,7 +84,8 @@ void logits(const LogitsOptions& o) {
   auto m = loader::load_model(o.model, o.batch);
   m.model->set_prefill_precision(prefill_precision(o.prefill_bf16));
   if (o.ids.empty() && o.prompt.empty()) throw std::runtime_error("no tokens: give --ids or a non-empty -p");
-  const auto ids = o.ids.empty() ? m.tokenizer.encode(o.prompt, m.tokenizer.add_bos_default()) : parse_ids(o.ids);
+  const auto ids =
+      o.ids.empty() ? m.tokenizer.encode(o.prompt, m.tokenizer.add_bos_default()) : parse_ids(o.ids);
   const int64_t vocab = m.model->config().vocab_size;
   std::vector<float> out(ids.size() * vocab);
   auto cache = m.model->make_cache(static_cast<int64_t>(ids.size()), kv_cache_type(o.kv_type));
@@ -98,7 +100,8 @@ std::string describe_value(const formats::GgufValue& value) {
   const auto quote = [&](const std::string& s) {
     std::string shown;
     for (char c : s.substr(0, kMaxString)) shown += c == '\n' ? std::string("\\n") : std::string(1, c);
-    return "\"" + shown + "\"" + (s.size() > kMaxString ? "... (" + std::to_string(s.size()) + " bytes)" : "");
+    return "\"" + shown + "\"" +
+           (s.size() > kMaxString ? "... (" + std::to_string(s.size()) + " bytes)" : "");
   };
   const auto number = [](auto x) {
     char buf[32];
@@ -116,7 +119,8 @@ std::string describe_value(const formats::GgufValue& value) {
         } else if constexpr (std::is_same_v<T, bool>) {
           return v ? "true" : "false";
         } else if constexpr (requires { v.size(); }) {
-          std::string out = "[" + formats::gguf_type_name(value) + ", " + std::to_string(v.size()) + " items:";
+          std::string out =
+              "[" + formats::gguf_type_name(value) + ", " + std::to_string(v.size()) + " items:";
           for (size_t i = 0; i < std::min(v.size(), kShownItems); ++i) {
             if constexpr (std::is_same_v<typename T::value_type, std::string>)
               out += " " + quote(v[i]);
@@ -139,8 +143,9 @@ void inspect_gguf(const std::string& path) {
   for (const auto& [key, value] : file.metadata().entries())
     std::printf("  %-45s = %s\n", key.c_str(), describe_value(value).c_str());
   for (const Tensor* t : tensors)
-    std::printf("%-40s %-5s %-18s at byte %zu\n", t->name.c_str(), std::string(dtype_info(t->dtype).name).c_str(),
-                shape_string(t->shape).c_str(), file.file_offset(*t));
+    std::printf("%-40s %-5s %-18s at byte %zu\n", t->name.c_str(),
+                std::string(dtype_info(t->dtype).name).c_str(), shape_string(t->shape).c_str(),
+                file.file_offset(*t));
 }
 
 void inspect(const std::string& path) {
@@ -151,13 +156,14 @@ void inspect(const std::string& path) {
   std::printf("architecture: %s (text)\n", config.family_name());
   std::printf("vocab_size %" PRId64 ", hidden %" PRId64 ", intermediate %" PRId64 ", layers %" PRId64
               ", heads %" PRId64 " (kv %" PRId64 "), head_dim %" PRId64 "\n",
-              config.vocab_size, config.hidden_size, config.intermediate_size, config.num_layers, config.num_heads,
-              config.num_kv_heads, config.head_dim);
-  std::printf("rms_norm_eps %g, query_pre_attn_scalar %g, sliding_window %" PRId64
-              ", max_position_embeddings %" PRId64 ", tied embeddings %s, final soft-cap %s\n",
-              config.rms_norm_eps, config.query_pre_attn_scalar, config.sliding_window,
-              config.max_position_embeddings, config.tie_word_embeddings ? "yes" : "no",
-              config.final_logit_softcapping ? std::to_string(*config.final_logit_softcapping).c_str() : "none");
+              config.vocab_size, config.hidden_size, config.intermediate_size, config.num_layers,
+              config.num_heads, config.num_kv_heads, config.head_dim);
+  std::printf(
+      "rms_norm_eps %g, query_pre_attn_scalar %g, sliding_window %" PRId64
+      ", max_position_embeddings %" PRId64 ", tied embeddings %s, final soft-cap %s\n",
+      config.rms_norm_eps, config.query_pre_attn_scalar, config.sliding_window,
+      config.max_position_embeddings, config.tie_word_embeddings ? "yes" : "no",
+      config.final_logit_softcapping ? std::to_string(*config.final_logit_softcapping).c_str() : "none");
   for (size_t i = 0; i < config.layers.size(); ++i) {
     const auto& l = config.layers[i];
     std::printf("layer %2zu: %-7s rope base %g scale %g\n", i, l.sliding ? "sliding" : "global", l.rope_base,
@@ -168,10 +174,11 @@ void inspect(const std::string& path) {
   for (const Tensor* t : ckpt.all()) {
     params += t->numel();
     bytes += t->nbytes;
-    std::printf("%-60s %-5s %-16s %zu bytes\n", t->name.c_str(), std::string(dtype_info(t->dtype).name).c_str(),
-                shape_string(t->shape).c_str(), t->nbytes);
+    std::printf("%-60s %-5s %-16s %zu bytes\n", t->name.c_str(),
+                std::string(dtype_info(t->dtype).name).c_str(), shape_string(t->shape).c_str(), t->nbytes);
   }
-  std::printf("parameters: %" PRId64 " (%.2f M), %zu bytes\n", params, static_cast<double>(params) / 1e6, bytes);
+  std::printf("parameters: %" PRId64 " (%.2f M), %zu bytes\n", params, static_cast<double>(params) / 1e6,
+              bytes);
 }
 
 }  // namespace
@@ -179,15 +186,16 @@ void inspect(const std::string& path) {
 void add_tool_commands(CLI::App& app) {
   auto t = std::make_shared<TokenizeOptions>();
   CLI::App* tok = app.add_subcommand("tokenize", "Print the token ids and pieces of TEXT");
-  tok->add_option("-m,--model", t->model, "Folder with tokenizer.json or tokenizer.model");
+  tok->add_option("-m,--model", t->model, "Folder with tokenizer.json or tokenizer.model, or a .gguf file");
   tok->add_option("text", t->text, "Text to encode")->required();
   tok->add_flag("--no-bos", t->no_bos, "Do not prepend <bos>");
   tok->add_flag("--ids", t->ids_only, "Print only the ids, comma-separated");
   tok->callback([t] { tokenize(*t); });
 
   auto l = std::make_shared<LogitsOptions>();
-  CLI::App* lg = app.add_subcommand("logits", "Write the logits of every position as raw f32 [n_tokens, vocab]");
-  lg->add_option("-m,--model", l->model, "Model folder");
+  CLI::App* lg =
+      app.add_subcommand("logits", "Write the logits of every position as raw f32 [n_tokens, vocab]");
+  lg->add_option("-m,--model", l->model, "Model folder or .gguf file");
   auto* ids = lg->add_option("--ids", l->ids, "Comma-separated token ids");
   lg->add_option("-p,--prompt", l->prompt, "Text to encode instead of --ids")->excludes(ids);
   lg->add_option("-o,--output", l->output, "Output file")->required();
@@ -198,7 +206,8 @@ void add_tool_commands(CLI::App& app) {
   lg->callback([l] { logits(*l); });
 
   auto dir = std::make_shared<std::string>();
-  CLI::App* in = app.add_subcommand("inspect", "Show a checkpoint's resolved config and tensors, or a GGUF file's");
+  CLI::App* in =
+      app.add_subcommand("inspect", "Show a checkpoint's resolved config and tensors, or a GGUF file's");
   in->add_option("path", *dir, "Model folder or .gguf file")->required();
   in->callback([dir] { inspect(*dir); });
 }

@@ -3,35 +3,53 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/matmul_internal.h"
+#include "kernels/quantize.h"
 #include "tensor/dtype.h"
 
 namespace ge::kernels {
 namespace {
 
-void check_supported(const Tensor& w) {
-  if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16)
-    throw std::invalid_argument("matmul: unsupported weight dtype " + std::string(dtype_info(w.dtype).name) +
-                                " for " + w.name);
+bool is_block_quantized(DType t) {
+  return t == DType::Q8_0 || t == DType::Q4_0;
 }
 
-float weight_at(const Tensor& w, int64_t row, int64_t col) {
+void check_supported(const Tensor& w) {
+  if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16 &&
+      !is_block_quantized(w.dtype))
+    throw std::invalid_argument("matmul: unsupported weight dtype " + std::string(dtype_info(w.dtype).name) +
+                                " for " + w.name);
+  // The kernels read quantized rows block by block; a partial block would mean a malformed tensor.
+  if (is_block_quantized(w.dtype) && w.cols() % kQuantBlock != 0)
+    throw std::invalid_argument("matmul: " + w.name + " has " + std::to_string(w.cols()) +
+                                " columns, not a whole number of " + std::string(dtype_info(w.dtype).name) +
+                                " blocks");
+}
+
+// Row `row` of w as f32: the values every kernel must multiply with.
+void widen_row(const Tensor& w, int64_t row, float* out) {
   const std::byte* p = w.row(row);
+  const int64_t cols = w.cols();
   switch (w.dtype) {
-    case DType::F32: {
-      float v;
-      std::memcpy(&v, p + col * 4, 4);
-      return v;
-    }
+    case DType::F32:
+      std::memcpy(out, p, static_cast<size_t>(cols) * 4);
+      return;
     case DType::F16:
-    case DType::BF16: {
-      uint16_t bits;
-      std::memcpy(&bits, p + col * 2, 2);
-      return w.dtype == DType::F16 ? f16_to_f32(bits) : bf16_to_f32(bits);
-    }
+    case DType::BF16:
+      for (int64_t i = 0; i < cols; ++i) {
+        uint16_t bits;
+        std::memcpy(&bits, p + i * 2, 2);
+        out[i] = w.dtype == DType::F16 ? f16_to_f32(bits) : bf16_to_f32(bits);
+      }
+      return;
+    case DType::Q8_0:
+      return dequantize_row_q8_0(p, cols, out);
+    case DType::Q4_0:
+      return dequantize_row_q4_0(p, cols, out);
     default:
-      throw std::logic_error("weight_at: unchecked dtype");
+      throw std::logic_error("widen_row: unchecked dtype");
   }
 }
 
@@ -53,10 +71,12 @@ void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens,
 void matmul_reference(const Tensor& w, const float* x, int64_t n_tokens, float* y) {
   check_supported(w);
   const int64_t rows = w.rows(), cols = w.cols();
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    for (int64_t o = 0; o < rows; ++o) {
+  std::vector<float> weights(static_cast<size_t>(cols));
+  for (int64_t o = 0; o < rows; ++o) {
+    widen_row(w, o, weights.data());
+    for (int64_t t = 0; t < n_tokens; ++t) {
       double sum = 0;
-      for (int64_t i = 0; i < cols; ++i) sum += static_cast<double>(x[t * cols + i]) * weight_at(w, o, i);
+      for (int64_t i = 0; i < cols; ++i) sum += static_cast<double>(x[t * cols + i]) * weights[i];
       y[t * rows + o] = static_cast<float>(sum);
     }
   }

@@ -1,5 +1,6 @@
 // Matrix products of f32 activations with weights stored in any supported dtype. Weights are read in
-// their stored format (bf16/f16 are widened in registers), never copied to f32 first.
+// their stored format (bf16/f16 widened, Q8_0/Q4_0 blocks dequantized in registers), never copied to f32
+// first.
 #pragma once
 #include <cstdint>
 
@@ -16,7 +17,9 @@ enum class Precision {
 
 // y[t, o] = sum_i x[t, i] * w[o, i] for t < n_tokens, o < w.rows(); x is [n_tokens, w.cols()] and y is
 // [n_tokens, w.rows()], both dense row-major. Work is split over output rows across the pool. Weights
-// must be F32, F16 or BF16 (accumulation in f32, products exact); other dtypes throw std::invalid_argument.
+// must be F32, F16, BF16, Q8_0 or Q4_0 (see kernels/quantize.h; columns a multiple of 32); other dtypes
+// throw std::invalid_argument. With kExact, the products are those of x with the f32 value of each stored
+// weight (for Q8_0 and Q4_0, d * q exactly), accumulated in f32; activations are never quantized.
 // kBf16Activations is a request, not a guarantee: it takes the ~2x faster vdpbf16ps kernel only for BF16
 // weights on AVX512_BF16 CPUs and prefill-sized n_tokens, and computes exactly (kExact) everywhere else.
 // That kernel also flushes denormal activations and products to zero, as vdpbf16ps does.

@@ -1,6 +1,6 @@
 // f32-FMA matmul kernels for every Highway target. A tile of weight rows x tokens keeps one vector
-// accumulator per (row, token) pair, so each widened weight vector is reused across the tile's tokens and
-// each activation vector across its rows; the horizontal sums happen once per tile.
+// accumulator per (row, token) pair, so each widened (or dequantized) weight vector is reused across the
+// tile's tokens and each activation vector across its rows; the horizontal sums happen once per tile.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/matmul_highway.cpp"
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/matmul_internal.h"
+#include "kernels/quantize.h"
 #include "tensor/dtype.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -24,8 +25,8 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 constexpr size_t kLanes = hn::MaxLanes(DF());
-// The K loop consumes two vectors of weights per row per step: one u32 load of 2*kLanes bf16 weights
-// widens into two f32 vectors without any shuffle (see Bf16Format).
+// The K loop of the plain formats consumes two vectors of weights per row per step: one u32 load of
+// 2*kLanes bf16 weights widens into two f32 vectors without any shuffle (see Bf16Format).
 constexpr size_t kStep = 2 * kLanes;
 
 // AVX-512 has 32 vector registers: a 4x6 tile (24 accumulators) leaves room for the weights and one
@@ -33,20 +34,36 @@ constexpr size_t kStep = 2 * kLanes;
 constexpr size_t kTileRows = 4;
 constexpr size_t kTileTokens = kLanes >= 16 ? 6 : 2;
 
-struct F32Format {
-  using T = float;
-  static constexpr bool kPermutedX = false;
-  static HWY_INLINE VF LoadHalf(DF d, const T* p, size_t half) { return hn::LoadU(d, p + half * kLanes); }
-  static HWY_INLINE float ToFloat(const T* p) { return *p; }
+// A weight format tells DotTile how a row is cut into steps: each step holds kStepElems weights in
+// kStepBytes, is opened once per row (Open, e.g. to read a block's scale) and widened into kStepElems /
+// kLanes f32 vectors; vector v multiplies x[step start + v * kLanes, + kLanes). Rows of the plain formats
+// may end in a partial step, done one weight at a time (ToFloat); rows of the block formats (kBlocks) are
+// whole blocks, each with a scale.
+
+template <class T>
+struct PlainFormat {
+  static constexpr size_t kStepElems = kStep, kStepBytes = kStep * sizeof(T);
+  static constexpr bool kBlocks = false;
+  using Step = const T*;
+  static HWY_INLINE Step Open(DF, const std::byte* p) { return reinterpret_cast<const T*>(p); }
 };
 
-struct F16Format {
-  using T = hwy::float16_t;
+struct F32Format : PlainFormat<float> {
   static constexpr bool kPermutedX = false;
-  static HWY_INLINE VF LoadHalf(DF d, const T* p, size_t half) {
-    return hn::PromoteTo(d, hn::LoadU(hn::Rebind<T, DF>(), p + half * kLanes));
+  static HWY_INLINE VF Widen(DF d, Step p, size_t v) { return hn::LoadU(d, p + v * kLanes); }
+  static HWY_INLINE float ToFloat(const std::byte* p) {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
   }
-  static HWY_INLINE float ToFloat(const T* p) {
+};
+
+struct F16Format : PlainFormat<hwy::float16_t> {
+  static constexpr bool kPermutedX = false;
+  static HWY_INLINE VF Widen(DF d, Step p, size_t v) {
+    return hn::PromoteTo(d, hn::LoadU(hn::Rebind<hwy::float16_t, DF>(), p + v * kLanes));
+  }
+  static HWY_INLINE float ToFloat(const std::byte* p) {
     uint16_t bits;
     std::memcpy(&bits, p, 2);
     return f16_to_f32(bits);
@@ -56,27 +73,79 @@ struct F16Format {
 // A u32 lane holds the bf16 pair (2j, 2j+1): shifting it left by 16 gives element 2j as f32 and masking
 // the low half gives element 2j+1. That widens 2*kLanes weights with two cheap ALU ops instead of two
 // cross-lane shuffles, at the price of reading x in the same even/odd order (PermuteForBf16).
-struct Bf16Format {
-  using T = hwy::bfloat16_t;
+struct Bf16Format : PlainFormat<hwy::bfloat16_t> {
   static constexpr bool kPermutedX = true;
-  static HWY_INLINE VF LoadHalf(DF d, const T* p, size_t half) {
+  static HWY_INLINE VF Widen(DF d, Step p, size_t v) {
     const hn::RebindToUnsigned<DF> du;
     const auto pairs = hn::LoadU(du, reinterpret_cast<const uint32_t*>(p));
-    const auto widened = half == 0 ? hn::ShiftLeft<16>(pairs) : hn::And(pairs, hn::Set(du, 0xFFFF0000u));
+    const auto widened = v == 0 ? hn::ShiftLeft<16>(pairs) : hn::And(pairs, hn::Set(du, 0xFFFF0000u));
     return hn::BitCast(d, widened);
   }
-  static HWY_INLINE float ToFloat(const T* p) {
+  static HWY_INLINE float ToFloat(const std::byte* p) {
     uint16_t bits;
     std::memcpy(&bits, p, 2);
     return bf16_to_f32(bits);
   }
 };
 
-// Where a tile reads and writes: R weight rows at w_row_stride, T token rows of x at stride k, outputs
-// y[t * y_token_stride + r * y_row_stride].
-template <class Format>
+// One step of the block formats is one block (see kernels/quantize.h): Codes gives q (Q8_0) or q - 8
+// (Q4_0) as f32, Widen the weight d * q, which is exact in f32 (an 11-bit significand times a code of at
+// most 8 bits). Either way every product with x is exact inside its FMA (see AccumulateBlockSums).
+static_assert(kLanes <= static_cast<size_t>(kQuantBlock) / 2,
+              "a vector must not straddle a Q4_0 nibble half");
+
+struct QuantStep {
+  const std::byte* codes;
+  VF scale;
+};
+
+template <class Derived, size_t kBlockBytes>
+struct BlockFormat {
+  static constexpr size_t kStepElems = kQuantBlock, kStepBytes = kBlockBytes;
+  static constexpr bool kBlocks = true, kPermutedX = false;
+  using Step = QuantStep;
+  static HWY_INLINE VF Widen(DF d, const Step& s, size_t v) {
+    return hn::Mul(Derived::Codes(d, s, v), s.scale);
+  }
+  static HWY_INLINE Step Open(DF d, const std::byte* block) {
+    const hn::CappedTag<hwy::float16_t, 1> d16;
+    const auto scale = hn::PromoteTo(hn::CappedTag<float, 1>(),
+                                     hn::LoadU(d16, reinterpret_cast<const hwy::float16_t*>(block)));
+    return {block + 2, hn::Set(d, hn::GetLane(scale))};
+  }
+};
+
+struct Q8_0Format : BlockFormat<Q8_0Format, kQ8_0BlockBytes> {
+  static HWY_INLINE VF Codes(DF d, const Step& s, size_t v) {
+    const hn::RebindToSigned<DF> di;
+    const auto codes =
+        hn::LoadU(hn::Rebind<int8_t, DF>(), reinterpret_cast<const int8_t*>(s.codes) + v * kLanes);
+    return hn::ConvertTo(d, hn::PromoteTo(di, codes));
+  }
+};
+
+// Elements [0, 16) are the low nibbles of the 16 code bytes and [16, 32) the high ones, so vector v
+// reads bytes (v * kLanes) % 16 and keeps the nibble half that v * kLanes falls in. A nibble q ORed into
+// the bits of 2^23 is the f32 2^23 + q, so subtracting 2^23 + 8 gives q - 8 exactly: 5-8% faster than an
+// integer subtraction and a conversion on Zen 4 (there the low nibble's AND and the OR are one vpternlogd).
+struct Q4_0Format : BlockFormat<Q4_0Format, kQ4_0BlockBytes> {
+  static HWY_INLINE VF Codes(DF d, const Step& s, size_t v) {
+    const hn::RebindToUnsigned<DF> du;
+    constexpr size_t kHalf = kQuantBlock / 2;
+    const size_t first = v * kLanes;
+    const auto bytes = hn::PromoteTo(
+        du, hn::LoadU(hn::Rebind<uint8_t, DF>(), reinterpret_cast<const uint8_t*>(s.codes) + first % kHalf));
+    const auto two_23 = hn::Set(du, 0x4B000000u);
+    const auto bits = first < kHalf ? hn::OrAnd(two_23, bytes, hn::Set(du, 0x0Fu))
+                                    : hn::Or(two_23, hn::ShiftRight<4>(bytes));
+    return hn::Sub(hn::BitCast(d, bits), hn::Set(d, 0x1p23f + 8));
+  }
+};
+
+// Where a tile reads and writes: R weight rows at w_row_stride bytes, T token rows of x at stride k,
+// outputs y[t * y_token_stride + r * y_row_stride].
 struct TileArgs {
-  const typename Format::T* w;
+  const std::byte* w;
   size_t w_row_stride;
   const float* x;
   size_t k;
@@ -84,11 +153,51 @@ struct TileArgs {
   size_t y_row_stride, y_token_stride;
 };
 
+// acc[r][t] += one step of row r times token t's activations xs[t * k ...]: each weight vector is widened
+// (and scaled) once and then reused for the tile's T tokens.
+template <class Format, size_t R, size_t T>
+HWY_INLINE void AccumulateWidened(DF d, const typename Format::Step (&step)[R], const float* HWY_RESTRICT xs,
+                                  size_t k, VF (&acc)[R][T]) {
+#pragma GCC unroll 32
+  for (size_t v = 0; v < Format::kStepElems / kLanes; ++v) {
+    VF wv[R];
+#pragma GCC unroll 16
+    for (size_t r = 0; r < R; ++r) wv[r] = Format::Widen(d, step[r], v);
+#pragma GCC unroll 16
+    for (size_t t = 0; t < T; ++t) {
+      const VF xv = hn::LoadU(d, xs + t * k + v * kLanes);
+#pragma GCC unroll 16
+      for (size_t r = 0; r < R; ++r) acc[r][t] = hn::MulAdd(wv[r], xv, acc[r][t]);
+    }
+  }
+}
+
+// The same for one token and a block format, with one multiplication by the scale per block instead of
+// one per weight vector: acc += d * sum(q * x). Decode is where the weights stream from DRAM, and this
+// takes a quarter (AVX-512) to three eighths (AVX2) of the FMA-port work off each block. The products
+// q * x are exact inside their FMAs and d * sum exact inside the last one, so this is still a sum of
+// the exact products x * (d * q), only grouped by block.
+template <class Format, size_t R>
+HWY_INLINE void AccumulateBlockSums(DF d, const typename Format::Step (&step)[R],
+                                    const float* HWY_RESTRICT xs, VF (&acc)[R][1]) {
+  VF sums[R];
+#pragma GCC unroll 16
+  for (size_t r = 0; r < R; ++r) sums[r] = hn::Zero(d);
+#pragma GCC unroll 32
+  for (size_t v = 0; v < Format::kStepElems / kLanes; ++v) {
+    const VF xv = hn::LoadU(d, xs + v * kLanes);
+#pragma GCC unroll 16
+    for (size_t r = 0; r < R; ++r) sums[r] = hn::MulAdd(Format::Codes(d, step[r], v), xv, sums[r]);
+  }
+#pragma GCC unroll 16
+  for (size_t r = 0; r < R; ++r) acc[r][0] = hn::MulAdd(sums[r], step[r].scale, acc[r][0]);
+}
+
 // The R x T dot products of one tile (see TileArgs).
 template <class Format, size_t R, size_t T>
-HWY_NOINLINE void DotTile(const TileArgs<Format>& a) {
+HWY_NOINLINE void DotTile(const TileArgs& a) {
   const DF d;
-  const typename Format::T* HWY_RESTRICT w = a.w;
+  const std::byte* HWY_RESTRICT w = a.w;
   const float* HWY_RESTRICT x = a.x;
   const size_t k = a.k;
   VF acc[R][T];
@@ -97,20 +206,15 @@ HWY_NOINLINE void DotTile(const TileArgs<Format>& a) {
 #pragma GCC unroll 16
     for (size_t t = 0; t < T; ++t) acc[r][t] = hn::Zero(d);
 
-  const size_t k_vec = k / kStep * kStep;
-  for (size_t i = 0; i < k_vec; i += kStep) {
+  const size_t steps = k / Format::kStepElems;
+  for (size_t s = 0; s < steps; ++s) {
+    typename Format::Step step[R];
 #pragma GCC unroll 16
-    for (size_t half = 0; half < 2; ++half) {
-      VF wv[R];
-#pragma GCC unroll 16
-      for (size_t r = 0; r < R; ++r) wv[r] = Format::LoadHalf(d, w + r * a.w_row_stride + i, half);
-#pragma GCC unroll 16
-      for (size_t t = 0; t < T; ++t) {
-        const VF xv = hn::LoadU(d, x + t * k + i + half * kLanes);
-#pragma GCC unroll 16
-        for (size_t r = 0; r < R; ++r) acc[r][t] = hn::MulAdd(wv[r], xv, acc[r][t]);
-      }
-    }
+    for (size_t r = 0; r < R; ++r) step[r] = Format::Open(d, w + r * a.w_row_stride + s * Format::kStepBytes);
+    if constexpr (Format::kBlocks && T == 1)
+      AccumulateBlockSums<Format, R>(d, step, x + s * Format::kStepElems, acc);
+    else
+      AccumulateWidened<Format, R, T>(d, step, x + s * Format::kStepElems, k, acc);
   }
 
 #pragma GCC unroll 16
@@ -118,7 +222,11 @@ HWY_NOINLINE void DotTile(const TileArgs<Format>& a) {
 #pragma GCC unroll 16
     for (size_t r = 0; r < R; ++r) {
       float sum = hn::GetLane(hn::SumOfLanes(d, acc[r][t]));
-      for (size_t i = k_vec; i < k; ++i) sum += x[t * k + i] * Format::ToFloat(w + r * a.w_row_stride + i);
+      if constexpr (!Format::kBlocks) {
+        constexpr size_t kElemBytes = Format::kStepBytes / Format::kStepElems;
+        for (size_t i = steps * Format::kStepElems; i < k; ++i)
+          sum += x[t * k + i] * Format::ToFloat(w + r * a.w_row_stride + i * kElemBytes);
+      }
       a.y[t * a.y_token_stride + r * a.y_row_stride] = sum;
     }
   }
@@ -126,7 +234,7 @@ HWY_NOINLINE void DotTile(const TileArgs<Format>& a) {
 
 template <class Format, size_t R, size_t... I>
 constexpr auto DotTileTable(std::index_sequence<I...>) {
-  return std::array<void (*)(const TileArgs<Format>&), sizeof...(I)>{&DotTile<Format, R, I + 1>...};
+  return std::array<void (*)(const TileArgs&), sizeof...(I)>{&DotTile<Format, R, I + 1>...};
 }
 
 // DotTile<R, T> for every token count T in [1, kTileTokens], indexed by T - 1: the last token tile's
@@ -137,19 +245,19 @@ constexpr auto kDotTiles = DotTileTable<Format, R>(std::make_index_sequence<kTil
 // Output rows [row_begin, row_end) for all tokens, cut into kTileRows stripes (see RowStripes). Token
 // tiles run outermost, so every token tile after the first finds the task's weights in L2.
 template <class Format>
-void MatmulRows(const typename Format::T* w, size_t k, const float* x, size_t n_tokens, float* y, size_t rows,
-                size_t row_begin, size_t row_end) {
+void MatmulRows(const std::byte* w, size_t row_bytes, size_t k, const float* x, size_t n_tokens, float* y,
+                size_t rows, size_t row_begin, size_t row_end) {
   const detail::RowStripes stripes(row_begin, row_end, kTileRows);
   for (size_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
     const size_t tile = std::min(kTileTokens, n_tokens - t0) - 1;
-    TileArgs<Format> a{nullptr, stripes.stripe * k, x + t0 * k, k, nullptr, stripes.stripe, rows};
+    TileArgs a{nullptr, stripes.stripe * row_bytes, x + t0 * k, k, nullptr, stripes.stripe, rows};
     for (size_t r = row_begin; r < row_begin + stripes.stripe; ++r) {
-      a.w = w + r * k;
+      a.w = w + r * row_bytes;
       a.y = y + t0 * rows + r;
       kDotTiles<Format, kTileRows>[tile](a);
     }
     for (size_t r = stripes.leftover_begin; r < row_end; ++r) {
-      a.w = w + r * k;
+      a.w = w + r * row_bytes;
       a.y = y + t0 * rows + r;
       kDotTiles<Format, 1>[tile](a);
     }
@@ -185,13 +293,13 @@ void MatmulFormat(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_t
     PermuteForBf16(pool, x, n_tokens, k, permuted.data());
     xs = permuted.data();
   }
-  const auto* weights = reinterpret_cast<const typename Format::T*>(w.data);
   const bool reused = static_cast<size_t>(n_tokens) > kTileTokens;
   const int64_t chunk = detail::rows_per_task(rows, w.row_bytes(), pool.size(), kTileRows, reused);
   pool.run((rows + chunk - 1) / chunk, [&](int64_t task) {
     const int64_t begin = task * chunk;
-    MatmulRows<Format>(weights, k, xs, static_cast<size_t>(n_tokens), y, static_cast<size_t>(rows),
-                       static_cast<size_t>(begin), static_cast<size_t>(std::min(rows, begin + chunk)));
+    MatmulRows<Format>(w.data, w.row_bytes(), k, xs, static_cast<size_t>(n_tokens), y,
+                       static_cast<size_t>(rows), static_cast<size_t>(begin),
+                       static_cast<size_t>(std::min(rows, begin + chunk)));
   });
 }
 
@@ -203,6 +311,10 @@ void MatmulHighway(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_
       return MatmulFormat<F16Format>(pool, w, x, n_tokens, y);
     case DType::BF16:
       return MatmulFormat<Bf16Format>(pool, w, x, n_tokens, y);
+    case DType::Q8_0:
+      return MatmulFormat<Q8_0Format>(pool, w, x, n_tokens, y);
+    case DType::Q4_0:
+      return MatmulFormat<Q4_0Format>(pool, w, x, n_tokens, y);
     default:
       HWY_ABORT("matmul_highway: unsupported weight dtype");
   }

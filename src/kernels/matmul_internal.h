@@ -10,8 +10,9 @@
 
 namespace ge::kernels::detail {
 
-// Highway kernels over f32 FMAs, weights widened in registers; every dtype. Dispatches at run time to the
-// best target that hwy::SupportedTargets() allows (tests narrow it with hwy::SetSupportedTargetsForTest).
+// Highway kernels over f32 FMAs, weights widened (Q8_0/Q4_0: dequantized) in registers; every dtype.
+// Dispatches at run time to the best target that hwy::SupportedTargets() allows (tests narrow it with
+// hwy::SetSupportedTargetsForTest).
 void matmul_highway(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
 const char* highway_target_name();
 

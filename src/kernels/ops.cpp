@@ -5,6 +5,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "kernels/quantize.h"
+
 namespace ge::kernels {
 
 namespace {
@@ -35,7 +37,18 @@ void widen(const Tensor& t, int64_t first, int64_t n, float scale, float* out) {
 }  // namespace
 
 void dequantize_row(const Tensor& t, int64_t row, float scale, float* out) {
-  widen(t, row * t.cols(), t.cols(), scale, out);
+  const int64_t n = t.cols();
+  switch (t.dtype) {
+    case DType::Q8_0:
+      dequantize_row_q8_0(t.row(row), n, out);
+      break;
+    case DType::Q4_0:
+      dequantize_row_q4_0(t.row(row), n, out);
+      break;
+    default:
+      return widen(t, row * n, n, scale, out);
+  }
+  for (int64_t i = 0; i < n; ++i) out[i] *= scale;
 }
 
 void rms_norm(const float* x, const Tensor& w, float eps, bool one_plus, int64_t rows, int64_t n,

@@ -7,7 +7,7 @@
 
 namespace ge::kernels {
 
-// Widens row `row` of a 2-D weight tensor to f32 and multiplies it by `scale`.
+// Widens (or dequantizes: Q8_0, Q4_0) row `row` of a 2-D weight tensor to f32 and multiplies it by `scale`.
 void dequantize_row(const Tensor& t, int64_t row, float scale, float* out);
 
 // Root-mean-square norm of each of `rows` rows of length n: out = x / sqrt(mean(x^2) + eps) * g, where

@@ -5,6 +5,7 @@
 
 #include "formats/json_file.h"
 #include "formats/safetensors.h"
+#include "loader/gguf_model.h"
 
 namespace ge::loader {
 
@@ -13,13 +14,15 @@ namespace {
 std::vector<int32_t> eos_ids(const nlohmann::json& j, const std::string& source) {
   const auto& e = j["eos_token_id"];
   std::vector<int32_t> ids;
-  if (e.is_number_integer()) ids.push_back(e.get<int32_t>());
+  if (e.is_number_integer())
+    ids.push_back(e.get<int32_t>());
   else if (e.is_array())
     for (const auto& v : e) {
       if (!v.is_number_integer()) throw std::runtime_error(source + ": eos_token_id: not a list of integers");
       ids.push_back(v.get<int32_t>());
     }
-  else throw std::runtime_error(source + ": eos_token_id: must be an integer or a list of integers");
+  else
+    throw std::runtime_error(source + ": eos_token_id: must be an integer or a list of integers");
   return ids;
 }
 
@@ -31,6 +34,20 @@ void read_sampling(const nlohmann::json& g, runtime::SamplingParams& s) {
   s.top_p = g.value("top_p", 1.0f);
   s.min_p = g.value("min_p", 0.0f);
   s.repeat_penalty = g.value("repetition_penalty", 1.0f);
+}
+
+// A GGUF file carries no sampling settings: generation is greedy, as for a folder without
+// generation_config.json.
+LoadedModel load_gguf_model(const std::filesystem::path& path, int64_t max_chunk) {
+  auto file = std::make_unique<formats::GgufFile>(path, /*populate=*/true);
+  gemma::Config config = config_from_gguf(*file);
+  Tokenizer tokenizer = tokenizer_from_gguf(*file);
+  GenerationDefaults defaults;
+  defaults.eos_ids = end_of_generation_ids(*file, tokenizer);
+  defaults.sampling.temperature = 0;
+  auto tensors = hf_named_tensors(std::move(file), config.family);
+  auto model = std::make_unique<gemma::Model>(std::move(config), *tensors, max_chunk);
+  return LoadedModel{path, std::move(tensors), std::move(model), std::move(tokenizer), std::move(defaults)};
 }
 
 }  // namespace
@@ -56,16 +73,30 @@ GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
   return d;
 }
 
+bool is_gguf(const std::filesystem::path& path) {
+  return std::filesystem::is_regular_file(path) && path.extension() == ".gguf";
+}
+
 LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk) {
-  if (std::filesystem::is_regular_file(dir) && dir.extension() == ".gguf")
-    throw std::runtime_error(dir.string() + ": running GGUF files is not supported yet; give the Hugging Face folder");
-  if (!std::filesystem::is_directory(dir)) throw std::runtime_error(dir.string() + ": not a model folder");
+  if (is_gguf(dir)) return load_gguf_model(dir, max_chunk);
+  if (!std::filesystem::is_directory(dir))
+    throw std::runtime_error(dir.string() +
+                             ": not a model folder (config.json, *.safetensors) or a .gguf file");
   auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir, /*populate=*/true);
   auto model = std::make_unique<gemma::Model>(load_config(dir), *tensors, max_chunk);
   auto tokenizer = Tokenizer::load(dir);
   auto defaults = load_generation_defaults(dir);
   if (defaults.eos_ids.empty()) defaults.eos_ids.push_back(tokenizer.eos_id());
   return LoadedModel{dir, std::move(tensors), std::move(model), std::move(tokenizer), std::move(defaults)};
+}
+
+}  // namespace ge::loader
+
+namespace ge::loader {
+
+Tokenizer load_tokenizer(const std::filesystem::path& path) {
+  if (is_gguf(path)) return tokenizer_from_gguf(formats::GgufFile(path));
+  return Tokenizer::load(path);
 }
 
 }  // namespace ge::loader

@@ -1,4 +1,4 @@
-// Opens a model folder (Hugging Face layout) and hands back everything a frontend needs: the
+// Opens a model folder (Hugging Face layout) or a GGUF file and hands back everything a frontend needs: the
 // checkpoint's tensors, the model bound to them, the tokenizer and the generation defaults.
 // The only layer that knows both file formats and models.
 #pragma once
@@ -14,7 +14,7 @@
 namespace ge::loader {
 
 struct GenerationDefaults {
-  std::vector<int32_t> eos_ids;     // generation_config.json (a list for Gemma 3 IT), else config.json
+  std::vector<int32_t> eos_ids;      // generation_config.json (a list for Gemma 3 IT), else config.json
   runtime::SamplingParams sampling;  // temperature / top_k / top_p / min_p / repetition_penalty
 };
 
@@ -28,6 +28,9 @@ struct LoadedModel {
 
 gemma::Config load_config(const std::filesystem::path& dir);
 GenerationDefaults load_generation_defaults(const std::filesystem::path& dir);
-LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk);
+// `path`: a Hugging Face folder, or a Gemma GGUF file (gemma, gemma2, gemma3 as `gemma convert` writes it).
+LoadedModel load_model(const std::filesystem::path& path, int64_t max_chunk);
+// Only the tokenizer: a folder's tokenizer files, or the vocabulary in a GGUF file's metadata.
+Tokenizer load_tokenizer(const std::filesystem::path& path);
 
 }  // namespace ge::loader

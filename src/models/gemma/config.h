@@ -36,6 +36,9 @@ struct Config {
   int64_t sliding_window = 0;
   int64_t max_position_embeddings = 0;
   bool tie_word_embeddings = true;
+  // Gemma's RMSNorm scales by 1 + w as the checkpoints store w; GGUF files store w + 1 (what other runtimes
+  // multiply by), so a model loaded from one scales by the stored weight as is.
+  bool norm_adds_one = true;
   std::vector<LayerConfig> layers;
 
   // Gemma 3 normalizes queries and keys per head.

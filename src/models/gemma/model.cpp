@@ -13,19 +13,28 @@ namespace {
 
 const char* const kPrefixes[] = {"model.", "language_model.model.", "model.language_model."};
 
+// Norms and other vectors must be plain floats; matrices may also be block-quantized (the matmul and
+// embedding kernels decode Q8_0/Q4_0 blocks).
+bool supported(DType t, size_t rank) {
+  const bool is_float = t == DType::F32 || t == DType::F16 || t == DType::BF16;
+  return is_float || (rank == 2 && (t == DType::Q8_0 || t == DType::Q4_0));
+}
+
 class Binder {
  public:
   Binder(const TensorSource& source, std::string prefix) : source_(source), prefix_(std::move(prefix)) {}
 
-  Tensor must(const std::string& name, std::vector<int64_t> shape) const { return must_full(prefix_ + name, shape); }
+  Tensor must(const std::string& name, std::vector<int64_t> shape) const {
+    return must_full(prefix_ + name, shape);
+  }
 
   Tensor must_full(const std::string& full, const std::vector<int64_t>& shape) const {
     const Tensor* t = source_.find(full);
     if (!t) throw std::runtime_error(source_.describe() + ": missing tensor '" + full + "'");
     if (t->shape != shape)
-      throw std::runtime_error(source_.describe() + ": tensor '" + full + "' has shape " + shape_string(t->shape) +
-                               ", expected " + shape_string(shape));
-    if (t->dtype != DType::F32 && t->dtype != DType::F16 && t->dtype != DType::BF16)
+      throw std::runtime_error(source_.describe() + ": tensor '" + full + "' has shape " +
+                               shape_string(t->shape) + ", expected " + shape_string(shape));
+    if (!supported(t->dtype, shape.size()))
       throw std::runtime_error(source_.describe() + ": tensor '" + full + "' has unsupported dtype " +
                                std::string(dtype_info(t->dtype).name));
     return *t;
@@ -78,8 +87,9 @@ Weights bind_weights(const Config& c, const TensorSource& source) {
   w.embed_tokens = b.must("embed_tokens.weight", {c.vocab_size, c.hidden_size});
   w.norm = b.must("norm.weight", {c.hidden_size});
   const bool has_head = source.find("lm_head.weight") != nullptr;
-  w.lm_head = (c.tie_word_embeddings || !has_head) ? w.embed_tokens
-                                                   : b.must_full("lm_head.weight", {c.vocab_size, c.hidden_size});
+  w.lm_head = (c.tie_word_embeddings || !has_head)
+                  ? w.embed_tokens
+                  : b.must_full("lm_head.weight", {c.vocab_size, c.hidden_size});
   for (int64_t i = 0; i < c.num_layers; ++i) w.layers.push_back(bind_layer(b, c, i));
   return w;
 }
@@ -118,19 +128,22 @@ nn::KVCache Model::make_cache(int64_t context, DType dtype) const {
 
 bool Model::can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const {
   for (int64_t l = 0; l < config_.num_layers; ++l) {
-    const int64_t spare = cache.capacity(l) - (config_.layers[l].sliding ? config_.sliding_window : cache.context());
+    const int64_t spare =
+        cache.capacity(l) - (config_.layers[l].sliding ? config_.sliding_window : cache.context());
     if (cache.capacity(l) < cache.context() && length - keep > spare) return false;
   }
   return true;
 }
 
 void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-                    kernels::ThreadPool& pool, float* logits, bool all_positions, const HiddenObserver* observer) {
+                    kernels::ThreadPool& pool, float* logits, bool all_positions,
+                    const HiddenObserver* observer) {
   for (size_t i = 0; i < tokens.size(); ++i)
     if (tokens[i] < 0 || tokens[i] >= config_.vocab_size)
       throw std::runtime_error("token id " + std::to_string(tokens[i]) + " at position " +
-                               std::to_string(start_pos + static_cast<int64_t>(i)) + " is outside the vocabulary (" +
-                               std::to_string(config_.vocab_size) + " rows)");
+                               std::to_string(start_pos + static_cast<int64_t>(i)) +
+                               " is outside the vocabulary (" + std::to_string(config_.vocab_size) +
+                               " rows)");
   if (start_pos + static_cast<int64_t>(tokens.size()) > cache.context())
     throw std::runtime_error("context length " + std::to_string(cache.context()) + " exceeded: " +
                              std::to_string(start_pos + tokens.size()) + " positions requested");
@@ -138,8 +151,8 @@ void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCa
     const size_t n = std::min<size_t>(max_chunk_, tokens.size() - done);
     const bool last_chunk = done + n == tokens.size();
     float* out = all_positions ? logits + done * config_.vocab_size : (last_chunk ? logits : nullptr);
-    forward_chunk(tokens.subspan(done, n), start_pos + static_cast<int64_t>(done), cache, pool, out, all_positions,
-                  observer);
+    forward_chunk(tokens.subspan(done, n), start_pos + static_cast<int64_t>(done), cache, pool, out,
+                  all_positions, observer);
   }
 }
 
@@ -165,7 +178,8 @@ void Model::forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn
 void Model::embed(std::span<const int32_t> tokens) {
   const float scale = config_.embed_scale();
   for (size_t t = 0; t < tokens.size(); ++t)
-    kernels::dequantize_row(weights_.embed_tokens, tokens[t], scale, hidden_.data() + t * config_.hidden_size);
+    kernels::dequantize_row(weights_.embed_tokens, tokens[t], scale,
+                            hidden_.data() + t * config_.hidden_size);
 }
 
 void Model::prepare_rope(int64_t start_pos, int64_t n) {
@@ -175,7 +189,8 @@ void Model::prepare_rope(int64_t start_pos, int64_t n) {
     for (int64_t t = 0; t < n; ++t) {
       const double pos = static_cast<double>(start_pos + t) / scale;
       for (int64_t i = 0; i < half; ++i) {
-        const double angle = pos * std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(config_.head_dim));
+        const double angle =
+            pos * std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(config_.head_dim));
         rope_cos_[kind][t * half + i] = static_cast<float>(std::cos(angle));
         rope_sin_[kind][t * half + i] = static_cast<float>(std::sin(angle));
       }
@@ -183,19 +198,21 @@ void Model::prepare_rope(int64_t start_pos, int64_t n) {
   }
 }
 
-void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache& cache, kernels::ThreadPool& pool) {
+void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache& cache,
+                            kernels::ThreadPool& pool) {
   const Config& c = config_;
   const LayerWeights& w = weights_.layers[l];
   const int64_t hd = c.head_dim, half = hd / 2, q_width = c.num_heads * hd, kv_width = c.num_kv_heads * hd;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
-  kernels::rms_norm(hidden_.data(), w.input_layernorm, eps, true, n, c.hidden_size, normed_.data());
+  kernels::rms_norm(hidden_.data(), w.input_layernorm, eps, c.norm_adds_one, n, c.hidden_size,
+                    normed_.data());
   linear(pool, w.q_proj, normed_.data(), n, q_.data());
   linear(pool, w.k_proj, normed_.data(), n, k_.data());
   linear(pool, w.v_proj, normed_.data(), n, v_.data());
   if (c.qk_norm()) {
-    kernels::rms_norm(q_.data(), w.q_norm, eps, true, n * c.num_heads, hd, q_.data());
-    kernels::rms_norm(k_.data(), w.k_norm, eps, true, n * c.num_kv_heads, hd, k_.data());
+    kernels::rms_norm(q_.data(), w.q_norm, eps, c.norm_adds_one, n * c.num_heads, hd, q_.data());
+    kernels::rms_norm(k_.data(), w.k_norm, eps, c.norm_adds_one, n * c.num_kv_heads, hd, k_.data());
   }
 
   const int kind = layer_rope_kind_[l];
@@ -223,7 +240,8 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
 
   linear(pool, w.o_proj, attn_.data(), n, proj_.data());
   if (c.sandwich_norms())
-    kernels::rms_norm(proj_.data(), w.post_attention_layernorm, eps, true, n, c.hidden_size, proj_.data());
+    kernels::rms_norm(proj_.data(), w.post_attention_layernorm, eps, c.norm_adds_one, n, c.hidden_size,
+                      proj_.data());
   kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
 }
 
@@ -233,7 +251,8 @@ void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int64_t inter = c.intermediate_size;
 
-  kernels::rms_norm(hidden_.data(), w.pre_feedforward_layernorm, eps, true, n, c.hidden_size, normed_.data());
+  kernels::rms_norm(hidden_.data(), w.pre_feedforward_layernorm, eps, c.norm_adds_one, n, c.hidden_size,
+                    normed_.data());
   linear(pool, w.gate_proj, normed_.data(), n, gate_.data());
   linear(pool, w.up_proj, normed_.data(), n, up_.data());
   // tanh is the costly part of the MLP outside the matmuls: split it over the pool in slices.
@@ -245,7 +264,8 @@ void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   });
   linear(pool, w.down_proj, gate_.data(), n, proj_.data());
   if (c.sandwich_norms())
-    kernels::rms_norm(proj_.data(), w.post_feedforward_layernorm, eps, true, n, c.hidden_size, proj_.data());
+    kernels::rms_norm(proj_.data(), w.post_feedforward_layernorm, eps, c.norm_adds_one, n, c.hidden_size,
+                      proj_.data());
   kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
 }
 
@@ -256,8 +276,8 @@ void Model::linear(kernels::ThreadPool& pool, const Tensor& w, const float* x, i
 void Model::lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) {
   const Config& c = config_;
   float* rows = normed_.data() + first_row * c.hidden_size;
-  kernels::rms_norm(hidden_.data() + first_row * c.hidden_size, weights_.norm, static_cast<float>(c.rms_norm_eps),
-                    true, n_rows, c.hidden_size, rows);
+  kernels::rms_norm(hidden_.data() + first_row * c.hidden_size, weights_.norm,
+                    static_cast<float>(c.rms_norm_eps), c.norm_adds_one, n_rows, c.hidden_size, rows);
   linear(pool, weights_.lm_head, rows, n_rows, logits);
   if (c.final_logit_softcapping)
     kernels::soft_cap(logits, n_rows * c.vocab_size, static_cast<float>(*c.final_logit_softcapping));

@@ -1,0 +1,30 @@
+// A Gemma GGUF file (arch gemma, gemma2, gemma3, as `gemma convert` or llama.cpp's converter writes it)
+// seen as the model expects a checkpoint: the config rebuilt from the metadata, the tensors under their
+// Hugging Face names, the vocabulary from the tokenizer.ggml.* arrays.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "formats/gguf.h"
+#include "models/gemma/config.h"
+#include "tensor/tensor_source.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ge::loader {
+
+// Hyperparameters with llama.cpp's reading of them: Gemma 3 slides on 5 of every 6 layers when it has a
+// sliding window, Gemma 2 on even layers; the attention scale is head_dim^-0.5 except for the 27B shapes
+// (hidden / heads), as no GGUF key carries query_pre_attn_scalar. Norm weights are stored as w + 1.
+gemma::Config config_from_gguf(const formats::GgufFile& file);
+
+// The file's tensors under the names the model binds ("model.layers.3.mlp.up_proj.weight" for
+// "blk.3.ffn_up.weight"); throws for a tensor name it cannot place.
+std::unique_ptr<TensorSource> hf_named_tensors(std::unique_ptr<formats::GgufFile> file, gemma::Family family);
+
+Tokenizer tokenizer_from_gguf(const formats::GgufFile& file);
+
+// Ids that end generation, as generation_config.json's eos_token_id would: the eos id, and the eot id
+// when the file names one (Gemma 1/2 conversions do).
+std::vector<int32_t> end_of_generation_ids(const formats::GgufFile& file, const Tokenizer& tokenizer);
+
+}  // namespace ge::loader
