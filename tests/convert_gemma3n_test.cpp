@@ -10,6 +10,7 @@
 #include <map>
 
 #include "convert/gguf_convert.h"
+#include "convert_test_util.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "models/gemma3n/config.h"
@@ -29,40 +30,17 @@ fs::path fixture() {
   return test::data_dir() / "gemma3n-tiny";
 }
 
-fs::path convert_fixture(const fs::path& src, const fs::path& out_dir, std::optional<convert::OutType> type) {
-  const fs::path out = out_dir / "out.gguf";
-  convert::ConvertOptions o;
-  o.out_type = type;
-  convert::convert_to_gguf(src, out, o);
-  return out;
-}
-
 json text_config(const fs::path& dir) {
   return test::read_json(dir / "config.json")["text_config"];
 }
 
 // A copy of the fixture whose text_config `edit` changes.
-struct EditedCopy {
-  test::ScratchDir dir;
-  fs::path src = dir.path() / "ckpt";
-  fs::path out_dir = dir.path() / "out";
-
+struct EditedCopy : test::CheckpointCopy {
   template <class Edit>
-  explicit EditedCopy(Edit&& edit) {
-    fs::create_directories(src);
-    fs::create_directories(out_dir);
-    test::copy_files(fixture(), src);
+  explicit EditedCopy(Edit&& edit) : CheckpointCopy(fixture()) {
     json c = test::read_json(src / "config.json");
     edit(c["text_config"]);
     std::ofstream(src / "config.json") << c.dump(2);
-  }
-  std::string convert_error() {
-    try {
-      convert::convert_to_gguf(src, out_dir / "model.gguf");
-    } catch (const std::exception& e) {
-      return e.what();
-    }
-    return "(no error)";
   }
 };
 
@@ -78,18 +56,8 @@ double probit_by_bisection(double p) {
   return (lo + hi) / 2;
 }
 
-uint16_t u16_at(const std::byte* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-float f32_at(const std::byte* p) {
-  float v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 float bf16_at(const Tensor& t, int64_t i) {
-  return bf16_to_f32(u16_at(t.data + 2 * i));
+  return bf16_to_f32(test::u16_at(t.data + 2 * i));
 }
 
 using Shape = std::vector<int64_t>;
@@ -212,7 +180,7 @@ TEST(ConvertGemma3n, ConfigDefaultsAreTransformers) {
 TEST(ConvertGemma3n, TinyBf16MetadataFollowsConfig) {
   const fs::path src = fixture();
   test::ScratchDir dir;
-  const fs::path out = convert_fixture(src, dir.path(), std::nullopt);  // default: the checkpoint's bf16
+  const fs::path out = test::convert_fixture(src, dir.path(), std::nullopt);  // default: checkpoint's bf16
   EXPECT_FALSE(fs::exists(out.string() + ".tmp"));
   const GgufFile g(out);
   const auto& m = g.metadata();
@@ -292,7 +260,7 @@ TEST(ConvertGemma3n, TinyBf16MetadataFollowsConfig) {
 TEST(ConvertGemma3n, TinyBf16TensorsUnshiftedStackedAndPadded) {
   const fs::path src = fixture();
   test::ScratchDir dir;
-  const GgufFile g(convert_fixture(src, dir.path(), std::nullopt));
+  const GgufFile g(test::convert_fixture(src, dir.path(), std::nullopt));
   const json c = text_config(src);
   const formats::SafetensorsCheckpoint st(src);
   expect_tensor_set(g, c, DType::BF16);
@@ -304,7 +272,7 @@ TEST(ConvertGemma3n, TinyBf16TensorsUnshiftedStackedAndPadded) {
     ASSERT_TRUE(out && in) << dst;
     ASSERT_EQ(out->numel(), in->numel()) << dst;
     for (int64_t i = 0; i < in->numel(); ++i)
-      ASSERT_EQ(f32_at(out->data + 4 * i), bf16_at(*in, i)) << dst << i;
+      ASSERT_EQ(test::f32_at(out->data + 4 * i), bf16_at(*in, i)) << dst << i;
   }
   // Matrices keep the checkpoint's bf16 bytes.
   for (const auto& [dst, srcname] : std::vector<std::pair<std::string, std::string>>{
@@ -344,7 +312,7 @@ TEST(ConvertGemma3n, TinyBf16TensorsUnshiftedStackedAndPadded) {
 TEST(ConvertGemma3n, TinyF32WidensEveryTensor) {
   const fs::path src = fixture();
   test::ScratchDir dir;
-  const GgufFile g(convert_fixture(src, dir.path(), convert::OutType::F32));
+  const GgufFile g(test::convert_fixture(src, dir.path(), convert::OutType::F32));
   const json c = text_config(src);
   EXPECT_EQ(g.metadata().get_u32("general.file_type"), 0u);  // ALL_F32
   expect_tensor_set(g, c, DType::F32);
@@ -354,19 +322,19 @@ TEST(ConvertGemma3n, TinyF32WidensEveryTensor) {
   for (int i = 0; i < 3; ++i) {
     const Tensor* part = st.find(kPrefix + "altup_unembed_projections." + std::to_string(i) + ".weight");
     for (int64_t j = 0; j < part->numel(); ++j, ++k)
-      ASSERT_EQ(f32_at(stacked->data + 4 * k), bf16_at(*part, j)) << i << "," << j;
+      ASSERT_EQ(test::f32_at(stacked->data + 4 * k), bf16_at(*part, j)) << i << "," << j;
   }
   const Tensor* per_layer = g.find("per_layer_token_embd.weight");
   const int64_t text_values = st.find(kPrefix + "embed_tokens_per_layer.weight")->numel();
   for (int64_t i = text_values; i < per_layer->numel(); ++i)
-    ASSERT_EQ(f32_at(per_layer->data + 4 * i), 0.0f) << i;
+    ASSERT_EQ(test::f32_at(per_layer->data + 4 * i), 0.0f) << i;
 }
 
 TEST(ConvertGemma3n, CorrectionCoefsAreClippedToAltupCoefClip) {
   // The fixture's coefficients peak at |0.26| against a clip of 120: clip at 0.1 to see it act.
   constexpr float kClip = 0.1f;
   EditedCopy copy([&](json& tc) { tc["altup_coef_clip"] = kClip; });
-  const GgufFile g(convert_fixture(copy.src, copy.out_dir, convert::OutType::F32));
+  const GgufFile g(test::convert_fixture(copy.src, copy.out.parent_path(), convert::OutType::F32));
   const formats::SafetensorsCheckpoint st(fixture());
   int clipped = 0, beyond_clip_predictions = 0;
   for (int l = 0; l < 10; ++l) {
@@ -376,14 +344,14 @@ TEST(ConvertGemma3n, CorrectionCoefsAreClippedToAltupCoefClip) {
     for (int64_t i = 0; i < in->numel(); ++i) {
       const float v = bf16_at(*in, i);
       clipped += std::abs(v) > kClip;
-      ASSERT_EQ(f32_at(out->data + 4 * i), std::clamp(v, -kClip, kClip)) << b << i;
+      ASSERT_EQ(test::f32_at(out->data + 4 * i), std::clamp(v, -kClip, kClip)) << b << i;
     }
     // Only the correction coefficients: transformers clamps the prediction ones in training alone.
     const Tensor* pred_out = g.find(b + "altup_predict_coef.weight");
     const Tensor* pred_in = st.find(s + "altup.prediction_coefs.weight");
     for (int64_t i = 0; i < pred_in->numel(); ++i) {
       beyond_clip_predictions += std::abs(bf16_at(*pred_in, i)) > kClip;
-      ASSERT_EQ(f32_at(pred_out->data + 4 * i), bf16_at(*pred_in, i)) << b << i;
+      ASSERT_EQ(test::f32_at(pred_out->data + 4 * i), bf16_at(*pred_in, i)) << b << i;
     }
   }
   EXPECT_GT(clipped, 10);
@@ -393,7 +361,7 @@ TEST(ConvertGemma3n, CorrectionCoefsAreClippedToAltupCoefClip) {
 TEST(ConvertGemma3n, AudioAndVisionTowersAreLeftOut) {
   const fs::path src = fixture();
   test::ScratchDir dir;
-  const GgufFile g(convert_fixture(src, dir.path(), std::nullopt));
+  const GgufFile g(test::convert_fixture(src, dir.path(), std::nullopt));
   const formats::SafetensorsCheckpoint st(src);
   int towers = 0;
   for (const Tensor* t : st.all())
@@ -412,14 +380,14 @@ TEST(ConvertGemma3n, WrongLengthSparsityPatternIsAClearErrorAndLeavesNoFile) {
   EXPECT_NE(err.find("config.json"), std::string::npos) << err;
   EXPECT_NE(err.find("activation_sparsity_pattern"), std::string::npos) << err;
   EXPECT_NE(err.find("num_hidden_layers (10)"), std::string::npos) << err;
-  EXPECT_TRUE(fs::is_empty(copy.out_dir));
+  EXPECT_TRUE(copy.output_dir_empty());
 }
 
 TEST(ConvertGemma3n, WrongLengthLayerTypesIsAClearError) {
   EditedCopy copy([](json& tc) { tc["layer_types"].push_back("sliding_attention"); });
   const std::string err = copy.convert_error();
   EXPECT_NE(err.find("config.json: text_config: layer_types"), std::string::npos) << err;
-  EXPECT_TRUE(fs::is_empty(copy.out_dir));
+  EXPECT_TRUE(copy.output_dir_empty());
 }
 
 TEST(ConvertGemma3n, AltupInputsUnlikeTheStackedProjectionsIsAClearError) {
@@ -427,7 +395,7 @@ TEST(ConvertGemma3n, AltupInputsUnlikeTheStackedProjectionsIsAClearError) {
   const std::string err = copy.convert_error();
   EXPECT_NE(err.find("config.json: altup_num_inputs is 3"), std::string::npos) << err;
   EXPECT_NE(err.find("altup_projections"), std::string::npos) << err;
-  EXPECT_TRUE(fs::is_empty(copy.out_dir));
+  EXPECT_TRUE(copy.output_dir_empty());
 }
 
 }  // namespace

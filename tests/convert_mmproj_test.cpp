@@ -8,6 +8,7 @@
 #include <map>
 
 #include "convert/gguf_convert.h"
+#include "convert_test_util.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "tensor/dtype.h"
@@ -27,36 +28,23 @@ const fs::path& vision_fixture() {
 
 fs::path convert_mmproj(const fs::path& src, const fs::path& out_dir, std::optional<convert::OutType> type) {
   const fs::path out = out_dir / "mmproj.gguf";
-  convert::ConvertOptions o;
-  o.out_type = type;
-  convert::convert_mmproj_to_gguf(src, out, o);
+  convert::convert_mmproj_to_gguf(src, out, {.out_type = type, .progress = {}});
   return out;
 }
 
 std::string mmproj_error(const fs::path& src, const fs::path& out) {
-  try {
-    convert::convert_mmproj_to_gguf(src, out);
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no error)";
+  return test::error_of([&] { convert::convert_mmproj_to_gguf(src, out); });
 }
 
 // The source value i of a tensor, whatever its float dtype.
 float value_at(const Tensor& t, size_t i) {
-  uint16_t h;
   switch (t.dtype) {
-    case DType::F32: {
-      float f;
-      std::memcpy(&f, t.data + 4 * i, 4);
-      return f;
-    }
+    case DType::F32:
+      return test::f32_at(t.data + 4 * i);
     case DType::BF16:
-      std::memcpy(&h, t.data + 2 * i, 2);
-      return bf16_to_f32(h);
+      return bf16_to_f32(test::u16_at(t.data + 2 * i));
     case DType::F16:
-      std::memcpy(&h, t.data + 2 * i, 2);
-      return f16_to_f32(h);
+      return f16_to_f32(test::u16_at(t.data + 2 * i));
     default:
       ADD_FAILURE() << t.name << ": unexpected dtype";
       return 0;
@@ -196,16 +184,8 @@ TEST(ConvertMmproj, F32AndQ8_0KeepTheForcedTypes) {
 }
 
 // A copy of the fixture to break, and an output folder that must stay empty.
-struct BrokenCopy {
-  test::ScratchDir dir;
-  fs::path src = dir.path() / "gemma3-tiny-vision";
-  fs::path out = dir.path() / "out" / "mmproj.gguf";
-  BrokenCopy() {
-    fs::create_directories(src);
-    fs::create_directories(out.parent_path());
-    test::copy_files(vision_fixture(), src);
-  }
-  bool output_dir_empty() const { return fs::is_empty(out.parent_path()); }
+struct BrokenCopy : test::CheckpointCopy {
+  BrokenCopy() : CheckpointCopy(vision_fixture(), "gemma3-tiny-vision", "mmproj.gguf") {}
 };
 
 TEST(ConvertMmproj, TextOnlyCheckpointIsAClearErrorAndLeavesNoFile) {

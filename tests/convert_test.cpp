@@ -10,6 +10,7 @@
 #include <set>
 
 #include "convert/gguf_convert.h"
+#include "convert_test_util.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "kernels/quantize.h"
@@ -25,31 +26,12 @@ using nlohmann::json;
 
 constexpr int32_t kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6;
 
-fs::path convert_fixture(const fs::path& src, const fs::path& out_dir, std::optional<convert::OutType> type) {
-  const fs::path out = out_dir / "out.gguf";
-  convert::ConvertOptions o;
-  o.out_type = type;
-  convert::convert_to_gguf(src, out, o);
-  return out;
-}
-
 // The text config as the checkpoint states it (text_config merged over the root for model_type gemma3).
 json text_config(const fs::path& dir) {
   json c = test::read_json(dir / "config.json");
   if (c.contains("text_config"))
     for (const auto& [k, v] : c["text_config"].items()) c[k] = v;
   return c;
-}
-
-uint16_t u16_at(const std::byte* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-float f32_at(const std::byte* p) {
-  float v;
-  std::memcpy(&v, p, 4);
-  return v;
 }
 
 int32_t index_of(const std::vector<std::string>& tokens, const std::string& t) {
@@ -130,7 +112,7 @@ void expect_norms_shifted(const GgufFile& g, const formats::SafetensorsCheckpoin
     ASSERT_EQ(in->dtype, DType::BF16);
     ASSERT_EQ(out->numel(), in->numel());
     for (int64_t i = 0; i < in->numel(); ++i)
-      ASSERT_EQ(f32_at(out->data + 4 * i), bf16_to_f32(u16_at(in->data + 2 * i)) + 1.0f)
+      ASSERT_EQ(test::f32_at(out->data + 4 * i), bf16_to_f32(test::u16_at(in->data + 2 * i)) + 1.0f)
           << dst << "[" << i << "]";
   }
 }
@@ -138,7 +120,7 @@ void expect_norms_shifted(const GgufFile& g, const formats::SafetensorsCheckpoin
 TEST(Convert, Gemma3TinyBf16MetadataTensorsAndVocab) {
   const fs::path src = test::demo_model_dir();
   test::ScratchDir dir;
-  const fs::path out = convert_fixture(src, dir.path(), std::nullopt);  // default: the checkpoint's bf16
+  const fs::path out = test::convert_fixture(src, dir.path(), std::nullopt);  // default: checkpoint's bf16
   EXPECT_FALSE(fs::exists(out.string() + ".tmp"));
   const GgufFile g(out);
   const auto& m = g.metadata();
@@ -206,7 +188,7 @@ TEST(Convert, Gemma3TinyBf16MetadataTensorsAndVocab) {
 TEST(Convert, Gemma3TinyRopeF32WritesScalingSoftcapAndWidenedFloats) {
   const fs::path src = test::fixture_model_dir("gemma3-tiny-rope");
   test::ScratchDir dir;
-  const GgufFile g(convert_fixture(src, dir.path(), convert::OutType::F32));
+  const GgufFile g(test::convert_fixture(src, dir.path(), convert::OutType::F32));
   const auto& m = g.metadata();
   const json c = text_config(src);
   EXPECT_EQ(m.get_u32("general.file_type"), 0u);  // ALL_F32
@@ -220,7 +202,7 @@ TEST(Convert, Gemma3TinyRopeF32WritesScalingSoftcapAndWidenedFloats) {
   const Tensor* b = st.find("model.layers.5.self_attn.q_proj.weight");
   ASSERT_EQ(a->numel(), b->numel());
   for (int64_t i = 0; i < a->numel(); ++i)
-    ASSERT_EQ(f32_at(a->data + 4 * i), bf16_to_f32(u16_at(b->data + 2 * i))) << i;
+    ASSERT_EQ(test::f32_at(a->data + 4 * i), bf16_to_f32(test::u16_at(b->data + 2 * i))) << i;
 }
 
 // The keys every Gemma family writes from config.json, under its architecture's prefix.
@@ -250,7 +232,7 @@ void expect_fim_ids(const formats::GgufMetadata& m) {
 TEST(Convert, Gemma1TinyFimIdsPreNormsOnlyAndNoSlidingWindow) {
   const fs::path src = test::fixture_model_dir("gemma-tiny");
   test::ScratchDir dir;
-  const GgufFile g(convert_fixture(src, dir.path(), std::nullopt));
+  const GgufFile g(test::convert_fixture(src, dir.path(), std::nullopt));
   const auto& m = g.metadata();
   const json c = test::read_json(src / "config.json");
   expect_common_hyperparameters(m, "gemma", c);
@@ -268,7 +250,7 @@ TEST(Convert, Gemma1TinyFimIdsPreNormsOnlyAndNoSlidingWindow) {
 TEST(Convert, Gemma2TinySoftCapsSlidingWindowAndFourNormsShifted) {
   const fs::path src = test::fixture_model_dir("gemma2-tiny");
   test::ScratchDir dir;
-  const GgufFile g(convert_fixture(src, dir.path(), convert::OutType::F32));
+  const GgufFile g(test::convert_fixture(src, dir.path(), convert::OutType::F32));
   const auto& m = g.metadata();
   const json c = test::read_json(src / "config.json");
   expect_common_hyperparameters(m, "gemma2", c);
@@ -287,7 +269,7 @@ TEST(Convert, Gemma2TinySoftCapsSlidingWindowAndFourNormsShifted) {
 TEST(Convert, Gemma3VisionTextPartF16PadsTheVocabularyToTheEmbeddingRows) {
   const fs::path src = test::fixture_model_dir("gemma3-tiny-vision");
   test::ScratchDir dir;
-  const GgufFile g(convert_fixture(src, dir.path(), convert::OutType::F16));
+  const GgufFile g(test::convert_fixture(src, dir.path(), convert::OutType::F16));
   const auto& m = g.metadata();
   const json c = text_config(src);
   EXPECT_EQ(m.get_u32("general.file_type"), 1u);  // MOSTLY_F16
@@ -309,7 +291,7 @@ TEST(Convert, Gemma3VisionTextPartF16PadsTheVocabularyToTheEmbeddingRows) {
   const Tensor* a = g.find("blk.0.ffn_down.weight");
   const Tensor* b = st.find("language_model.model.layers.0.mlp.down_proj.weight");
   for (int64_t i = 0; i < a->numel(); ++i)
-    ASSERT_EQ(u16_at(a->data + 2 * i), f32_to_f16(bf16_to_f32(u16_at(b->data + 2 * i)))) << i;
+    ASSERT_EQ(test::u16_at(a->data + 2 * i), f32_to_f16(bf16_to_f32(test::u16_at(b->data + 2 * i)))) << i;
 }
 
 // A quantized conversion: its file type, every matrix in the block type (norms f32), and the bytes of
@@ -319,7 +301,7 @@ void expect_quantized(convert::OutType type, uint32_t file_type, DType matrix,
                       void (*quantize)(const float*, int64_t, std::byte*)) {
   const fs::path src = test::demo_model_dir();
   test::ScratchDir dir;
-  const GgufFile g(convert_fixture(src, dir.path(), type));
+  const GgufFile g(test::convert_fixture(src, dir.path(), type));
   const json c = text_config(src);
   EXPECT_EQ(g.metadata().get_u32("general.file_type"), file_type);
   expect_tensors(g, c, c["vocab_size"], matrix);
@@ -335,7 +317,7 @@ void expect_quantized(convert::OutType type, uint32_t file_type, DType matrix,
     ASSERT_EQ(in->dtype, DType::BF16);
     const int64_t n = out->numel();
     std::vector<float> widened(n);
-    for (int64_t i = 0; i < n; ++i) widened[i] = bf16_to_f32(u16_at(in->data + 2 * i));
+    for (int64_t i = 0; i < n; ++i) widened[i] = bf16_to_f32(test::u16_at(in->data + 2 * i));
     std::vector<std::byte> want(*dtype_bytes(matrix, n));
     quantize(widened.data(), n, want.data());
     ASSERT_EQ(out->nbytes, want.size()) << dst;
@@ -370,7 +352,7 @@ TEST(Convert, Q8_0WritesARowLengthNotAMultipleOf32AsF16) {
       entry["data_offsets"][1] = entry["data_offsets"][0].get<int64_t>() + ff * hidden * 2;
     }
   });
-  const GgufFile g(convert_fixture(src, dir.path(), convert::OutType::Q8_0));
+  const GgufFile g(test::convert_fixture(src, dir.path(), convert::OutType::Q8_0));
   EXPECT_EQ(g.find("blk.0.ffn_gate.weight")->dtype, DType::Q8_0);
   EXPECT_EQ(g.find("blk.0.ffn_up.weight")->dtype, DType::Q8_0);
   const Tensor* out = g.find("blk.0.ffn_down.weight");
@@ -379,7 +361,7 @@ TEST(Convert, Q8_0WritesARowLengthNotAMultipleOf32AsF16) {
   const Tensor* in = st.find("model.layers.0.mlp.down_proj.weight");
   ASSERT_EQ(out->numel(), in->numel());
   for (int64_t i = 0; i < in->numel(); ++i)
-    ASSERT_EQ(u16_at(out->data + 2 * i), f32_to_f16(bf16_to_f32(u16_at(in->data + 2 * i)))) << i;
+    ASSERT_EQ(test::u16_at(out->data + 2 * i), f32_to_f16(bf16_to_f32(test::u16_at(in->data + 2 * i)))) << i;
 }
 
 TEST(Convert, TokenizerJsonOnlyGivesTheSameVocabularyWithMergeRankScores) {
@@ -387,7 +369,7 @@ TEST(Convert, TokenizerJsonOnlyGivesTheSameVocabularyWithMergeRankScores) {
   const fs::path src = dir.path() / "ckpt";
   fs::create_directories(src);
   test::copy_files(test::demo_model_dir(), src);
-  const GgufFile with_model(convert_fixture(src, dir.path() / "", std::nullopt));
+  const GgufFile with_model(test::convert_fixture(src, dir.path() / "", std::nullopt));
   const auto sp_tokens = with_model.metadata().get_array<std::string>("tokenizer.ggml.tokens");
   const auto sp_types = with_model.metadata().get_array<int32_t>("tokenizer.ggml.token_type");
 
@@ -419,24 +401,8 @@ TEST(Convert, TokenizerJsonOnlyGivesTheSameVocabularyWithMergeRankScores) {
 }
 
 // A copy of the demo checkpoint to break.
-struct BrokenCopy {
-  test::ScratchDir dir;
-  fs::path src = dir.path() / "ckpt";
-  fs::path out = dir.path() / "out" / "model.gguf";
-  BrokenCopy() {
-    fs::create_directories(src);
-    fs::create_directories(out.parent_path());
-    test::copy_files(test::demo_model_dir(), src);
-  }
-  std::string convert_error() {
-    try {
-      convert::convert_to_gguf(src, out);
-    } catch (const std::exception& e) {
-      return e.what();
-    }
-    return "(no error)";
-  }
-  bool output_dir_empty() const { return fs::is_empty(out.parent_path()); }
+struct BrokenCopy : test::CheckpointCopy {
+  BrokenCopy() : CheckpointCopy(test::demo_model_dir()) {}
 };
 
 TEST(Convert, MissingConfigIsAClearError) {

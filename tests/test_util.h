@@ -1,4 +1,4 @@
-// Helpers shared by the tests: fixture paths, raw f32 files, scratch folders.
+// Helpers shared by the tests: fixture paths, raw f32 files, scratch folders, error messages.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -98,6 +99,17 @@ void edit_safetensors_header(const std::filesystem::path& path, Edit&& edit) {
   auto parts = split_safetensors(read_bytes(path));
   edit(parts.header);
   write_bytes(path, join_safetensors(parts.header.dump(), parts.data));
+}
+
+// Runs `fn` and returns the message of what it throws, "(no error)" when it throws nothing.
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 inline float max_abs_diff(const float* a, const float* b, size_t n) {

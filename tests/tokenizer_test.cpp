@@ -14,39 +14,13 @@
 
 #include "test_util.h"
 #include "tokenizer/utf8.h"
+#include "tokenizer_cases.h"
 
 namespace ge {
 namespace {
 
 namespace fs = std::filesystem;
 using test::ScratchDir;
-
-struct Case {
-  std::string kind, text;
-  std::vector<int32_t> ids, ids_with_bos;
-};
-
-std::vector<Case> shared_cases() {
-  std::vector<Case> cases;
-  for (const auto& c : test::read_json(test::data_dir() / "tokenizer_cases.json"))
-    cases.push_back({c["kind"], c["text"], c["ids"], c["ids_with_bos"]});
-  return cases;
-}
-
-fs::path real_tokenizer_dir() {
-  return test::data_dir() / "../../third_party/tokenizer-gemma3/package/models";
-}
-
-// Loaded once: the real tokenizer is 33 MB. Fails (not skips) when scripts/setup.sh was not run.
-const Tokenizer& real_tokenizer() {
-  static const Tokenizer tok = [] {
-    const fs::path dir = real_tokenizer_dir();
-    if (!fs::exists(dir / "tokenizer.json"))
-      throw std::runtime_error(dir.string() + "/tokenizer.json is missing: run scripts/setup.sh");
-    return Tokenizer::load(dir);
-  }();
-  return tok;
-}
 
 void write_text(const fs::path& p, std::string_view text) {
   std::ofstream out(p, std::ios::binary);
@@ -65,33 +39,15 @@ void copy_into(const ScratchDir& dir, const fs::path& from, std::initializer_lis
   for (const char* name : files) fs::copy_file(from / name, dir.path() / name);
 }
 
-// Runs `load` and returns the exception message ("" when nothing was thrown).
-template <typename Fn>
-std::string error_of(Fn&& load) {
-  try {
-    load();
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // ---- real Gemma 3 tokenizer (262,144 pieces) ----
 
 TEST(TokenizerGemma3, EncodesEverySharedCaseLikeHuggingFace) {
-  const Tokenizer& tok = real_tokenizer();
-  const auto cases = shared_cases();
-  ASSERT_EQ(cases.size(), 42u);
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.kind + ": " + c.text);
-    EXPECT_EQ(tok.encode(c.text, false), c.ids);
-    EXPECT_EQ(tok.encode(c.text, true), c.ids_with_bos);
-  }
+  test::expect_shared_case_ids(test::real_tokenizer());
 }
 
 TEST(TokenizerGemma3, DecodeGivesBackEveryCaseText) {
-  const Tokenizer& tok = real_tokenizer();
-  for (const Case& c : shared_cases()) {
+  const Tokenizer& tok = test::real_tokenizer();
+  for (const test::TokenizerCase& c : test::shared_cases()) {
     SCOPED_TRACE(c.kind + ": " + c.text);
     EXPECT_EQ(tok.decode(c.ids), c.text);
     EXPECT_EQ(tok.decode(c.ids_with_bos), "<bos>" + c.text);
@@ -99,7 +55,7 @@ TEST(TokenizerGemma3, DecodeGivesBackEveryCaseText) {
 }
 
 TEST(TokenizerGemma3, VocabularyAndSpecialTokens) {
-  const Tokenizer& tok = real_tokenizer();
+  const Tokenizer& tok = test::real_tokenizer();
   EXPECT_EQ(tok.size(), 262145);
   EXPECT_EQ(tok.bos_id(), 2);
   EXPECT_EQ(tok.eos_id(), 106);  // tokenizer_config.json names <end_of_turn> as eos_token
@@ -124,22 +80,22 @@ TEST(TokenizerGemma3, VocabularyAndSpecialTokens) {
 }
 
 TEST(TokenizerGemma3, LongTextRoundTrips) {
-  const Tokenizer& tok = real_tokenizer();
+  const Tokenizer& tok = test::real_tokenizer();
   std::string text;
   while (text.size() < (1 << 20))
-    for (const Case& c : shared_cases()) text += c.text + " ";
+    for (const test::TokenizerCase& c : test::shared_cases()) text += c.text + " ";
   EXPECT_EQ(tok.decode(tok.encode(text, false)), text);
 }
 
 TEST(TokenizerGemma3, DecodeSkipsIdsPastTheTokenizer) {
   // Gemma 3's embedding has 262208 rows; the extra ids name no token, and HF's decode drops them.
   const std::vector<int32_t> ids = {9259, 262200, 1902, -5};
-  EXPECT_EQ(real_tokenizer().decode(ids), "Hello world");
-  EXPECT_EQ(stream_decode(real_tokenizer(), ids), "Hello world");
+  EXPECT_EQ(test::real_tokenizer().decode(ids), "Hello world");
+  EXPECT_EQ(stream_decode(test::real_tokenizer(), ids), "Hello world");
 }
 
 TEST(TokenizerGemma3, StreamDecoderWaitsForWholeCharacters) {
-  const Tokenizer& tok = real_tokenizer();
+  const Tokenizer& tok = test::real_tokenizer();
   // "I love 🦙 and 🚀!": the llama is four byte pieces <0xF0><0x9F><0xA6><0x99>.
   const std::vector<int32_t> ids = {236777, 2765, 236743, 478, 397, 404, 391, 532, 236743, 242015, 236888};
   StreamDecoder decoder(tok);
@@ -158,8 +114,8 @@ TEST(TokenizerGemma3, StreamDecoderWaitsForWholeCharacters) {
 }
 
 TEST(TokenizerGemma3, StreamDecoderMatchesDecodeOnEveryCase) {
-  const Tokenizer& tok = real_tokenizer();
-  for (const Case& c : shared_cases()) {
+  const Tokenizer& tok = test::real_tokenizer();
+  for (const test::TokenizerCase& c : test::shared_cases()) {
     SCOPED_TRACE(c.kind + ": " + c.text);
     StreamDecoder decoder(tok);
     std::string joined;
@@ -174,7 +130,7 @@ TEST(TokenizerGemma3, StreamDecoderMatchesDecodeOnEveryCase) {
 }
 
 TEST(TokenizerGemma3, StreamDecoderHoldsRareCjkUntilComplete) {
-  const Tokenizer& tok = real_tokenizer();
+  const Tokenizer& tok = test::real_tokenizer();
   // "𠜎" (U+2070E) is not a piece: <0xF0><0xA0><0x9C><0x8E>.
   StreamDecoder decoder(tok);
   EXPECT_EQ(decoder.push(236743), " ");
@@ -185,7 +141,7 @@ TEST(TokenizerGemma3, StreamDecoderHoldsRareCjkUntilComplete) {
 }
 
 TEST(TokenizerGemma3, BrokenByteSequencesBecomeReplacementCharacters) {
-  const Tokenizer& tok = real_tokenizer();
+  const Tokenizer& tok = test::real_tokenizer();
   const std::string fffd = "\xEF\xBF\xBD";
   // <0xF0><0x9F> cut short by "▁and": no character can complete.
   const std::vector<int32_t> cut = {478, 397, 532};
@@ -254,7 +210,7 @@ TEST_P(TokenizerFixture, BothFileKindsAgree) {
     EXPECT_EQ(model.piece(id), json.piece(id)) << id;
     EXPECT_EQ(model.is_special(id), json.is_special(id)) << id;
   }
-  for (const Case& c : shared_cases()) {
+  for (const test::TokenizerCase& c : test::shared_cases()) {
     SCOPED_TRACE(c.kind + ": " + c.text);
     const auto ids = json.encode(c.text, true);
     EXPECT_EQ(model.encode(c.text, true), ids);
@@ -294,7 +250,7 @@ TEST(TokenizerJsonFormat, MergesWrittenAsStringsGiveTheSameIds) {
   write_text(dir.path() / "tokenizer.json", json.dump());
   const Tokenizer strings = Tokenizer::load(dir.path());
   const Tokenizer pairs = Tokenizer::load(test::demo_model_dir());
-  for (const Case& c : shared_cases())
+  for (const test::TokenizerCase& c : test::shared_cases())
     EXPECT_EQ(strings.encode(c.text, true), pairs.encode(c.text, true)) << c.text;
 }
 
@@ -322,7 +278,7 @@ TEST(TokenizerSentencePiece, VariantModelMatchesSentencePiece) {
 // ---- errors ----
 
 TEST(TokenizerErrors, MissingFolderNamesTheFile) {
-  const std::string message = error_of([] { Tokenizer::load("/nonexistent/gemma"); });
+  const std::string message = test::error_of([] { Tokenizer::load("/nonexistent/gemma"); });
   EXPECT_NE(message.find("/nonexistent/gemma/tokenizer.json"), std::string::npos) << message;
   EXPECT_NE(message.find("tokenizer.model"), std::string::npos) << message;
 }
@@ -330,7 +286,7 @@ TEST(TokenizerErrors, MissingFolderNamesTheFile) {
 TEST(TokenizerErrors, CorruptTokenizerJsonNamesTheFile) {
   const ScratchDir dir;
   write_text(dir.path() / "tokenizer.json", "{\"model\": {\"vocab\": {\"a\": 0,");
-  const std::string message = error_of([&] { Tokenizer::load(dir.path()); });
+  const std::string message = test::error_of([&] { Tokenizer::load(dir.path()); });
   EXPECT_NE(message.find((dir.path() / "tokenizer.json").string() + ": invalid JSON"), std::string::npos)
       << message;
 }
@@ -339,16 +295,16 @@ TEST(TokenizerErrors, MissingFieldsAreNamed) {
   const ScratchDir dir;
   const fs::path file = dir.path() / "tokenizer.json";
   write_text(file, R"({"added_tokens": []})");
-  EXPECT_NE(error_of([&] { Tokenizer::load(dir.path()); }).find("tokenizer.json: model: missing"),
+  EXPECT_NE(test::error_of([&] { Tokenizer::load(dir.path()); }).find("tokenizer.json: model: missing"),
             std::string::npos);
   write_text(file, R"({"model": {"type": "BPE", "merges": []}})");
-  EXPECT_NE(error_of([&] { Tokenizer::load(dir.path()); }).find("tokenizer.json: model.vocab: missing"),
+  EXPECT_NE(test::error_of([&] { Tokenizer::load(dir.path()); }).find("tokenizer.json: model.vocab: missing"),
             std::string::npos);
   write_text(file, R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": [["a", "c"]]},
                        "decoder": {"type": "Sequence", "decoders": [
                          {"type": "Replace", "pattern": {"String": "x"}, "content": " "},
                          {"type": "ByteFallback"}, {"type": "Fuse"}]}})");
-  const std::string message = error_of([&] { Tokenizer::load(dir.path()); });
+  const std::string message = test::error_of([&] { Tokenizer::load(dir.path()); });
   EXPECT_NE(message.find("tokenizer.json: model.merges[0]: 'c' is not in model.vocab"), std::string::npos)
       << message;
 }
@@ -359,7 +315,7 @@ TEST(TokenizerErrors, UnsupportedComponentsAreRejected) {
   auto json = test::read_json(dir.path() / "tokenizer.json");
   json["normalizer"] = {{"type", "NFKC"}};
   write_text(dir.path() / "tokenizer.json", json.dump());
-  const std::string message = error_of([&] { Tokenizer::load(dir.path()); });
+  const std::string message = test::error_of([&] { Tokenizer::load(dir.path()); });
   EXPECT_NE(message.find("tokenizer.json: normalizer.type: 'NFKC' is not supported"), std::string::npos)
       << message;
 }
@@ -368,7 +324,7 @@ TEST(TokenizerErrors, CorruptTokenizerConfigNamesTheFile) {
   const ScratchDir dir;
   copy_into(dir, test::demo_model_dir(), {"tokenizer.json"});
   write_text(dir.path() / "tokenizer_config.json", "{\"add_bos_token\": tru");
-  const std::string message = error_of([&] { Tokenizer::load(dir.path()); });
+  const std::string message = test::error_of([&] { Tokenizer::load(dir.path()); });
   EXPECT_NE(message.find("tokenizer_config.json: invalid JSON"), std::string::npos) << message;
 }
 
@@ -376,7 +332,7 @@ TEST(TokenizerErrors, UnknownSpecialTokenInConfigIsNamed) {
   const ScratchDir dir;
   copy_into(dir, test::demo_model_dir(), {"tokenizer.json"});
   write_text(dir.path() / "tokenizer_config.json", R"({"bos_token": "<nope>"})");
-  const std::string message = error_of([&] { Tokenizer::load(dir.path()); });
+  const std::string message = test::error_of([&] { Tokenizer::load(dir.path()); });
   EXPECT_NE(message.find("tokenizer_config.json: bos_token: '<nope>' is not a token"), std::string::npos)
       << message;
 }
@@ -386,7 +342,7 @@ TEST(TokenizerErrors, TruncatedTokenizerModelNamesTheFile) {
   auto bytes = test::read_bytes(test::demo_model_dir() / "tokenizer.model");
   bytes.resize(bytes.size() / 2);
   test::write_bytes(dir.path() / "tokenizer.model", bytes);
-  const std::string message = error_of([&] { Tokenizer::load(dir.path()); });
+  const std::string message = test::error_of([&] { Tokenizer::load(dir.path()); });
   EXPECT_NE(message.find((dir.path() / "tokenizer.model").string() + ": "), std::string::npos) << message;
   EXPECT_NE(message.find("truncated protobuf"), std::string::npos) << message;
 }
@@ -396,11 +352,11 @@ TEST(TokenizerErrors, TruncatedTokenizerModelNamesTheFile) {
 TEST(TokenizerBenchmark, DISABLED_LoadAndEncodeThroughput) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  const Tokenizer tok = Tokenizer::load(real_tokenizer_dir());
+  const Tokenizer tok = Tokenizer::load(test::real_tokenizer_dir());
   const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   std::string text;
   while (text.size() < (1 << 20))
-    for (const Case& c : shared_cases()) text += c.text + "\n";
+    for (const test::TokenizerCase& c : test::shared_cases()) text += c.text + "\n";
   const auto t1 = Clock::now();
   const auto ids = tok.encode(text, true);
   const double encode_s = std::chrono::duration<double>(Clock::now() - t1).count();

@@ -15,6 +15,7 @@
 #include "tokenizer/json_file.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_model.h"
+#include "tokenizer_cases.h"
 
 namespace ge {
 namespace {
@@ -27,24 +28,12 @@ using test::ScratchDir;
 constexpr int32_t kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6;
 const std::string kSpace = "\xE2\x96\x81";  // "▁"
 
-struct Case {
-  std::string kind, text;
-  std::vector<int32_t> ids, ids_with_bos;
-};
-
-std::vector<Case> shared_cases() {
-  std::vector<Case> cases;
-  for (const auto& c : test::read_json(test::data_dir() / "tokenizer_cases.json"))
-    cases.push_back({c["kind"], c["text"], c["ids"], c["ids_with_bos"]});
-  return cases;
-}
-
 // The shared cases plus text aimed at the places where the two paths could part: runs of spaces
 // (user-defined "▁▁" pieces), literal "▁", control tokens (whole, back to back, cut short), characters
 // without a piece (byte fallback), bytes that are not UTF-8.
 std::vector<std::string> probe_texts() {
   std::vector<std::string> texts;
-  for (const Case& c : shared_cases()) texts.push_back(c.text);
+  for (const test::TokenizerCase& c : test::shared_cases()) texts.push_back(c.text);
   for (const char* text :
        {"", " ", "  ", "   leading", "trailing   ", "a  b   c    d", "\n", "one\ntwo\n\n\nthree\n",
         "\t\tindented\t", "\xE2\x96\x81literal\xE2\x96\x81\xE2\x96\x81marks \xE2\x96\x81 ",
@@ -55,17 +44,6 @@ std::vector<std::string> probe_texts() {
         "not utf-8: \xFF\xFE \xC3 end", "caf\xC3\xA9 na\xC3\xAFve \xC3\xB1"})
     texts.emplace_back(text);
   return texts;
-}
-
-// Runs `fn` and returns the exception message ("" when nothing was thrown).
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const std::runtime_error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // What GGUF writers do to a non-special added token's text.
@@ -201,10 +179,6 @@ INSTANTIATE_TEST_SUITE_P(Tokenizer, TokenizerVocabularyWithConfig,
 
 // ---- the real Gemma 3 tokenizer, converted from tokenizer.json ----
 
-fs::path real_tokenizer_dir() {
-  return test::data_dir() / "../../third_party/tokenizer-gemma3/package/models";
-}
-
 // The merge's two parts joined: the piece it forms.
 std::string formed_piece(const td::JsonFile& file, td::JsonFile::Element merge) {
   if (merge.is_string()) {
@@ -255,22 +229,11 @@ VocabularyData vocabulary_of_tokenizer_json(const fs::path& path) {
   return v;
 }
 
-// Loaded once (the real tokenizer is 33 MB). Fails (not skips) when scripts/setup.sh was not run.
-const Tokenizer& json_tokenizer() {
-  static const Tokenizer tok = [] {
-    const fs::path dir = real_tokenizer_dir();
-    if (!fs::exists(dir / "tokenizer.json"))
-      throw std::runtime_error(dir.string() + "/tokenizer.json is missing: run scripts/setup.sh");
-    return Tokenizer::load(dir);
-  }();
-  return tok;
-}
-
 const Tokenizer& real_vocabulary_tokenizer() {
   static const Tokenizer tok = [] {
-    VocabularyData v = vocabulary_of_tokenizer_json(real_tokenizer_dir() / "tokenizer.json");
+    VocabularyData v = vocabulary_of_tokenizer_json(test::real_tokenizer_dir() / "tokenizer.json");
     pad_to(v, 262208);  // the rows of Gemma 3's embedding
-    use_special_ids(json_tokenizer(), v);
+    use_special_ids(test::real_tokenizer(), v);
     return Tokenizer::from_vocabulary(v, "gemma3 vocabulary");
   }();
   return tok;
@@ -278,14 +241,8 @@ const Tokenizer& real_vocabulary_tokenizer() {
 
 TEST(TokenizerVocabularyGemma3, EncodesEverySharedCaseLikeHuggingFace) {
   const Tokenizer& tok = real_vocabulary_tokenizer();
-  const auto cases = shared_cases();
-  ASSERT_EQ(cases.size(), 42u);
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.kind + ": " + c.text);
-    EXPECT_EQ(tok.encode(c.text, false), c.ids);
-    EXPECT_EQ(tok.encode(c.text, true), c.ids_with_bos);
-    EXPECT_EQ(tok.decode(c.ids), c.text);
-  }
+  test::expect_shared_case_ids(tok);
+  for (const test::TokenizerCase& c : test::shared_cases()) EXPECT_EQ(tok.decode(c.ids), c.text) << c.kind;
 }
 
 // Score order (this path, llama.cpp's) and merge-rank order (Hugging Face) agree on Gemma 3 because its
@@ -294,7 +251,7 @@ TEST(TokenizerVocabularyGemma3, EncodesEverySharedCaseLikeHuggingFace) {
 // (user-defined "▁▁..." pieces matched before BPE here, merges of "▁" runs there) to the same ids.
 TEST(TokenizerVocabularyGemma3, AgreesWithTokenizerJsonOnProbeText) {
   const Tokenizer& tok = real_vocabulary_tokenizer();
-  const Tokenizer& json = json_tokenizer();
+  const Tokenizer& json = test::real_tokenizer();
   std::vector<std::string> texts = probe_texts();
   for (const int n : {2, 3, 30, 31, 32, 40, 62, 63, 100}) {
     texts.push_back("a" + std::string(n, ' ') + "b");
@@ -329,45 +286,46 @@ TEST(TokenizerVocabularyErrors, SmallVocabularyWorks) {
 TEST(TokenizerVocabularyErrors, MismatchedArraySizesAreNamed) {
   VocabularyData v = small_vocabulary();
   v.scores.pop_back();
-  const std::string message = error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
+  const std::string message = test::error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
   EXPECT_NE(message.find("bad.gguf: scores: 6 values for 7 tokens"), std::string::npos) << message;
   v = small_vocabulary();
   v.types.push_back(kNormal);
-  EXPECT_NE(error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); }).find("bad.gguf: types: 8 values"),
-            std::string::npos);
+  EXPECT_NE(
+      test::error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); }).find("bad.gguf: types: 8 values"),
+      std::string::npos);
 }
 
 TEST(TokenizerVocabularyErrors, UnknownTokenTypeIsNamed) {
   VocabularyData v = small_vocabulary();
   v.types[4] = 9;
-  const std::string message = error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
+  const std::string message = test::error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
   EXPECT_NE(message.find("bad.gguf: types[4]: unknown token type 9"), std::string::npos) << message;
   v.types[4] = 0;  // llama.cpp's "undefined"
-  EXPECT_NE(error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); }).find("bad.gguf: types[4]"),
+  EXPECT_NE(test::error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); }).find("bad.gguf: types[4]"),
             std::string::npos);
 }
 
 TEST(TokenizerVocabularyErrors, OutOfRangeIdsAndEmptyPiecesAreNamed) {
   VocabularyData v = small_vocabulary();
   v.eos_id = 7;
-  std::string message = error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
+  std::string message = test::error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
   EXPECT_NE(message.find("bad.gguf: eos_id: 7 is not a token id"), std::string::npos) << message;
   v = small_vocabulary();
   v.tokens[4].clear();
-  message = error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
+  message = test::error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
   EXPECT_NE(message.find("bad.gguf: tokens[4]: empty"), std::string::npos) << message;
   v = small_vocabulary();
   v.tokens = {"a", "b"};
   v.scores = {0, 0};
   v.types = {kNormal, kNormal};
-  message = error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
+  message = test::error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
   EXPECT_NE(message.find("bad.gguf: no '<bos>' token"), std::string::npos) << message;
 }
 
 TEST(TokenizerVocabularyErrors, NanScoreIsNamed) {
   VocabularyData v = small_vocabulary();
   v.scores[6] = std::numeric_limits<float>::quiet_NaN();
-  const std::string message = error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
+  const std::string message = test::error_of([&] { Tokenizer::from_vocabulary(v, "bad.gguf"); });
   EXPECT_NE(message.find("bad.gguf: scores[6]: not a number"), std::string::npos) << message;
 }
 

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "models/config_fields.h"
 #include "tensor/dtype.h"
 
 namespace ge::gemma {
@@ -38,49 +39,9 @@ const nlohmann::json& defaults(Family f) {
   return f == Family::kGemma ? gemma : f == Family::kGemma2 ? gemma2 : gemma3;
 }
 
-class Fields {
- public:
-  Fields(const nlohmann::json& j, Family family, std::string source)
-      : j_(j), defaults_(defaults(family)), source_(std::move(source)) {}
+using models::ConfigFields;
 
-  const nlohmann::json& get(const std::string& key) const {
-    if (j_.contains(key)) return j_[key];
-    if (defaults_.contains(key)) return defaults_[key];
-    fail(key, "missing");
-  }
-  int64_t integer(const std::string& key) const {
-    const auto& v = get(key);
-    if (!v.is_number_integer() || v.get<int64_t>() <= 0) fail(key, "must be a positive integer");
-    return v.get<int64_t>();
-  }
-  double number(const std::string& key) const {
-    const auto& v = get(key);
-    if (!v.is_number()) fail(key, "must be a number");
-    return v.get<double>();
-  }
-  std::optional<double> optional_number(const std::string& key) const {
-    if (get_or_null(key).is_null()) return std::nullopt;
-    return number(key);
-  }
-  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    throw std::runtime_error(source_ + ": " + key + ": " + what);
-  }
-  bool has(const std::string& key) const { return !get_or_null(key).is_null(); }  // given or defaulted
-  bool given(const std::string& key) const { return j_.contains(key) && !j_[key].is_null(); }
-
- private:
-  const nlohmann::json& get_or_null(const std::string& key) const {
-    static const nlohmann::json null;
-    if (j_.contains(key)) return j_[key];
-    return defaults_.contains(key) ? defaults_[key] : null;
-  }
-
-  const nlohmann::json& j_;
-  const nlohmann::json& defaults_;
-  std::string source_;
-};
-
-double linear_rope_factor(const Fields& f) {
+double linear_rope_factor(const ConfigFields& f) {
   const auto& s = f.get("rope_scaling");
   if (s.is_null()) return 1.0;
   if (!s.is_object()) f.fail("rope_scaling", "must be an object or null");
@@ -94,20 +55,9 @@ double linear_rope_factor(const Fields& f) {
 
 // transformers: layer_types when given; else Gemma 2 slides on even layers and Gemma 3 makes every
 // sliding_window_pattern-th layer global; Gemma 1 has no sliding layers.
-std::vector<bool> sliding_layers(const Fields& f, Family family, int64_t n_layers) {
+std::vector<bool> sliding_layers(const ConfigFields& f, Family family, int64_t n_layers) {
+  if (f.has("layer_types")) return models::sliding_from_layer_types(f, n_layers);
   std::vector<bool> sliding(n_layers, false);
-  if (f.has("layer_types")) {
-    const auto& types = f.get("layer_types");
-    if (!types.is_array() || static_cast<int64_t>(types.size()) != n_layers)
-      f.fail("layer_types", "must list num_hidden_layers entries");
-    for (int64_t i = 0; i < n_layers; ++i) {
-      const std::string t = types[i].is_string() ? types[i].get<std::string>() : "";
-      if (t != "sliding_attention" && t != "full_attention")
-        f.fail("layer_types", "entry " + std::to_string(i) + " is neither sliding_attention nor full_attention");
-      sliding[i] = t == "sliding_attention";
-    }
-    return sliding;
-  }
   if (family == Family::kGemma) return sliding;
   const int64_t pattern = family == Family::kGemma2 ? 2
                           : f.given("_sliding_window_pattern") && !f.given("sliding_window_pattern")
@@ -119,14 +69,14 @@ std::vector<bool> sliding_layers(const Fields& f, Family family, int64_t n_layer
 
 // Every Gemma uses the tanh approximation of GELU: transformers maps an old config's `hidden_act: gelu`
 // to gelu_pytorch_tanh too when hidden_activation is absent (GemmaMLP), so only hidden_activation counts.
-void check_activation(const Fields& f) {
+void check_activation(const ConfigFields& f) {
   if (!f.has("hidden_activation")) return;
   const auto& act = f.get("hidden_activation");
   if (!act.is_string() || (act.get<std::string>() != "gelu_pytorch_tanh" && act.get<std::string>() != "gelu_tanh"))
     f.fail("hidden_activation", "only gelu_pytorch_tanh is supported");
 }
 
-Config resolve(const Fields& f, Family family) {
+Config resolve(const ConfigFields& f, Family family) {
   Config c;
   c.family = family;
   c.vocab_size = f.integer("vocab_size");
@@ -148,9 +98,7 @@ Config resolve(const Fields& f, Family family) {
   }
   // Gemma 3's attention ignores attn_logit_softcapping (transformers' Gemma3Attention never applies it).
   if (family == Family::kGemma2) c.attn_logit_softcapping = f.optional_number("attn_logit_softcapping");
-  const auto& tie = f.get("tie_word_embeddings");
-  if (!tie.is_boolean()) f.fail("tie_word_embeddings", "must be true or false");
-  c.tie_word_embeddings = tie.get<bool>();
+  c.tie_word_embeddings = f.boolean("tie_word_embeddings");
   check_activation(f);
 
   const double scale = linear_rope_factor(f);
@@ -161,6 +109,10 @@ Config resolve(const Fields& f, Family family) {
   for (bool sliding : sliding_layers(f, family, c.num_layers))
     c.layers.push_back(sliding ? LayerConfig{true, local_base, local_scale} : LayerConfig{false, global_base, scale});
   return c;
+}
+
+Config resolve(const nlohmann::json& j, Family family, std::string source) {
+  return resolve(ConfigFields(j, defaults(family), std::move(source)), family);
 }
 
 }  // namespace
@@ -178,14 +130,14 @@ const char* Config::family_name() const {
 Config resolve_config(const nlohmann::json& config, const std::string& source) {
   if (!config.is_object()) throw std::runtime_error(source + ": not a JSON object");
   const std::string type = config.value("model_type", std::string());
-  if (type == "gemma") return resolve(Fields(config, Family::kGemma, source), Family::kGemma);
-  if (type == "gemma2") return resolve(Fields(config, Family::kGemma2, source), Family::kGemma2);
-  if (type == "gemma3_text") return resolve(Fields(config, Family::kGemma3, source), Family::kGemma3);
+  if (type == "gemma") return resolve(config, Family::kGemma, source);
+  if (type == "gemma2") return resolve(config, Family::kGemma2, source);
+  if (type == "gemma3_text") return resolve(config, Family::kGemma3, source);
   if (type == "gemma3") {
     static const nlohmann::json empty = nlohmann::json::object();
     const auto& text = config.contains("text_config") ? config["text_config"] : empty;
     if (!text.is_object()) throw std::runtime_error(source + ": text_config: not an object");
-    return resolve(Fields(text, Family::kGemma3, source + ": text_config"), Family::kGemma3);
+    return resolve(text, Family::kGemma3, source + ": text_config");
   }
   throw std::runtime_error(source + ": model_type: '" + type +
                            "' is not supported (gemma, gemma2, gemma3_text, gemma3)");

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "models/config_fields.h"
+
 namespace ge::gemma3n {
 
 namespace {
@@ -45,54 +47,10 @@ const nlohmann::json& defaults() {
   return d;
 }
 
-class Fields {
- public:
-  Fields(const nlohmann::json& j, std::string source) : j_(j), source_(std::move(source)) {}
-
-  // The given value, else the default; null when neither (or when null is the default).
-  const nlohmann::json& get(const std::string& key) const {
-    static const nlohmann::json null;
-    if (j_.contains(key)) return j_[key];
-    return defaults().contains(key) ? defaults()[key] : null;
-  }
-  int64_t integer(const std::string& key, int64_t min = 1) const {
-    const auto& v = get(key);
-    if (!v.is_number_integer() || v.get<int64_t>() < min)
-      fail(key, min == 0 ? "must be a non-negative integer" : "must be a positive integer");
-    return v.get<int64_t>();
-  }
-  double number(const std::string& key) const {
-    const auto& v = get(key);
-    if (!v.is_number()) fail(key, "must be a number");
-    return v.get<double>();
-  }
-  std::optional<double> optional_number(const std::string& key) const {
-    if (get(key).is_null()) return std::nullopt;
-    return number(key);
-  }
-  bool boolean(const std::string& key) const {
-    const auto& v = get(key);
-    if (!v.is_boolean()) fail(key, "must be true or false");
-    return v.get<bool>();
-  }
-  // A list of exactly n entries.
-  const nlohmann::json& list(const std::string& key, int64_t n) const {
-    const auto& v = get(key);
-    if (!v.is_array() || static_cast<int64_t>(v.size()) != n)
-      fail(key, "must list num_hidden_layers (" + std::to_string(n) + ") entries, one per layer");
-    return v;
-  }
-  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    throw std::runtime_error(source_ + ": " + key + ": " + what);
-  }
-
- private:
-  const nlohmann::json& j_;
-  std::string source_;
-};
+using models::ConfigFields;
 
 // A number or a list of one per layer (transformers repeats a single width).
-std::vector<int64_t> intermediate_sizes(const Fields& f, int64_t n_layers) {
+std::vector<int64_t> intermediate_sizes(const ConfigFields& f, int64_t n_layers) {
   if (!f.get("intermediate_size").is_array())
     return std::vector<int64_t>(n_layers, f.integer("intermediate_size"));
   std::vector<int64_t> sizes;
@@ -105,26 +63,16 @@ std::vector<int64_t> intermediate_sizes(const Fields& f, int64_t n_layers) {
 }
 
 // transformers: every fifth layer global when layer_types is absent.
-std::vector<bool> sliding_layers(const Fields& f, int64_t n_layers) {
+std::vector<bool> sliding_layers(const ConfigFields& f, int64_t n_layers) {
+  if (f.has("layer_types")) return models::sliding_from_layer_types(f, n_layers);
   std::vector<bool> sliding(n_layers);
-  if (f.get("layer_types").is_null()) {
-    for (int64_t i = 0; i < n_layers; ++i) sliding[i] = (i + 1) % 5 != 0;
-    return sliding;
-  }
-  const auto& types = f.list("layer_types", n_layers);
-  for (int64_t i = 0; i < n_layers; ++i) {
-    const std::string t = types[i].is_string() ? types[i].get<std::string>() : "";
-    if (t != "sliding_attention" && t != "full_attention")
-      f.fail("layer_types",
-             "entry " + std::to_string(i) + " is neither sliding_attention nor full_attention");
-    sliding[i] = t == "sliding_attention";
-  }
+  for (int64_t i = 0; i < n_layers; ++i) sliding[i] = (i + 1) % 5 != 0;
   return sliding;
 }
 
 // transformers: the first 10 layers at 0.95 (none when the model has 10 layers or fewer) when absent.
 // A sparsity of 1 would zero every activation (its quantile is infinite): refused.
-std::vector<double> activation_sparsity(const Fields& f, int64_t n_layers) {
+std::vector<double> activation_sparsity(const ConfigFields& f, int64_t n_layers) {
   std::vector<double> sparsity(n_layers, 0.0);
   if (f.get("activation_sparsity_pattern").is_null()) {
     if (n_layers > 10) std::fill(sparsity.begin(), sparsity.begin() + 10, 0.95);
@@ -139,7 +87,7 @@ std::vector<double> activation_sparsity(const Fields& f, int64_t n_layers) {
   return sparsity;
 }
 
-void check_default_rope(const Fields& f, const std::string& key, const nlohmann::json& params) {
+void check_default_rope(const ConfigFields& f, const std::string& key, const nlohmann::json& params) {
   if (params.is_null()) return;
   if (!params.is_object()) f.fail(key, "must be an object or null");
   const std::string type = params.value("rope_type", params.value("type", std::string("default")));
@@ -148,7 +96,7 @@ void check_default_rope(const Fields& f, const std::string& key, const nlohmann:
 
 // RoPE bases of global and sliding layers: rope_parameters' full_attention / sliding_attention (newer
 // transformers), else rope_theta / rope_local_base_freq. Gemma 3n uses no RoPE scaling.
-void resolve_rope(const Fields& f, Config& c) {
+void resolve_rope(const ConfigFields& f, Config& c) {
   check_default_rope(f, "rope_scaling", f.get("rope_scaling"));
   c.rope_theta = f.number("rope_theta");
   c.rope_local_base_freq = f.number("rope_local_base_freq");
@@ -166,7 +114,7 @@ void resolve_rope(const Fields& f, Config& c) {
   }
 }
 
-Config resolve(const Fields& f) {
+Config resolve(const ConfigFields& f) {
   Config c;
   c.vocab_size = f.integer("vocab_size");
   c.vocab_size_per_layer_input = f.integer("vocab_size_per_layer_input");
@@ -254,11 +202,11 @@ double normal_quantile(double p) {
 Config resolve_config(const nlohmann::json& config, const std::string& source) {
   if (!config.is_object()) throw std::runtime_error(source + ": not a JSON object");
   const std::string type = config.value("model_type", std::string());
-  if (type == "gemma3n_text") return resolve(Fields(config, source));
+  if (type == "gemma3n_text") return resolve(ConfigFields(config, defaults(), source));
   if (type == "gemma3n") {
     if (!config.contains("text_config") || !config["text_config"].is_object())
       throw std::runtime_error(source + ": text_config: missing or not an object");
-    return resolve(Fields(config["text_config"], source + ": text_config"));
+    return resolve(ConfigFields(config["text_config"], defaults(), source + ": text_config"));
   }
   throw std::runtime_error(source + ": model_type: '" + type + "' is not a Gemma 3n (gemma3n, gemma3n_text)");
 }
