@@ -11,6 +11,7 @@
 
 #include "cli/common.h"
 #include "convert/gguf_convert.h"
+#include "formats/removal_on_signal.h"
 
 namespace ge::cli {
 
@@ -66,6 +67,8 @@ void run_convert(const ConvertOptions& o) {
   const bool tty = isatty(STDERR_FILENO) != 0;
   convert_one(convert::convert_to_gguf, o.dir, o.output, opts, tty);
   if (o.mmproj.empty()) return;
+  // Interrupted while writing the projector: the text output goes too, as on failure.
+  const formats::RemovalOnSignal interrupted(o.output);
   try {
     convert_one(convert::convert_mmproj_to_gguf, o.dir, o.mmproj, opts, tty);
   } catch (...) {

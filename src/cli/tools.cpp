@@ -7,6 +7,7 @@
 
 #include "cli/common.h"
 #include "formats/gguf.h"
+#include "formats/removal_on_signal.h"
 #include "formats/safetensors.h"
 #include "loader/model_loader.h"
 #include "tokenizer/tokenizer.h"
@@ -34,9 +35,11 @@ std::vector<int32_t> parse_ids(const std::string& text) {
   return ids;
 }
 
-// Writes through a temporary file and renames it, so a failed run never leaves a partial output.
+// Writes through a temporary file and renames it, so a failed or interrupted run never leaves a partial
+// output.
 void write_file_atomically(const std::filesystem::path& path, const void* data, size_t bytes) {
   const auto tmp = path.string() + ".tmp";
+  const formats::RemovalOnSignal interrupted(tmp);
   {
     std::ofstream out(tmp, std::ios::binary);
     if (!out) throw std::runtime_error(path.string() + ": cannot write");

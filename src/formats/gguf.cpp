@@ -8,6 +8,8 @@
 #include <span>
 #include <type_traits>
 
+#include "formats/removal_on_signal.h"
+
 namespace ge::formats {
 
 namespace {
@@ -452,6 +454,7 @@ uint32_t GgufWriter::alignment() const {
 
 void GgufWriter::write(const std::filesystem::path& path, const TensorWriter& write_tensor) const {
   const std::filesystem::path tmp = path.string() + ".tmp";
+  const RemovalOnSignal interrupted(tmp);
   try {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) fail(tmp, "cannot open for writing");
