@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -99,8 +100,8 @@ using MatmulFn = std::function<void(ThreadPool&, const Tensor&, const float*, in
 void exact_matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
   matmul(pool, w, x, n_tokens, y, Precision::kExact);
 }
-void bf16_activations_matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
-  matmul(pool, w, x, n_tokens, y, Precision::kBf16Activations);
+void reduced_activations_matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
+  matmul(pool, w, x, n_tokens, y, Precision::kReducedActivations);
 }
 
 // Error bound of one output relative to sum_i |x_i w_i|. Summing n f32 terms in any order (SIMD lanes,
@@ -238,7 +239,7 @@ TEST(Matmul, QuantizedWeightsMultiplyAsTheirDequantizedValues) {
 }
 
 constexpr const char* kNoAvx512Bf16 =
-    "this CPU lacks AVX512_BF16 (vdpbf16ps), which the kBf16Activations kernel needs";
+    "this CPU lacks AVX512_BF16 (vdpbf16ps), which the kReducedActivations kernel needs";
 
 TEST(Matmul, Bf16ActivationKernelMatchesReferenceOnRoundedActivations) {
   if (!detail::cpu_has_avx512bf16()) GTEST_SKIP() << kNoAvx512Bf16;
@@ -266,26 +267,166 @@ std::vector<float> outputs_of(const MatmulFn& fn, DType dtype, int64_t n_tokens)
 }
 
 // Without AVX512_BF16 the request falls back to the exact path for every token count.
-TEST(Matmul, Bf16ActivationsTakeTheKernelOnlyForBf16Prefill) {
+TEST(Matmul, ReducedActivationsTakeTheBf16KernelOnlyForPrefill) {
   for (int64_t n_tokens : {int64_t{1}, detail::kMinBf16Tokens - 1, detail::kMinBf16Tokens, int64_t{64}}) {
     SCOPED_TRACE(testing::Message() << "n_tokens=" << n_tokens);
     const bool kernel = n_tokens >= detail::kMinBf16Tokens && detail::cpu_has_avx512bf16();
     const MatmulFn expected_path = kernel ? MatmulFn(detail::matmul_avx512bf16) : MatmulFn(exact_matmul);
-    EXPECT_EQ(outputs_of(bf16_activations_matmul, DType::BF16, n_tokens),
+    EXPECT_EQ(outputs_of(reduced_activations_matmul, DType::BF16, n_tokens),
               outputs_of(expected_path, DType::BF16, n_tokens));
   }
 }
 
-// The request is only honoured for BF16 weights: F32, F16 and quantized weights get the exact path, bit
-// for bit.
-TEST(Matmul, Bf16ActivationsAreExactForOtherWeights) {
-  for (DType dtype : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
+// The request is only honoured for BF16 and Q8_0 weights: F32, F16 and Q4_0 weights get the exact path,
+// bit for bit.
+TEST(Matmul, ReducedActivationsAreExactForOtherWeights) {
+  for (DType dtype : {DType::F32, DType::F16, DType::Q4_0}) {
     for (int64_t n_tokens : {int64_t{1}, int64_t{64}}) {
       SCOPED_TRACE(testing::Message() << dtype_info(dtype).name << " n_tokens=" << n_tokens);
-      EXPECT_EQ(outputs_of(bf16_activations_matmul, dtype, n_tokens),
+      EXPECT_EQ(outputs_of(reduced_activations_matmul, dtype, n_tokens),
                 outputs_of(exact_matmul, dtype, n_tokens));
     }
   }
+}
+
+// Without AVX512-VNNI the request falls back to the exact path for every token count.
+TEST(Matmul, ReducedActivationsTakeTheQ8_0KernelOnlyForPrefill) {
+  for (int64_t n_tokens :
+       {int64_t{1}, detail::kMinQ8_0VnniTokens - 1, detail::kMinQ8_0VnniTokens, int64_t{64}}) {
+    SCOPED_TRACE(testing::Message() << "n_tokens=" << n_tokens);
+    const bool kernel = n_tokens >= detail::kMinQ8_0VnniTokens && detail::cpu_has_avx512vnni();
+    const MatmulFn expected_path = kernel ? MatmulFn(detail::matmul_q8_0_vnni) : MatmulFn(exact_matmul);
+    EXPECT_EQ(outputs_of(reduced_activations_matmul, DType::Q8_0, n_tokens),
+              outputs_of(expected_path, DType::Q8_0, n_tokens));
+  }
+}
+
+constexpr const char* kNoAvx512Vnni =
+    "this CPU lacks AVX512-VNNI (vpdpbusd), which the Q8_0 kReducedActivations kernel needs";
+
+// A Q8_0 block's scale and codes, as stored.
+struct Q8_0Block {
+  double d;
+  const int8_t* codes;
+};
+
+Q8_0Block q8_0_block(const std::byte* row, int64_t block) {
+  const std::byte* p = row + block * static_cast<int64_t>(kQ8_0BlockBytes);
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  return {f16_to_f32(bits), reinterpret_cast<const int8_t*>(p + 2)};
+}
+
+// What the vpdpbusd kernel computes, in scalar arithmetic and double sums: each token's activations
+// quantized by quantize_row_q8_0, then d_w * d_x * (integer dot of the codes) per block pair. `magnitude`
+// receives the sums of |d_w * d_x * dot|, which bound the kernel's f32 rounding.
+void q8_0_activations_reference(const Tensor& w, const float* x, int64_t n_tokens, std::vector<double>& y,
+                                std::vector<double>& magnitude) {
+  const int64_t rows = w.rows(), cols = w.cols(), blocks = cols / kQuantBlock;
+  const size_t x_row_bytes = static_cast<size_t>(blocks) * kQ8_0BlockBytes;
+  std::vector<std::byte> xq(static_cast<size_t>(n_tokens) * x_row_bytes);
+  for (int64_t t = 0; t < n_tokens; ++t) quantize_row_q8_0(x + t * cols, cols, xq.data() + t * x_row_bytes);
+  y.assign(static_cast<size_t>(n_tokens * rows), 0.0);
+  magnitude.assign(y.size(), 0.0);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t o = 0; o < rows; ++o) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const Q8_0Block wb = q8_0_block(w.row(o), b), xb = q8_0_block(xq.data() + t * x_row_bytes, b);
+        int64_t dot = 0;
+        for (int64_t j = 0; j < kQuantBlock; ++j) dot += int64_t{wb.codes[j]} * xb.codes[j];
+        const double term = wb.d * xb.d * static_cast<double>(dot);
+        y[t * rows + o] += term;
+        magnitude[t * rows + o] += std::fabs(term);
+      }
+    }
+  }
+}
+
+// Bound on |exact - quantized| for one output, from the activations' rounding: a block with largest
+// magnitude m gets the scale d = m / 127 (stored as fp16, relative error <= 2^-11), so each code is off by
+// at most d / 2 and each |code| <= 127 adds 127 * d * 2^-11 for the scale: 0.563 d per activation, times
+// the sum of |w| over the block.
+double activation_rounding_bound(const float* w_row, const float* x_row, int64_t cols) {
+  double bound = 0;
+  for (int64_t b = 0; b < cols; b += kQuantBlock) {
+    double amax = 0, w_abs = 0;
+    for (int64_t j = b; j < b + kQuantBlock; ++j) {
+      amax = std::max(amax, static_cast<double>(std::fabs(x_row[j])));
+      w_abs += std::fabs(w_row[j]);
+    }
+    bound += (0.5 + 127 * 0x1p-11) * (amax / 127) * w_abs * (1 + 0x1p-10);
+  }
+  return bound;
+}
+
+// Activations that put the quantizer's rounding to the test: per block, one value at 127 fixes the scale
+// at exactly 1, and the others are k + 0.5 (ties, rounded away from zero by quantize_row_q8_0), plus
+// blocks of zeros (scale 0).
+std::vector<float> tie_activations(size_t n) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t in_block = i % kQuantBlock, block = i / kQuantBlock;
+    if (block % 5 == 4) continue;
+    v[i] = in_block == 0 ? 127.0f : static_cast<float>(static_cast<int>(i % 101) - 50) + 0.5f;
+  }
+  return v;
+}
+
+enum class Q8_0Activations { kRandom, kTies };
+
+// Checks matmul_q8_0_vnni against q8_0_activations_reference (f32 rounding only) and against exact
+// matmul_reference (plus the activation rounding bound), for 1, 2 and 3 threads. Some weight codes are
+// set to -128, which quantize_row_q8_0 never writes but a GGUF may hold.
+void expect_q8_0_kernel_matches_references(const std::vector<Shape>& shapes, Q8_0Activations kind) {
+  constexpr size_t kGuard = 16;
+  uint32_t seed = 300;
+  for (const Shape& s : shapes) {
+    const std::vector<float> w_values = random_values(static_cast<size_t>(s.out * s.in), seed++);
+    const size_t n_x = static_cast<size_t>(s.n_tokens * s.in);
+    const std::vector<float> x = kind == Q8_0Activations::kTies ? tie_activations(n_x) : random_values(n_x, seed++);
+    OwnedTensor w = make_weights(DType::Q8_0, s.out, s.in, w_values);
+    for (size_t i = 2; i < w.bytes.size(); i += 97)
+      if (i % kQ8_0BlockBytes >= 2) w.bytes[i] = std::byte{0x80};
+    const std::vector<float> w_stored = stored_values(w.t);
+    const OwnedTensor w_abs = make_weights(DType::F32, s.out, s.in, abs_values(w_stored));
+    const size_t n_out = static_cast<size_t>(s.n_tokens * s.out);
+    std::vector<double> same_arithmetic, same_magnitude;
+    q8_0_activations_reference(w.t, x.data(), s.n_tokens, same_arithmetic, same_magnitude);
+    std::vector<float> exact(n_out), exact_magnitude(n_out);
+    matmul_reference(w.t, x.data(), s.n_tokens, exact.data());
+    matmul_reference(w_abs.t, abs_values(x).data(), s.n_tokens, exact_magnitude.data());
+    const double f32_rel = static_cast<double>(s.in / kQuantBlock + 3) * 0x1p-24;
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE(testing::Message() << "in=" << s.in << " out=" << s.out << " n_tokens=" << s.n_tokens
+                                      << " threads=" << threads);
+      ThreadPool pool(threads);
+      std::vector<float> y(n_out + kGuard, std::numeric_limits<float>::quiet_NaN());
+      detail::matmul_q8_0_vnni(pool, w.t, x.data(), s.n_tokens, y.data());
+      for (size_t i = 0; i < n_out; ++i) {
+        ASSERT_NEAR(y[i], same_arithmetic[i], f32_rel * same_magnitude[i] + 1e-6) << "output " << i;
+        const int64_t t = static_cast<int64_t>(i) / s.out, o = static_cast<int64_t>(i) % s.out;
+        const double bound =
+            activation_rounding_bound(w_stored.data() + o * s.in, x.data() + t * s.in, s.in) +
+            tolerance(s, exact_magnitude[i]) + f32_rel * same_magnitude[i];
+        ASSERT_NEAR(y[i], exact[i], bound) << "output " << i << " against the exact product";
+      }
+      for (size_t i = n_out; i < y.size(); ++i) ASSERT_TRUE(std::isnan(y[i])) << "wrote past the end";
+    }
+  }
+}
+
+TEST(Matmul, Q8_0VnniKernelMatchesReferences) {
+  if (!detail::cpu_has_avx512vnni()) GTEST_SKIP() << kNoAvx512Vnni;
+  // Beyond quantized_shapes(): 70 and 130 tokens leave partial 64-token tiles after whole ones.
+  std::vector<Shape> shapes = quantized_shapes();
+  shapes.push_back({2048, 301, 70});
+  shapes.push_back({96, 17, 130});
+  expect_q8_0_kernel_matches_references(shapes, Q8_0Activations::kRandom);
+}
+
+TEST(Matmul, Q8_0VnniKernelRoundsTiesAndZeroBlocksAsQuantizeRow) {
+  if (!detail::cpu_has_avx512vnni()) GTEST_SKIP() << kNoAvx512Vnni;
+  expect_q8_0_kernel_matches_references({{160, 17, 20}, {2048, 5, 64}}, Q8_0Activations::kTies);
 }
 
 TEST(Matmul, ExactForExactlyRepresentableProducts) {

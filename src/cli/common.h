@@ -11,7 +11,7 @@ namespace ge::cli {
 std::string default_model_dir();
 int default_threads();
 
-// --prefill-bf16: the opt-in fast prompt processing, shared by run, logits and bench.
+// --fast-prefill: the opt-in fast prompt processing, shared by run, logits and bench.
 void add_prefill_precision_flag(CLI::App* cmd, bool& flag);
 kernels::Precision prefill_precision(bool flag);
 

@@ -1,4 +1,4 @@
-// vdpbf16ps kernel for BF16 weights with activations rounded to bf16 (Precision::kBf16Activations). One
+// vdpbf16ps kernel for BF16 weights with activations rounded to bf16 (Precision::kReducedActivations). One
 // vdpbf16ps multiplies 16 pairs of bf16 and adds them to 16 f32 sums: twice the products of an f32 FMA.
 //
 // Tiles are outer products: a zmm holds one bf16 pair (elements 2p, 2p + 1) of 16 tokens, a weight row's

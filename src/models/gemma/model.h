@@ -47,7 +47,8 @@ Weights bind_weights(const Config& c, const TensorSource& source);
 
 // Called with the residual stream: index 0 after the embedding, i + 1 after layer i; rows are
 // positions [start, start + n_tokens).
-using HiddenObserver = std::function<void(int64_t index, const float* hidden, int64_t start, int64_t n_tokens)>;
+using HiddenObserver =
+    std::function<void(int64_t index, const float* hidden, int64_t start, int64_t n_tokens)>;
 
 class Model {
  public:
@@ -59,7 +60,8 @@ class Model {
   int64_t max_chunk() const { return max_chunk_; }
 
   // Precision of the matmuls of multi-token chunks (prompt processing); single-token decode steps are
-  // always exact. kBf16Activations trades ~5e-3 on logits for ~2x faster prefill, as llama.cpp does.
+  // always exact. kReducedActivations rounds activations as llama.cpp does (bf16 for bf16 weights: ~5e-3 on
+  // logits for ~2x; 8-bit blocks for q8_0 weights: ~3x).
   void set_prefill_precision(kernels::Precision p) { prefill_precision_ = p; }
 
   // A cache for one sequence of up to `context` positions, holding keys and values as `dtype` (F32 or F16).
@@ -77,10 +79,12 @@ class Model {
 
  private:
   void forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-                     kernels::ThreadPool& pool, float* logits, bool all_positions, const HiddenObserver* observer);
+                     kernels::ThreadPool& pool, float* logits, bool all_positions,
+                     const HiddenObserver* observer);
   void embed(std::span<const int32_t> tokens);
   void prepare_rope(int64_t start_pos, int64_t n);
-  void attention_block(int64_t layer, int64_t start_pos, int64_t n, nn::KVCache& cache, kernels::ThreadPool& pool);
+  void attention_block(int64_t layer, int64_t start_pos, int64_t n, nn::KVCache& cache,
+                       kernels::ThreadPool& pool);
   void mlp_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
   void linear(kernels::ThreadPool& pool, const Tensor& w, const float* x, int64_t n, float* y) const;
