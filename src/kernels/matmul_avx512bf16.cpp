@@ -12,13 +12,7 @@
 #include "kernels/matmul_internal.h"
 
 #if defined(__x86_64__)
-// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the unused merge source and then warn about
-// it at every call site (GCC PR 105593, fixed in 12.3); the warning is about the header, not this code.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "kernels/avx512_intrinsics.h"
 
 #include <hwy/aligned_allocator.h>
 
