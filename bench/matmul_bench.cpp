@@ -4,8 +4,9 @@
 //   few tokens (n_tokens = 4 .. 16, weights streamed): GFLOP/s.
 // "fma" is the exact f32-FMA path on bf16 weights, "fma_q8_0" / "fma_q4_0" the same path on ggml's block
 // formats (decode GB/s count the quantized bytes: 34 / 18 per 32 weights against bf16's 64);
-// "bf16_activations" is matmul() with Precision::kReducedActivations on bf16 weights, "reduced_q8_0" the
-// same on Q8_0 weights (the vpdpbusd kernel, activations quantized to 8-bit blocks).
+// "bf16_activations" is matmul() with Precision::kReducedActivations on bf16 weights, "reduced_q8_0" /
+// "reduced_q4_0" the same on Q8_0 / Q4_0 weights (the vpdpbusd kernel, activations quantized to 8-bit
+// blocks).
 // Environment: GE_BENCH_THREADS (default: all cores); GE_BENCH_HWY_TARGET=AVX2 (or SSE4, ...) runs the fma
 // path on that Highway target instead of the best one, e.g. to see what an AVX2-only CPU would get.
 #include <benchmark/benchmark.h>
@@ -163,21 +164,21 @@ void matmul_bf16_activations(ThreadPool& pool, const Tensor& w, const float* x, 
   matmul(pool, w, x, n_tokens, y, Precision::kReducedActivations);
 }
 
-// The same request on Q8_0 weights: the vpdpbusd kernel where matmul() picks it (see the "avx512vnni"
-// context), otherwise the exact fma path.
-void matmul_reduced_q8_0(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
+// The same request on Q8_0 or Q4_0 weights: the vpdpbusd kernel where matmul() picks it (see the
+// "avx512vnni" context), otherwise the exact fma path.
+void matmul_reduced_quantized(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
   matmul(pool, w, x, n_tokens, y, Precision::kReducedActivations);
 }
 
 // The tied LM head (262144 x 640) over a 64-token chunk, as run when every position's logits are wanted;
-// only for the Q8_0 paths, whose comparison it is.
+// only for the Q8_0 and Q4_0 paths, whose comparison it is.
 void lm_head_prefill_shape(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "cols", "tokens"})->Args({262144, 640, 64});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 // Few tokens with weights streamed from DRAM, as in a short prompt: where the vdpbf16ps and vpdpbusd
-// kernels start to beat the fma path, which decides detail::kMinBf16Tokens and kMinQ8_0VnniTokens.
+// kernels start to beat the fma path, which decides detail::kMinBf16Tokens and kMinVnniTokens.
 void BM_FewTokens(benchmark::State& state, Path path, DType dtype) {
   run_matmul(state, path, dtype, state.range(0), state.range(1), state.range(2), kOverflowCache);
 }
@@ -187,9 +188,9 @@ void BM_FewTokensBf16Kernel(benchmark::State& state) {
   BM_FewTokens(state, &detail::matmul_avx512bf16, DType::BF16);
 }
 
-void BM_FewTokensQ8_0VnniKernel(benchmark::State& state) {
+void BM_FewTokensVnniKernel(benchmark::State& state, DType dtype) {
   if (!detail::cpu_has_avx512vnni()) return state.SkipWithError("this CPU lacks AVX512-VNNI");
-  BM_FewTokens(state, &detail::matmul_q8_0_vnni, DType::Q8_0);
+  BM_FewTokens(state, &detail::matmul_vnni, dtype);
 }
 
 void few_token_shapes(benchmark::internal::Benchmark* b) {
@@ -209,15 +210,22 @@ BENCHMARK_CAPTURE(BM_DecodeCached, fma_q4_0, &detail::matmul_highway, DType::Q4_
     ->Apply(cached_decode_shapes);
 BENCHMARK_CAPTURE(BM_Prefill, fma, &detail::matmul_highway, DType::BF16)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Prefill, fma_q8_0, &detail::matmul_highway, DType::Q8_0)->Apply(prefill_shapes);
-BENCHMARK_CAPTURE(BM_Prefill, reduced_q8_0, &matmul_reduced_q8_0, DType::Q8_0)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, reduced_q8_0, &matmul_reduced_quantized, DType::Q8_0)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Prefill, fma_q8_0, &detail::matmul_highway, DType::Q8_0)->Apply(lm_head_prefill_shape);
-BENCHMARK_CAPTURE(BM_Prefill, reduced_q8_0, &matmul_reduced_q8_0, DType::Q8_0)->Apply(lm_head_prefill_shape);
+BENCHMARK_CAPTURE(BM_Prefill, reduced_q8_0, &matmul_reduced_quantized, DType::Q8_0)
+    ->Apply(lm_head_prefill_shape);
 BENCHMARK_CAPTURE(BM_Prefill, fma_q4_0, &detail::matmul_highway, DType::Q4_0)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, reduced_q4_0, &matmul_reduced_quantized, DType::Q4_0)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, fma_q4_0, &detail::matmul_highway, DType::Q4_0)->Apply(lm_head_prefill_shape);
+BENCHMARK_CAPTURE(BM_Prefill, reduced_q4_0, &matmul_reduced_quantized, DType::Q4_0)
+    ->Apply(lm_head_prefill_shape);
 BENCHMARK_CAPTURE(BM_Prefill, bf16_activations, &matmul_bf16_activations, DType::BF16)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_FewTokens, fma, &detail::matmul_highway, DType::BF16)->Apply(few_token_shapes);
 BENCHMARK(BM_FewTokensBf16Kernel)->Apply(few_token_shapes);
 BENCHMARK_CAPTURE(BM_FewTokens, fma_q8_0, &detail::matmul_highway, DType::Q8_0)->Apply(few_token_shapes);
-BENCHMARK(BM_FewTokensQ8_0VnniKernel)->Apply(few_token_shapes);
+BENCHMARK_CAPTURE(BM_FewTokensVnniKernel, q8_0, DType::Q8_0)->Apply(few_token_shapes);
+BENCHMARK_CAPTURE(BM_FewTokens, fma_q4_0, &detail::matmul_highway, DType::Q4_0)->Apply(few_token_shapes);
+BENCHMARK_CAPTURE(BM_FewTokensVnniKernel, q4_0, DType::Q4_0)->Apply(few_token_shapes);
 
 void BM_ReadBandwidth(benchmark::State& state) {
   double gbs = 0;

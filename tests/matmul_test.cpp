@@ -4,7 +4,9 @@
 #include <hwy/targets.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <functional>
 #include <iostream>
@@ -277,10 +279,10 @@ TEST(Matmul, ReducedActivationsTakeTheBf16KernelOnlyForPrefill) {
   }
 }
 
-// The request is only honoured for BF16 and Q8_0 weights: F32, F16 and Q4_0 weights get the exact path,
+// The request is only honoured for BF16, Q8_0 and Q4_0 weights: F32 and F16 weights get the exact path,
 // bit for bit.
 TEST(Matmul, ReducedActivationsAreExactForOtherWeights) {
-  for (DType dtype : {DType::F32, DType::F16, DType::Q4_0}) {
+  for (DType dtype : {DType::F32, DType::F16}) {
     for (int64_t n_tokens : {int64_t{1}, int64_t{64}}) {
       SCOPED_TRACE(testing::Message() << dtype_info(dtype).name << " n_tokens=" << n_tokens);
       EXPECT_EQ(outputs_of(reduced_activations_matmul, dtype, n_tokens),
@@ -289,32 +291,53 @@ TEST(Matmul, ReducedActivationsAreExactForOtherWeights) {
   }
 }
 
+// The Q8_0 and Q4_0 weights that the vpdpbusd kernel takes, and the name each gives its tests.
+class MatmulVnni : public testing::TestWithParam<DType> {};
+
+std::string dtype_name(const testing::TestParamInfo<DType>& info) {
+  return std::string(dtype_info(info.param).name);
+}
+
+INSTANTIATE_TEST_SUITE_P(MatmulQuantized, MatmulVnni, testing::Values(DType::Q8_0, DType::Q4_0), dtype_name);
+
 // Without AVX512-VNNI the request falls back to the exact path for every token count.
-TEST(Matmul, ReducedActivationsTakeTheQ8_0KernelOnlyForPrefill) {
-  for (int64_t n_tokens :
-       {int64_t{1}, detail::kMinQ8_0VnniTokens - 1, detail::kMinQ8_0VnniTokens, int64_t{64}}) {
+TEST_P(MatmulVnni, ReducedActivationsTakeTheKernelOnlyForPrefill) {
+  const DType dtype = GetParam();
+  for (int64_t n_tokens : {int64_t{1}, detail::kMinVnniTokens - 1, detail::kMinVnniTokens, int64_t{64}}) {
     SCOPED_TRACE(testing::Message() << "n_tokens=" << n_tokens);
-    const bool kernel = n_tokens >= detail::kMinQ8_0VnniTokens && detail::cpu_has_avx512vnni();
-    const MatmulFn expected_path = kernel ? MatmulFn(detail::matmul_q8_0_vnni) : MatmulFn(exact_matmul);
-    EXPECT_EQ(outputs_of(reduced_activations_matmul, DType::Q8_0, n_tokens),
-              outputs_of(expected_path, DType::Q8_0, n_tokens));
+    const bool kernel = n_tokens >= detail::kMinVnniTokens && detail::cpu_has_avx512vnni();
+    const MatmulFn expected_path = kernel ? MatmulFn(detail::matmul_vnni) : MatmulFn(exact_matmul);
+    EXPECT_EQ(outputs_of(reduced_activations_matmul, dtype, n_tokens),
+              outputs_of(expected_path, dtype, n_tokens));
   }
 }
 
 constexpr const char* kNoAvx512Vnni =
-    "this CPU lacks AVX512-VNNI (vpdpbusd), which the Q8_0 kReducedActivations kernel needs";
+    "this CPU lacks AVX512-VNNI (vpdpbusd), which the Q8_0 and Q4_0 kReducedActivations kernel needs";
 
-// A Q8_0 block's scale and codes, as stored.
-struct Q8_0Block {
+// A block's scale and its 32 codes as signed integers (Q4_0: q - 8), decoded from the stored bytes.
+struct CodeBlock {
   double d;
-  const int8_t* codes;
+  std::array<int8_t, kQuantBlock> codes;
 };
 
-Q8_0Block q8_0_block(const std::byte* row, int64_t block) {
-  const std::byte* p = row + block * static_cast<int64_t>(kQ8_0BlockBytes);
+CodeBlock code_block(DType dtype, const std::byte* row, int64_t block) {
+  const size_t block_bytes = dtype == DType::Q8_0 ? kQ8_0BlockBytes : kQ4_0BlockBytes;
+  const std::byte* p = row + static_cast<size_t>(block) * block_bytes;
   uint16_t bits;
   std::memcpy(&bits, p, 2);
-  return {f16_to_f32(bits), reinterpret_cast<const int8_t*>(p + 2)};
+  CodeBlock out{f16_to_f32(bits), {}};
+  if (dtype == DType::Q8_0) {
+    std::memcpy(out.codes.data(), p + 2, kQuantBlock);
+    return out;
+  }
+  constexpr int64_t kHalf = kQuantBlock / 2;
+  for (int64_t j = 0; j < kHalf; ++j) {
+    const auto byte = std::to_integer<int>(p[2 + j]);
+    out.codes[j] = static_cast<int8_t>((byte & 0x0F) - 8);
+    out.codes[j + kHalf] = static_cast<int8_t>((byte >> 4) - 8);
+  }
+  return out;
 }
 
 // What the vpdpbusd kernel computes, in scalar arithmetic and double sums: each token's activations
@@ -331,7 +354,8 @@ void q8_0_activations_reference(const Tensor& w, const float* x, int64_t n_token
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t o = 0; o < rows; ++o) {
       for (int64_t b = 0; b < blocks; ++b) {
-        const Q8_0Block wb = q8_0_block(w.row(o), b), xb = q8_0_block(xq.data() + t * x_row_bytes, b);
+        const CodeBlock wb = code_block(w.dtype, w.row(o), b);
+        const CodeBlock xb = code_block(DType::Q8_0, xq.data() + t * x_row_bytes, b);
         int64_t dot = 0;
         for (int64_t j = 0; j < kQuantBlock; ++j) dot += int64_t{wb.codes[j]} * xb.codes[j];
         const double term = wb.d * xb.d * static_cast<double>(dot);
@@ -374,19 +398,27 @@ std::vector<float> tie_activations(size_t n) {
 
 enum class Q8_0Activations { kRandom, kTies };
 
-// Checks matmul_q8_0_vnni against q8_0_activations_reference (f32 rounding only) and against exact
-// matmul_reference (plus the activation rounding bound), for 1, 2 and 3 threads. Some weight codes are
-// set to -128, which quantize_row_q8_0 never writes but a GGUF may hold.
-void expect_q8_0_kernel_matches_references(const std::vector<Shape>& shapes, Q8_0Activations kind) {
+// Sets some weight codes to the format's extremes: Q8_0's -128, which quantize_row_q8_0 never writes but
+// a GGUF may hold; Q4_0's 15 and 0 (7 and -8) side by side in one byte.
+void set_extreme_codes(DType dtype, std::vector<std::byte>& bytes) {
+  const size_t block_bytes = dtype == DType::Q8_0 ? kQ8_0BlockBytes : kQ4_0BlockBytes;
+  const std::byte extreme = dtype == DType::Q8_0 ? std::byte{0x80} : std::byte{0x0F};
+  for (size_t i = 2; i < bytes.size(); i += 97)
+    if (i % block_bytes >= 2) bytes[i] = extreme;
+}
+
+// Checks matmul_vnni on dtype weights against q8_0_activations_reference (f32 rounding only) and against
+// exact matmul_reference (plus the activation rounding bound), for 1, 2 and 3 threads.
+void expect_vnni_kernel_matches_references(DType dtype, const std::vector<Shape>& shapes,
+                                           Q8_0Activations kind) {
   constexpr size_t kGuard = 16;
   uint32_t seed = 300;
   for (const Shape& s : shapes) {
     const std::vector<float> w_values = random_values(static_cast<size_t>(s.out * s.in), seed++);
     const size_t n_x = static_cast<size_t>(s.n_tokens * s.in);
     const std::vector<float> x = kind == Q8_0Activations::kTies ? tie_activations(n_x) : random_values(n_x, seed++);
-    OwnedTensor w = make_weights(DType::Q8_0, s.out, s.in, w_values);
-    for (size_t i = 2; i < w.bytes.size(); i += 97)
-      if (i % kQ8_0BlockBytes >= 2) w.bytes[i] = std::byte{0x80};
+    OwnedTensor w = make_weights(dtype, s.out, s.in, w_values);
+    set_extreme_codes(dtype, w.bytes);
     const std::vector<float> w_stored = stored_values(w.t);
     const OwnedTensor w_abs = make_weights(DType::F32, s.out, s.in, abs_values(w_stored));
     const size_t n_out = static_cast<size_t>(s.n_tokens * s.out);
@@ -401,7 +433,7 @@ void expect_q8_0_kernel_matches_references(const std::vector<Shape>& shapes, Q8_
                                       << " threads=" << threads);
       ThreadPool pool(threads);
       std::vector<float> y(n_out + kGuard, std::numeric_limits<float>::quiet_NaN());
-      detail::matmul_q8_0_vnni(pool, w.t, x.data(), s.n_tokens, y.data());
+      detail::matmul_vnni(pool, w.t, x.data(), s.n_tokens, y.data());
       for (size_t i = 0; i < n_out; ++i) {
         ASSERT_NEAR(y[i], same_arithmetic[i], f32_rel * same_magnitude[i] + 1e-6) << "output " << i;
         const int64_t t = static_cast<int64_t>(i) / s.out, o = static_cast<int64_t>(i) % s.out;
@@ -415,18 +447,18 @@ void expect_q8_0_kernel_matches_references(const std::vector<Shape>& shapes, Q8_
   }
 }
 
-TEST(Matmul, Q8_0VnniKernelMatchesReferences) {
+TEST_P(MatmulVnni, KernelMatchesReferences) {
   if (!detail::cpu_has_avx512vnni()) GTEST_SKIP() << kNoAvx512Vnni;
   // Beyond quantized_shapes(): 70 and 130 tokens leave partial 64-token tiles after whole ones.
   std::vector<Shape> shapes = quantized_shapes();
   shapes.push_back({2048, 301, 70});
   shapes.push_back({96, 17, 130});
-  expect_q8_0_kernel_matches_references(shapes, Q8_0Activations::kRandom);
+  expect_vnni_kernel_matches_references(GetParam(), shapes, Q8_0Activations::kRandom);
 }
 
-TEST(Matmul, Q8_0VnniKernelRoundsTiesAndZeroBlocksAsQuantizeRow) {
+TEST_P(MatmulVnni, KernelRoundsTiesAndZeroBlocksAsQuantizeRow) {
   if (!detail::cpu_has_avx512vnni()) GTEST_SKIP() << kNoAvx512Vnni;
-  expect_q8_0_kernel_matches_references({{160, 17, 20}, {2048, 5, 64}}, Q8_0Activations::kTies);
+  expect_vnni_kernel_matches_references(GetParam(), {{160, 17, 20}, {2048, 5, 64}}, Q8_0Activations::kTies);
 }
 
 TEST(Matmul, ExactForExactlyRepresentableProducts) {

@@ -17,10 +17,11 @@ int default_threads() {
 }
 
 void add_prefill_precision_flag(CLI::App* cmd, bool& flag) {
-  cmd->add_flag("--fast-prefill,--prefill-bf16", flag,
-                "Round prompt activations as llama.cpp does: to bf16 for bf16 weights (AVX512_BF16 CPUs, ~2x "
-                "faster, ~5e-3 on logits), to 8-bit blocks for q8_0 weights (AVX512-VNNI CPUs, ~3x faster). "
-                "Default: exact f32");
+  cmd->add_flag(
+      "--fast-prefill,--prefill-bf16", flag,
+      "Round prompt activations as llama.cpp does: to bf16 for bf16 weights (AVX512_BF16 CPUs, ~2x "
+      "faster, ~5e-3 on logits), to 8-bit blocks for q8_0/q4_0 weights (AVX512-VNNI CPUs, ~3x faster). "
+      "Default: exact f32");
 }
 
 void add_kv_type_option(CLI::App* cmd, std::string& kv_type) {

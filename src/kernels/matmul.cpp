@@ -62,9 +62,9 @@ void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens,
   if (precision == Precision::kReducedActivations && w.dtype == DType::BF16 &&
       n_tokens >= detail::kMinBf16Tokens && detail::cpu_has_avx512bf16())
     return detail::matmul_avx512bf16(pool, w, x, n_tokens, y);
-  if (precision == Precision::kReducedActivations && w.dtype == DType::Q8_0 &&
-      n_tokens >= detail::kMinQ8_0VnniTokens && detail::cpu_has_avx512vnni())
-    return detail::matmul_q8_0_vnni(pool, w, x, n_tokens, y);
+  if (precision == Precision::kReducedActivations && is_block_quantized(w.dtype) &&
+      n_tokens >= detail::kMinVnniTokens && detail::cpu_has_avx512vnni())
+    return detail::matmul_vnni(pool, w, x, n_tokens, y);
   // The default stays exact: bf16 activations move the logits ~5e-3, past the 1e-3 bar. An exact-enough
   // vdpbf16ps variant (x split into bf16 hi + lo parts) measured no faster on Zen 4 (two vdpbf16ps per 32
   // products is the same instruction count as two FMAs), so it was removed.

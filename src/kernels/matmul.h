@@ -12,7 +12,8 @@ namespace ge::kernels {
 enum class Precision {
   kExact,            // f32 activations, f32 accumulation (default)
   kReducedActivations,  // activations rounded as llama.cpp does: bf16 (round-to-nearest-even) for BF16
-                        // weights, 8-bit blocks (Q8_0's rule) for Q8_0 weights; f32 accumulation
+                        // weights, 8-bit blocks (Q8_0's rule) for Q8_0 and Q4_0 weights; f32
+                        // accumulation
 };
 
 // y[t, o] = sum_i x[t, i] * w[o, i] for t < n_tokens, o < w.rows(); x is [n_tokens, w.cols()] and y is
@@ -21,9 +22,9 @@ enum class Precision {
 // throw std::invalid_argument. With kExact, the products are those of x with the f32 value of each stored
 // weight (for Q8_0 and Q4_0, d * q exactly), accumulated in f32; activations are never quantized.
 // kReducedActivations is a request, not a guarantee: for prefill-sized n_tokens it takes the ~2x faster
-// vdpbf16ps kernel for BF16 weights on AVX512_BF16 CPUs, and the vpdpbusd kernel for Q8_0 weights on
-// AVX512-VNNI CPUs; it computes exactly (kExact) everywhere else. The vdpbf16ps kernel also flushes
-// denormal activations and products to zero, as vdpbf16ps does.
+// vdpbf16ps kernel for BF16 weights on AVX512_BF16 CPUs, and the vpdpbusd kernel for Q8_0 and Q4_0
+// weights on AVX512-VNNI CPUs; it computes exactly (kExact) everywhere else. The vdpbf16ps kernel also
+// flushes denormal activations and products to zero, as vdpbf16ps does.
 void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y,
             Precision precision = Precision::kExact);
 

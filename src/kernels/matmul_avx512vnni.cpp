@@ -1,15 +1,18 @@
-// vpdpbusd kernel for Q8_0 weights with activations quantized to 8-bit blocks (Precision::
-// kReducedActivations), as llama.cpp computes Q8_0 products. Each token's activations are cut into blocks of
-// 32 with the Q8_0 rule (scale = max|x| / 127, codes round(x / scale)), so that a weight block times an
-// activation block is one integer dot product scaled by d_w * d_x. One vpdpbusd does 64 8-bit products:
-// four times the products of an f32 FMA.
+// vpdpbusd kernel for Q8_0 and Q4_0 weights with activations quantized to 8-bit blocks (Precision::
+// kReducedActivations), as llama.cpp computes Q8_0 and Q4_0 products. Each token's activations are cut into
+// blocks of 32 with the Q8_0 rule (scale = max|x| / 127, codes round(x / scale)), so that a weight block
+// times an activation block is one integer dot product scaled by d_w * d_x. One vpdpbusd does 64 8-bit
+// products: four times the products of an f32 FMA.
 //
 // Tiles are outer products, as in matmul_avx512bf16.cpp: a zmm holds four consecutive activation codes of
 // 16 tokens, a weight row's four codes are broadcast to all lanes, and each accumulator gathers one row's
 // outputs for 16 tokens. Integer sums cover one block; its scales then turn them into f32 sums.
 //
-// vpdpbusd multiplies unsigned by signed bytes. The weight codes are made unsigned by adding 128 (one xor of
-// the broadcast), and the 128 * sum(x codes) that this adds is subtracted by starting each block's integer
+// The two weight formats differ only in how a block's 32 codes are stored (see Q8_0Codes, Q4_0Codes): each
+// tile unpacks every row's block to 32 signed bytes once, and everything else is shared.
+//
+// vpdpbusd multiplies unsigned by signed bytes. The weight codes are made unsigned by adding 128 (one xor
+// after unpacking), and the 128 * sum(x codes) that this adds is subtracted by starting each block's integer
 // sums at -128 * sum(x codes): a per-token constant computed once at packing, the same for every row.
 //
 // Only the functions marked GE_AVX512VNNI use those instructions; the rest of the file is baseline x86-64
@@ -133,7 +136,36 @@ void pack_activations(ThreadPool& pool, const float* x, size_t n_tokens, size_t 
   });
 }
 
-// R Q8_0 weight rows, row r at w + r * w_row_stride bytes, times tokens [t0, t0 + n_tokens) of the packed
+// The weight formats: bytes per block and the block's codes as 32 signed bytes, element j in byte j. Both
+// start a block with the fp16 scale d.
+struct Q8_0Codes {
+  static constexpr size_t kBlockBytes = kQ8_0BlockBytes;
+  GE_AVX512VNNI static __m256i codes(const std::byte* block) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+  }
+};
+
+// Byte j holds q_j in its low nibble and q_{j+16} in its high one; the value is d * (q - 8).
+struct Q4_0Codes {
+  static constexpr size_t kBlockBytes = kQ4_0BlockBytes;
+  GE_AVX512VNNI static __m256i codes(const std::byte* block) {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m128i nibble = _mm_set1_epi8(0x0F);
+    const __m128i first_half = _mm_and_si128(packed, nibble);
+    const __m128i second_half = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);
+    return _mm256_sub_epi8(_mm256_set_m128i(second_half, first_half), _mm256_set1_epi8(8));
+  }
+};
+
+// A block's codes plus 128, as vpdpbusd's unsigned operand, in the quads that the tile broadcasts: unpacked
+// once per row and block rather than once per broadcast.
+template <typename Format>
+GE_AVX512VNNI inline void unpack_unsigned_quads(const std::byte* block, uint32_t (&quads)[kQuadsPerBlock]) {
+  const __m256i to_unsigned = _mm256_set1_epi8(static_cast<char>(0x80));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(quads), _mm256_xor_si256(Format::codes(block), to_unsigned));
+}
+
+// R weight rows, row r at w + r * w_row_stride bytes, times tokens [t0, t0 + n_tokens) of the packed
 // activations (n_tokens <= 16 B), written to y[t * y_token_stride + r * y_row_stride] relative to the
 // tile's first token and row.
 struct TileArgs {
@@ -163,11 +195,10 @@ GE_AVX512VNNI inline void store_tile(const TileArgs& a, const __m512 (&acc)[B][R
 }
 
 // The R x (16 B) outputs of one tile (see TileArgs), over every block of the rows.
-template <size_t R, size_t B>
+template <typename Format, size_t R, size_t B>
 GE_AVX512VNNI __attribute__((noinline)) void dot_tile(const TileArgs& a) {
   const PackedActivations& x = *a.x;
   const size_t n_pad = x.n_pad;
-  const __m512i to_unsigned = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512 acc[B][R];
 #pragma GCC unroll 16
   for (size_t b = 0; b < B; ++b)
@@ -176,7 +207,10 @@ GE_AVX512VNNI __attribute__((noinline)) void dot_tile(const TileArgs& a) {
 
   for (size_t block = 0; block < x.n_blocks; ++block) {
     const size_t column = block * n_pad + a.t0;
-    const std::byte* w = a.w + block * kQ8_0BlockBytes;
+    const std::byte* w = a.w + block * Format::kBlockBytes;
+    alignas(32) uint32_t w_quads[R][kQuadsPerBlock];
+#pragma GCC unroll 16
+    for (size_t r = 0; r < R; ++r) unpack_unsigned_quads<Format>(w + r * a.w_row_stride, w_quads[r]);
     __m512i sums[B][R];
 #pragma GCC unroll 16
     for (size_t b = 0; b < B; ++b) {
@@ -192,9 +226,7 @@ GE_AVX512VNNI __attribute__((noinline)) void dot_tile(const TileArgs& a) {
       for (size_t b = 0; b < B; ++b) xv[b] = _mm512_load_si512(quads + b * kBlockTokens);
 #pragma GCC unroll 16
       for (size_t r = 0; r < R; ++r) {
-        uint32_t codes;
-        std::memcpy(&codes, w + r * a.w_row_stride + 2 + 4 * g, 4);
-        const __m512i wv = _mm512_xor_si512(_mm512_set1_epi32(static_cast<int>(codes)), to_unsigned);
+        const __m512i wv = _mm512_set1_epi32(static_cast<int>(w_quads[r][g]));
 #pragma GCC unroll 16
         for (size_t b = 0; b < B; ++b) sums[b][r] = _mm512_dpbusd_epi32(sums[b][r], wv, xv[b]);
       }
@@ -218,26 +250,29 @@ GE_AVX512VNNI __attribute__((noinline)) void dot_tile(const TileArgs& a) {
 
 using DotTile = void (*)(const TileArgs&);
 
-template <size_t R, size_t... B>
+template <typename Format, size_t R, size_t... B>
 constexpr std::array<DotTile, sizeof...(B)> dot_tiles_of_height(std::index_sequence<B...>) {
-  return {&dot_tile<R, B + 1>...};
+  return {&dot_tile<Format, R, B + 1>...};
 }
 
-template <size_t... R>
-constexpr auto dot_tile_table(std::index_sequence<R...>) {
-  return std::array{dot_tiles_of_height<R + 1>(std::make_index_sequence<kTileBlocks>())...};
-}
-
-// dot_tile<R, B> indexed by [R - 1][B - 1]: leftover rows and the last token tile's blocks are only
+// dot_tile<Format, R, B> indexed by [R - 1][B - 1]: leftover rows and the last token tile's blocks are only
 // known at run time.
-constexpr auto kDotTiles = dot_tile_table(std::make_index_sequence<kTileRows>());
+template <typename Format, size_t... R>
+constexpr auto dot_tile_table(std::index_sequence<R...>) {
+  return std::array{dot_tiles_of_height<Format, R + 1>(std::make_index_sequence<kTileBlocks>())...};
+}
+
+using DotTileTable = decltype(dot_tile_table<Q8_0Codes>(std::make_index_sequence<kTileRows>()));
+
+template <typename Format>
+constexpr DotTileTable kDotTiles = dot_tile_table<Format>(std::make_index_sequence<kTileRows>());
 
 // Output rows [row_begin, row_end) for all tokens, cut into kTileRows stripes (see RowStripes): with
 // adjacent rows side by side, weights streamed from DRAM arrived at ~8 GB/s and made this kernel slower
 // than the fma path below 16 tokens. Token tiles run outermost, so every token tile after the first finds
 // the task's weights in L2.
-void matmul_rows(const std::byte* w, size_t row_bytes, const PackedActivations& x, size_t n_tokens, float* y,
-                 size_t rows, size_t row_begin, size_t row_end) {
+void matmul_rows(const DotTileTable& tiles, const std::byte* w, size_t row_bytes, const PackedActivations& x,
+                 size_t n_tokens, float* y, size_t rows, size_t row_begin, size_t row_end) {
   const RowStripes stripes(row_begin, row_end, kTileRows);
   for (size_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
     TileArgs a{.w_row_stride = stripes.stripe * row_bytes,
@@ -250,14 +285,14 @@ void matmul_rows(const std::byte* w, size_t row_bytes, const PackedActivations& 
     for (size_t row = row_begin; row < row_begin + stripes.stripe; ++row) {
       a.w = w + row * row_bytes;
       a.y = y + t0 * rows + row;
-      kDotTiles[kTileRows - 1][blocks - 1](a);
+      tiles[kTileRows - 1][blocks - 1](a);
     }
     if (const size_t leftover = row_end - stripes.leftover_begin; leftover > 0) {
       a.w = w + stripes.leftover_begin * row_bytes;
       a.w_row_stride = row_bytes;
       a.y = y + t0 * rows + stripes.leftover_begin;
       a.y_row_stride = 1;
-      kDotTiles[leftover - 1][blocks - 1](a);
+      tiles[leftover - 1][blocks - 1](a);
     }
   }
 }
@@ -271,7 +306,8 @@ bool cpu_has_avx512vnni() {
   return has;
 }
 
-void matmul_q8_0_vnni(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
+void matmul_vnni(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
+  const DotTileTable& tiles = w.dtype == DType::Q4_0 ? kDotTiles<Q4_0Codes> : kDotTiles<Q8_0Codes>;
   const size_t k = static_cast<size_t>(w.cols());
   const int64_t rows = w.rows();
   // Reused across calls: the engine calls matmul ~100 times per forward pass with a handful of shapes.
@@ -283,8 +319,9 @@ void matmul_q8_0_vnni(ThreadPool& pool, const Tensor& w, const float* x, int64_t
   const int64_t chunk = rows_per_task(rows, w.row_bytes(), pool.size(), kTileRows, reused);
   pool.run((rows + chunk - 1) / chunk, [&](int64_t task) {
     const int64_t begin = task * chunk;
-    matmul_rows(w.data, w.row_bytes(), packed, static_cast<size_t>(n_tokens), y, static_cast<size_t>(rows),
-                static_cast<size_t>(begin), static_cast<size_t>(std::min(rows, begin + chunk)));
+    matmul_rows(tiles, w.data, w.row_bytes(), packed, static_cast<size_t>(n_tokens), y,
+                static_cast<size_t>(rows), static_cast<size_t>(begin),
+                static_cast<size_t>(std::min(rows, begin + chunk)));
   });
 }
 
@@ -296,7 +333,7 @@ namespace ge::kernels::detail {
 bool cpu_has_avx512vnni() {
   return false;
 }
-void matmul_q8_0_vnni(ThreadPool&, const Tensor&, const float*, int64_t, float*) {}
+void matmul_vnni(ThreadPool&, const Tensor&, const float*, int64_t, float*) {}
 }  // namespace ge::kernels::detail
 
 #endif

@@ -24,13 +24,14 @@ inline constexpr int64_t kMinBf16Tokens = 8;
 void matmul_avx512bf16(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
 bool cpu_has_avx512bf16();
 
-// vpdpbusd kernel for Q8_0 weights only, activations quantized first to Q8_0 blocks exactly as
+// vpdpbusd kernel for Q8_0 and Q4_0 weights only, activations quantized first to Q8_0 blocks exactly as
 // quantize_row_q8_0 does (Precision::kReducedActivations); the products of each block pair are summed in
 // integers and scaled by d_w * d_x. Call only where cpu_has_avx512vnni(). matmul() takes it from
-// kMinQ8_0VnniTokens tokens on: with weights streamed from DRAM (BM_FewTokens) it is ~1.5x slower than the
-// fma path at 4 tokens (16-token blocks run mostly on padding) and 1.15x faster at 8.
-inline constexpr int64_t kMinQ8_0VnniTokens = 8;
-void matmul_q8_0_vnni(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
+// kMinVnniTokens tokens on: with weights streamed from DRAM (BM_FewTokens) it is ~1.5x (Q8_0) and ~1.8x
+// (Q4_0) slower than the fma path at 4 tokens (16-token blocks run mostly on padding) and 1.07-1.15x faster
+// at 8, for both formats.
+inline constexpr int64_t kMinVnniTokens = 8;
+void matmul_vnni(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
 bool cpu_has_avx512vnni();
 
 // Rows per task, a multiple of tile_rows. kTasksPerThread tasks per thread let threads that run at

@@ -61,7 +61,7 @@ class Model {
 
   // Precision of the matmuls of multi-token chunks (prompt processing); single-token decode steps are
   // always exact. kReducedActivations rounds activations as llama.cpp does (bf16 for bf16 weights: ~5e-3 on
-  // logits for ~2x; 8-bit blocks for q8_0 weights: ~3x).
+  // logits for ~2x; 8-bit blocks for q8_0/q4_0 weights: ~3x).
   void set_prefill_precision(kernels::Precision p) { prefill_precision_ = p; }
 
   // A cache for one sequence of up to `context` positions, holding keys and values as `dtype` (F32 or F16).
