@@ -135,10 +135,18 @@ struct Q4_0Format : BlockFormat<Q4_0Format, kQ4_0BlockBytes> {
     const size_t first = v * kLanes;
     const auto bytes = hn::PromoteTo(
         du, hn::LoadU(hn::Rebind<uint8_t, DF>(), reinterpret_cast<const uint8_t*>(s.codes) + first % kHalf));
+#if HWY_TARGET <= HWY_AVX3
+    // vpermps reads only the low 4 bits of each index, so one permute from a 16-entry table turns a
+    // byte into its low nibble's q - 8 with no mask and no subtraction.
+    HWY_ALIGN static constexpr float kCodes[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+    const auto nibbles = first < kHalf ? bytes : hn::ShiftRight<4>(bytes);
+    return VF{_mm512_permutexvar_ps(nibbles.raw, hn::Load(d, kCodes).raw)};
+#else
     const auto two_23 = hn::Set(du, 0x4B000000u);
     const auto bits = first < kHalf ? hn::OrAnd(two_23, bytes, hn::Set(du, 0x0Fu))
                                     : hn::Or(two_23, hn::ShiftRight<4>(bytes));
     return hn::Sub(hn::BitCast(d, bits), hn::Set(d, 0x1p23f + 8));
+#endif
   }
 };
 
