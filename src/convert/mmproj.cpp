@@ -6,6 +6,7 @@
 
 #include "convert/conversion.h"
 #include "formats/json_file.h"
+#include "models/config_fields.h"
 #include "models/gemma/config.h"
 
 namespace ge::convert {
@@ -14,47 +15,45 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// The SigLIP tower as config.json's vision_config states it, with SiglipVisionConfig's defaults for the
-// keys it leaves out.
+// The SigLIP tower as config.json's vision_config states it.
 struct VisionConfig {
-  int64_t hidden_size = 768;
-  int64_t intermediate_size = 3072;
-  int64_t num_layers = 12;
-  int64_t num_heads = 12;
-  int64_t num_channels = 3;
-  int64_t image_size = 224;
-  int64_t patch_size = 16;
-  double layer_norm_eps = 1e-6;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_channels = 0;
+  int64_t image_size = 0;
+  int64_t patch_size = 0;
+  double layer_norm_eps = 0;
 
   int64_t patches_per_side() const { return image_size / patch_size; }
 };
 
-int64_t positive_int(const json& obj, const std::string& key, int64_t fallback, const std::string& where) {
-  if (!obj.contains(key)) return fallback;
-  const json& v = obj[key];
-  if (!v.is_number_integer() || v.get<int64_t>() <= 0)
-    fail(where + ": " + key + " must be a positive integer, not " + v.dump());
-  return v.get<int64_t>();
+// Constructor defaults of transformers' SiglipVisionConfig, for the keys a vision_config leaves out.
+const json& siglip_defaults() {
+  static const json d = {
+      {"hidden_size", 768},        {"intermediate_size", 3072}, {"num_hidden_layers", 12},
+      {"num_attention_heads", 12}, {"num_channels", 3},         {"image_size", 224},
+      {"patch_size", 16},          {"layer_norm_eps", 1e-6},
+  };
+  return d;
 }
 
 VisionConfig vision_config(const Checkpoint& ckpt) {
   const std::string where = (ckpt.dir / "config.json").string();
   if (!ckpt.config.contains("vision_config") || !ckpt.config["vision_config"].is_object())
     fail(where + ": no vision_config object, so no vision tower to convert");
-  const json& vc = ckpt.config["vision_config"];
-  const std::string at = where + " vision_config";
+  const std::string at = where + ": vision_config";
+  const models::ConfigFields f(ckpt.config["vision_config"], siglip_defaults(), at);
   VisionConfig v;
-  v.hidden_size = positive_int(vc, "hidden_size", v.hidden_size, at);
-  v.intermediate_size = positive_int(vc, "intermediate_size", v.intermediate_size, at);
-  v.num_layers = positive_int(vc, "num_hidden_layers", v.num_layers, at);
-  v.num_heads = positive_int(vc, "num_attention_heads", v.num_heads, at);
-  v.num_channels = positive_int(vc, "num_channels", v.num_channels, at);
-  v.image_size = positive_int(vc, "image_size", v.image_size, at);
-  v.patch_size = positive_int(vc, "patch_size", v.patch_size, at);
-  if (vc.contains("layer_norm_eps")) {
-    if (!vc["layer_norm_eps"].is_number()) fail(at + ": layer_norm_eps must be a number");
-    v.layer_norm_eps = vc["layer_norm_eps"].get<double>();
-  }
+  v.hidden_size = f.integer("hidden_size");
+  v.intermediate_size = f.integer("intermediate_size");
+  v.num_layers = f.integer("num_hidden_layers");
+  v.num_heads = f.integer("num_attention_heads");
+  v.num_channels = f.integer("num_channels");
+  v.image_size = f.integer("image_size");
+  v.patch_size = f.integer("patch_size");
+  v.layer_norm_eps = f.number("layer_norm_eps");
   if (v.hidden_size % v.num_heads != 0)
     fail(at + ": hidden_size " + std::to_string(v.hidden_size) +
          " is not a multiple of num_attention_heads " + std::to_string(v.num_heads));
@@ -104,7 +103,8 @@ std::vector<float> channel_values(const json& processor, const std::string& key,
 // (patches per side / tokens per side) is what llama.cpp calls the projector scale factor.
 int64_t pooling_factor(const Checkpoint& ckpt, const json& processor, const VisionConfig& v) {
   const std::string where = (ckpt.dir / "config.json").string();
-  const int64_t tokens = positive_int(ckpt.config, "mm_tokens_per_image", 256, where);
+  static const json defaults = {{"mm_tokens_per_image", 256}};  // Gemma3Config's
+  const int64_t tokens = models::ConfigFields(ckpt.config, defaults, where).integer("mm_tokens_per_image");
   // llama.cpp reads the token count from the processor; both must agree for the GGUF to mean this model.
   if (processor.contains("image_seq_length") && processor["image_seq_length"] != tokens)
     fail(where + ": mm_tokens_per_image " + std::to_string(tokens) +
