@@ -11,7 +11,7 @@
 
 #include "cli/common.h"
 #include "convert/gguf_convert.h"
-#include "formats/removal_on_signal.h"
+#include "formats/atomic_output.h"
 
 namespace ge::cli {
 

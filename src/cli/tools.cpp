@@ -6,8 +6,8 @@
 #include <sstream>
 
 #include "cli/common.h"
+#include "formats/atomic_output.h"
 #include "formats/gguf.h"
-#include "formats/removal_on_signal.h"
 #include "formats/safetensors.h"
 #include "loader/model_loader.h"
 #include "tokenizer/tokenizer.h"
@@ -33,23 +33,6 @@ std::vector<int32_t> parse_ids(const std::string& text) {
     ids.push_back(static_cast<int32_t>(v));
   }
   return ids;
-}
-
-// Writes through a temporary file and renames it, so a failed or interrupted run never leaves a partial
-// output.
-void write_file_atomically(const std::filesystem::path& path, const void* data, size_t bytes) {
-  const auto tmp = path.string() + ".tmp";
-  const formats::RemovalOnSignal interrupted(tmp);
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out) throw std::runtime_error(path.string() + ": cannot write");
-    out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
-    if (!out) {
-      std::filesystem::remove(tmp);
-      throw std::runtime_error(path.string() + ": write failed");
-    }
-  }
-  std::filesystem::rename(tmp, path);
 }
 
 struct TokenizeOptions {
@@ -93,7 +76,10 @@ void logits(const LogitsOptions& o) {
   std::vector<float> out(ids.size() * vocab);
   auto cache = m.model->make_cache(static_cast<int64_t>(ids.size()), kv_cache_type(o.kv_type));
   m.model->forward(ids, 0, cache, pool, out.data(), true);
-  write_file_atomically(o.output, out.data(), out.size() * sizeof(float));
+  formats::write_atomically(o.output, [&](std::ostream& file) {
+    file.write(reinterpret_cast<const char*>(out.data()),
+               static_cast<std::streamsize>(out.size() * sizeof(float)));
+  });
   std::fprintf(stderr, "wrote %s: [%zu, %" PRId64 "] f32\n", o.output.c_str(), ids.size(), vocab);
 }
 

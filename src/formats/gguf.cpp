@@ -8,7 +8,7 @@
 #include <span>
 #include <type_traits>
 
-#include "formats/removal_on_signal.h"
+#include "formats/atomic_output.h"
 
 namespace ge::formats {
 
@@ -453,20 +453,7 @@ uint32_t GgufWriter::alignment() const {
 }
 
 void GgufWriter::write(const std::filesystem::path& path, const TensorWriter& write_tensor) const {
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  const RemovalOnSignal interrupted(tmp);
-  try {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(tmp, "cannot open for writing");
-    write_stream(out, tmp, write_tensor);
-    out.close();
-    if (!out) fail(tmp, "write failed");
-    std::filesystem::rename(tmp, path);
-  } catch (...) {
-    std::error_code ignored;  // the original error is the one worth reporting
-    std::filesystem::remove(tmp, ignored);
-    throw;
-  }
+  write_atomically(path, [&](std::ostream& out) { write_stream(out, path.string() + ".tmp", write_tensor); });
 }
 
 void GgufWriter::write_stream(std::ostream& out, const std::filesystem::path& path,

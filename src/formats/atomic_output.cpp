@@ -1,4 +1,4 @@
-#include "formats/removal_on_signal.h"
+#include "formats/atomic_output.h"
 
 #include <limits.h>
 #include <signal.h>
@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <stdexcept>
 
@@ -66,6 +67,23 @@ RemovalOnSignal::~RemovalOnSignal() {
   std::lock_guard lock(mutex());
   slots[slot_].used = 0;
   if (--live == 0) restore();
+}
+
+void write_atomically(const std::filesystem::path& path, const std::function<void(std::ostream&)>& write) {
+  const std::filesystem::path tmp = path.string() + ".tmp";
+  const RemovalOnSignal interrupted(tmp);
+  try {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw std::runtime_error(tmp.string() + ": cannot open for writing");
+    write(out);
+    out.close();
+    if (!out) throw std::runtime_error(tmp.string() + ": write failed");
+    std::filesystem::rename(tmp, path);
+  } catch (...) {
+    std::error_code ignored;  // the original error is the one worth reporting
+    std::filesystem::remove(tmp, ignored);
+    throw;
+  }
 }
 
 }  // namespace ge::formats

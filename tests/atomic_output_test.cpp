@@ -1,7 +1,7 @@
 // An interrupted write leaves nothing behind: Ctrl-C (SIGINT) or SIGTERM in the middle of writing a GGUF
 // removes the temporary file, and the process still dies of that signal. Each case runs in a forked child
 // that interrupts itself at a known point, so the test does not depend on timing.
-#include "formats/removal_on_signal.h"
+#include "formats/atomic_output.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>
