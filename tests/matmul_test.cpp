@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "highway_targets.h"
 #include "kernels/bandwidth.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/ops.h"
@@ -157,33 +158,6 @@ void expect_matches_reference(const MatmulFn& fn, std::initializer_list<DType> d
       }
     }
   }
-}
-
-// Narrows Highway's dispatch to one target for the guard's lifetime.
-class ForceHighwayTarget {
- public:
-  explicit ForceHighwayTarget(int64_t target) { hwy::SetSupportedTargetsForTest(target); }
-  ~ForceHighwayTarget() { hwy::SetSupportedTargetsForTest(0); }
-};
-
-// Compiled targets that this CPU cannot run, e.g. "AVX3" on an AVX2-only machine.
-std::string unsupported_highway_targets() {
-  std::string names;
-  for (int64_t bits = HWY_TARGETS & ~hwy::SupportedTargets(); bits != 0; bits &= bits - 1)
-    names += std::string(names.empty() ? "" : " ") + hwy::TargetName(bits & -bits);
-  return names;
-}
-
-// Runs body with Highway's dispatch narrowed to each target this CPU supports in turn.
-void on_every_highway_target(const std::function<void()>& body) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    SCOPED_TRACE(hwy::TargetName(target));
-    ForceHighwayTarget force(target);
-    ASSERT_STREQ(detail::highway_target_name(), hwy::TargetName(target));
-    body();
-  }
-  if (const std::string skipped = unsupported_highway_targets(); !skipped.empty())
-    std::cout << "[   INFO   ] Highway targets this CPU cannot run, not tested: " << skipped << "\n";
 }
 
 // Quantized rows are whole 32-weight blocks: 1 block, 3 (an odd number of AVX-512 vector pairs) and a

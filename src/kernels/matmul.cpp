@@ -53,6 +53,21 @@ void widen_row(const Tensor& w, int64_t row, float* out) {
   }
 }
 
+// y = x W^T in double, W's rows given as f32 by row_values(row, out).
+template <class RowValues>
+void reference_product(int64_t rows, int64_t cols, RowValues row_values, const float* x, int64_t n_tokens,
+                       float* y) {
+  std::vector<float> weights(static_cast<size_t>(cols));
+  for (int64_t o = 0; o < rows; ++o) {
+    row_values(o, weights.data());
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      double sum = 0;
+      for (int64_t i = 0; i < cols; ++i) sum += static_cast<double>(x[t * cols + i]) * weights[i];
+      y[t * rows + o] = static_cast<float>(sum);
+    }
+  }
+}
+
 }  // namespace
 
 void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y,
@@ -71,18 +86,19 @@ void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens,
   detail::matmul_highway(pool, w, x, n_tokens, y);
 }
 
+void matmul(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y,
+            Precision) {
+  if (n_tokens <= 0 || w.rows == 0) return;
+  detail::matmul_highway_mlx(pool, w, x, n_tokens, y);
+}
+
 void matmul_reference(const Tensor& w, const float* x, int64_t n_tokens, float* y) {
   check_supported(w);
-  const int64_t rows = w.rows(), cols = w.cols();
-  std::vector<float> weights(static_cast<size_t>(cols));
-  for (int64_t o = 0; o < rows; ++o) {
-    widen_row(w, o, weights.data());
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      double sum = 0;
-      for (int64_t i = 0; i < cols; ++i) sum += static_cast<double>(x[t * cols + i]) * weights[i];
-      y[t * rows + o] = static_cast<float>(sum);
-    }
-  }
+  reference_product(w.rows(), w.cols(), [&](int64_t row, float* out) { widen_row(w, row, out); }, x, n_tokens, y);
+}
+
+void matmul_reference(const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y) {
+  reference_product(w.rows, w.cols, [&](int64_t row, float* out) { dequantize_row(w, row, out); }, x, n_tokens, y);
 }
 
 const char* matmul_target() {

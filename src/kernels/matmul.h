@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/mlx_quant.h"
 #include "kernels/thread_pool.h"
 #include "tensor/tensor.h"
 
@@ -28,8 +29,15 @@ enum class Precision {
 void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y,
             Precision precision = Precision::kExact);
 
-// The same product without SIMD or threads: the reference every SIMD kernel is tested against.
+// The same product with an MLX-quantized matrix, its codes read in place (never dequantized to memory):
+// x times scale * q + bias (affine) or scale * element (fp modes) in f32, summed per group first. Every
+// precision computes this exactly for now.
+void matmul(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y,
+            Precision precision = Precision::kExact);
+
+// The same products without SIMD or threads: the references every SIMD kernel is tested against.
 void matmul_reference(const Tensor& w, const float* x, int64_t n_tokens, float* y);
+void matmul_reference(const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y);
 
 // Name of the Highway target that matmul() dispatches to on this CPU (e.g. "AVX3", "AVX2").
 const char* matmul_target();

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/mlx_quant.h"
 #include "kernels/thread_pool.h"
 #include "tensor/tensor.h"
 
@@ -14,6 +15,7 @@ namespace ge::kernels::detail {
 // Dispatches at run time to the best target that hwy::SupportedTargets() allows (tests narrow it with
 // hwy::SetSupportedTargetsForTest).
 void matmul_highway(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
+void matmul_highway_mlx(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y);
 const char* highway_target_name();
 
 // vdpbf16ps kernel for BF16 weights only, activations rounded to bf16 first (Precision::kReducedActivations).
