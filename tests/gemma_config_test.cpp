@@ -143,7 +143,7 @@ class EditedSource final : public TensorSource {
 
 std::string bind_error(const TensorSource& src) {
   try {
-    gemma::bind_weights(loader::load_config(test::demo_model_dir()), src);
+    gemma::bind_weights(loader::load_config(test::demo_model_dir()), nn::LayerSource(src));
     return "";
   } catch (const std::runtime_error& e) {
     return e.what();

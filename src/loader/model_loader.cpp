@@ -6,6 +6,7 @@
 #include "formats/json_file.h"
 #include "formats/safetensors.h"
 #include "loader/gguf_model.h"
+#include "models/quantization_config.h"
 
 namespace ge::loader {
 
@@ -46,8 +47,10 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, int64_t max_chunk
   defaults.eos_ids = end_of_generation_ids(*file, tokenizer);
   defaults.sampling.temperature = 0;
   auto tensors = hf_named_tensors(std::move(file), config.family);
-  auto model = std::make_unique<gemma::Model>(std::move(config), *tensors, max_chunk);
-  return LoadedModel{path, std::move(tensors), std::move(model), std::move(tokenizer), std::move(defaults)};
+  auto layers = std::make_unique<nn::LayerSource>(*tensors);
+  auto model = std::make_unique<gemma::Model>(std::move(config), *layers, max_chunk);
+  return LoadedModel{path,           std::move(tensors),   std::move(layers),  std::move(model),
+                     std::move(tokenizer), std::move(defaults)};
 }
 
 }  // namespace
@@ -55,6 +58,11 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, int64_t max_chunk
 gemma::Config load_config(const std::filesystem::path& dir) {
   const auto path = dir / "config.json";
   return gemma::resolve_config(formats::read_json_file(path), path.string());
+}
+
+nn::QuantizationConfig load_quantization_config(const std::filesystem::path& dir) {
+  const auto path = dir / "config.json";
+  return models::read_quantization_config(formats::read_json_file(path), path.string());
 }
 
 GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
@@ -83,11 +91,13 @@ LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk) {
     throw std::runtime_error(dir.string() +
                              ": not a model folder (config.json, *.safetensors) or a .gguf file");
   auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir, /*populate=*/true);
-  auto model = std::make_unique<gemma::Model>(load_config(dir), *tensors, max_chunk);
+  auto layers = std::make_unique<nn::LayerSource>(*tensors, load_quantization_config(dir));
+  auto model = std::make_unique<gemma::Model>(load_config(dir), *layers, max_chunk);
   auto tokenizer = Tokenizer::load(dir);
   auto defaults = load_generation_defaults(dir);
   if (defaults.eos_ids.empty()) defaults.eos_ids.push_back(tokenizer.eos_id());
-  return LoadedModel{dir, std::move(tensors), std::move(model), std::move(tokenizer), std::move(defaults)};
+  return LoadedModel{dir,  std::move(tensors),   std::move(layers),  std::move(model),
+                     std::move(tokenizer), std::move(defaults)};
 }
 
 }  // namespace ge::loader

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/gemma/model.h"
+#include "nn/layer_source.h"
 #include "runtime/sampler.h"
 #include "tensor/tensor_source.h"
 #include "tokenizer/tokenizer.h"
@@ -21,12 +22,15 @@ struct GenerationDefaults {
 struct LoadedModel {
   std::filesystem::path dir;
   std::unique_ptr<TensorSource> tensors;
+  std::unique_ptr<nn::LayerSource> layers;  // the tensors, and how config.json says they are quantized
   std::unique_ptr<gemma::Model> model;
   Tokenizer tokenizer;
   GenerationDefaults defaults;
 };
 
 gemma::Config load_config(const std::filesystem::path& dir);
+// config.json's MLX "quantization" (empty for an unquantized folder).
+nn::QuantizationConfig load_quantization_config(const std::filesystem::path& dir);
 GenerationDefaults load_generation_defaults(const std::filesystem::path& dir);
 // `path`: a Hugging Face folder, or a Gemma GGUF file (gemma, gemma2, gemma3 as `gemma convert` writes it).
 LoadedModel load_model(const std::filesystem::path& path, int64_t max_chunk);

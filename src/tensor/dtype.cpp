@@ -25,7 +25,9 @@ std::optional<DType> dtype_from_safetensors(std::string_view name) {
   if (name == "F16") return DType::F16;
   if (name == "BF16") return DType::BF16;
   if (name == "I32") return DType::I32;
-  if (name == "U8") return DType::U8;
+  // MLX writes its fp scale codes as U8; other writers label them F8_E4M3 / F8_E8M0, which MLX reads
+  // as U8 too.
+  if (name == "U8" || name == "F8_E4M3" || name == "F8_E8M0") return DType::U8;
   if (name == "U32") return DType::U32;
   return std::nullopt;
 }

@@ -13,88 +13,57 @@ namespace {
 
 const char* const kPrefixes[] = {"model.", "language_model.model.", "model.language_model."};
 
-// Norms and other vectors must be plain floats; matrices may also be block-quantized (the matmul and
-// embedding kernels decode Q8_0/Q4_0 blocks).
-bool supported(DType t, size_t rank) {
-  const bool is_float = t == DType::F32 || t == DType::F16 || t == DType::BF16;
-  return is_float || (rank == 2 && (t == DType::Q8_0 || t == DType::Q4_0));
-}
-
-class Binder {
- public:
-  Binder(const TensorSource& source, std::string prefix) : source_(source), prefix_(std::move(prefix)) {}
-
-  Tensor must(const std::string& name, std::vector<int64_t> shape) const {
-    return must_full(prefix_ + name, shape);
-  }
-
-  Tensor must_full(const std::string& full, const std::vector<int64_t>& shape) const {
-    const Tensor* t = source_.find(full);
-    if (!t) throw std::runtime_error(source_.describe() + ": missing tensor '" + full + "'");
-    if (t->shape != shape)
-      throw std::runtime_error(source_.describe() + ": tensor '" + full + "' has shape " +
-                               shape_string(t->shape) + ", expected " + shape_string(shape));
-    if (!supported(t->dtype, shape.size()))
-      throw std::runtime_error(source_.describe() + ": tensor '" + full + "' has unsupported dtype " +
-                               std::string(dtype_info(t->dtype).name));
-    return *t;
-  }
-
- private:
-  const TensorSource& source_;
-  std::string prefix_;
-};
-
-std::string find_prefix(const TensorSource& source) {
+std::string find_prefix(const nn::LayerSource& source) {
   for (const char* p : kPrefixes)
-    if (source.find(std::string(p) + "embed_tokens.weight")) return p;
+    if (source.has(std::string(p) + "embed_tokens.weight")) return p;
   throw std::runtime_error(source.describe() + ": missing tensor 'model.embed_tokens.weight'");
 }
 
-LayerWeights bind_layer(const Binder& b, const Config& c, int64_t i) {
-  const std::string p = "layers." + std::to_string(i) + ".";
+LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, const std::string& p) {
   const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const auto norm = [&](const std::string& name, int64_t n) { return s.rms_norm(p + name, n, eps, c.norm_adds_one); };
   LayerWeights w;
-  w.input_layernorm = b.must(p + "input_layernorm.weight", {h});
-  w.q_proj = b.must(p + "self_attn.q_proj.weight", {q, h});
-  w.k_proj = b.must(p + "self_attn.k_proj.weight", {kv, h});
-  w.v_proj = b.must(p + "self_attn.v_proj.weight", {kv, h});
-  w.o_proj = b.must(p + "self_attn.o_proj.weight", {h, q});
-  w.gate_proj = b.must(p + "mlp.gate_proj.weight", {c.intermediate_size, h});
-  w.up_proj = b.must(p + "mlp.up_proj.weight", {c.intermediate_size, h});
-  w.down_proj = b.must(p + "mlp.down_proj.weight", {h, c.intermediate_size});
+  w.input_layernorm = norm("input_layernorm", h);
+  w.q_proj = s.linear(p + "self_attn.q_proj", q, h);
+  w.k_proj = s.linear(p + "self_attn.k_proj", kv, h);
+  w.v_proj = s.linear(p + "self_attn.v_proj", kv, h);
+  w.o_proj = s.linear(p + "self_attn.o_proj", h, q);
+  w.gate_proj = s.linear(p + "mlp.gate_proj", c.intermediate_size, h);
+  w.up_proj = s.linear(p + "mlp.up_proj", c.intermediate_size, h);
+  w.down_proj = s.linear(p + "mlp.down_proj", h, c.intermediate_size);
   if (c.qk_norm()) {
-    w.q_norm = b.must(p + "self_attn.q_norm.weight", {c.head_dim});
-    w.k_norm = b.must(p + "self_attn.k_norm.weight", {c.head_dim});
+    w.q_norm = norm("self_attn.q_norm", c.head_dim);
+    w.k_norm = norm("self_attn.k_norm", c.head_dim);
   }
   if (c.sandwich_norms()) {
-    w.post_attention_layernorm = b.must(p + "post_attention_layernorm.weight", {h});
-    w.pre_feedforward_layernorm = b.must(p + "pre_feedforward_layernorm.weight", {h});
-    w.post_feedforward_layernorm = b.must(p + "post_feedforward_layernorm.weight", {h});
+    w.post_attention_layernorm = norm("post_attention_layernorm", h);
+    w.pre_feedforward_layernorm = norm("pre_feedforward_layernorm", h);
+    w.post_feedforward_layernorm = norm("post_feedforward_layernorm", h);
   } else {
     // Gemma 1's norm between attention and MLP is the MLP's input norm, whatever its name says.
-    w.pre_feedforward_layernorm = b.must(p + "post_attention_layernorm.weight", {h});
+    w.pre_feedforward_layernorm = norm("post_attention_layernorm", h);
   }
   return w;
 }
 
 }  // namespace
 
-Weights bind_weights(const Config& c, const TensorSource& source) {
+Weights bind_weights(const Config& c, const nn::LayerSource& source) {
   const std::string prefix = find_prefix(source);
-  const Binder b(source, prefix);
   Weights w;
-  w.embed_tokens = b.must("embed_tokens.weight", {c.vocab_size, c.hidden_size});
-  w.norm = b.must("norm.weight", {c.hidden_size});
-  const bool has_head = source.find("lm_head.weight") != nullptr;
-  w.lm_head = (c.tie_word_embeddings || !has_head)
-                  ? w.embed_tokens
-                  : b.must_full("lm_head.weight", {c.vocab_size, c.hidden_size});
-  for (int64_t i = 0; i < c.num_layers; ++i) w.layers.push_back(bind_layer(b, c, i));
+  w.embed_tokens = source.embedding(prefix + "embed_tokens", c.vocab_size, c.hidden_size);
+  w.norm = source.rms_norm(prefix + "norm", c.hidden_size, static_cast<float>(c.rms_norm_eps), c.norm_adds_one);
+  // mlx-lm drops lm_head when it is absent and computes the tied head from the (quantized) embedding.
+  const bool has_head = source.has("lm_head.weight");
+  w.lm_head = (c.tie_word_embeddings || !has_head) ? w.embed_tokens.as_linear()
+                                                   : source.linear("lm_head", c.vocab_size, c.hidden_size);
+  for (int64_t i = 0; i < c.num_layers; ++i)
+    w.layers.push_back(bind_layer(source, c, prefix + "layers." + std::to_string(i) + "."));
   return w;
 }
 
-Model::Model(Config config, const TensorSource& source, int64_t max_chunk)
+Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
     : config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
   const Config& c = config_;
   for (const LayerConfig& l : c.layers) {
@@ -178,8 +147,7 @@ void Model::forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn
 void Model::embed(std::span<const int32_t> tokens) {
   const float scale = config_.embed_scale();
   for (size_t t = 0; t < tokens.size(); ++t)
-    kernels::dequantize_row(weights_.embed_tokens, tokens[t], scale,
-                            hidden_.data() + t * config_.hidden_size);
+    weights_.embed_tokens.lookup(tokens[t], scale, hidden_.data() + t * config_.hidden_size);
 }
 
 void Model::prepare_rope(int64_t start_pos, int64_t n) {
@@ -203,16 +171,14 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
   const Config& c = config_;
   const LayerWeights& w = weights_.layers[l];
   const int64_t hd = c.head_dim, half = hd / 2, q_width = c.num_heads * hd, kv_width = c.num_kv_heads * hd;
-  const float eps = static_cast<float>(c.rms_norm_eps);
 
-  kernels::rms_norm(hidden_.data(), w.input_layernorm, eps, c.norm_adds_one, n, c.hidden_size,
-                    normed_.data());
+  w.input_layernorm(hidden_.data(), n, normed_.data());
   linear(pool, w.q_proj, normed_.data(), n, q_.data());
   linear(pool, w.k_proj, normed_.data(), n, k_.data());
   linear(pool, w.v_proj, normed_.data(), n, v_.data());
   if (c.qk_norm()) {
-    kernels::rms_norm(q_.data(), w.q_norm, eps, c.norm_adds_one, n * c.num_heads, hd, q_.data());
-    kernels::rms_norm(k_.data(), w.k_norm, eps, c.norm_adds_one, n * c.num_kv_heads, hd, k_.data());
+    w.q_norm(q_.data(), n * c.num_heads, q_.data());
+    w.k_norm(k_.data(), n * c.num_kv_heads, k_.data());
   }
 
   const int kind = layer_rope_kind_[l];
@@ -239,20 +205,16 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
   });
 
   linear(pool, w.o_proj, attn_.data(), n, proj_.data());
-  if (c.sandwich_norms())
-    kernels::rms_norm(proj_.data(), w.post_attention_layernorm, eps, c.norm_adds_one, n, c.hidden_size,
-                      proj_.data());
+  if (c.sandwich_norms()) w.post_attention_layernorm(proj_.data(), n, proj_.data());
   kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
 }
 
 void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   const Config& c = config_;
   const LayerWeights& w = weights_.layers[l];
-  const float eps = static_cast<float>(c.rms_norm_eps);
   const int64_t inter = c.intermediate_size;
 
-  kernels::rms_norm(hidden_.data(), w.pre_feedforward_layernorm, eps, c.norm_adds_one, n, c.hidden_size,
-                    normed_.data());
+  w.pre_feedforward_layernorm(hidden_.data(), n, normed_.data());
   linear(pool, w.gate_proj, normed_.data(), n, gate_.data());
   linear(pool, w.up_proj, normed_.data(), n, up_.data());
   // tanh is the costly part of the MLP outside the matmuls: split it over the pool in slices.
@@ -263,21 +225,18 @@ void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
     kernels::gelu_tanh_mul(gate_.data() + begin, up_.data() + begin, count, gate_.data() + begin);
   });
   linear(pool, w.down_proj, gate_.data(), n, proj_.data());
-  if (c.sandwich_norms())
-    kernels::rms_norm(proj_.data(), w.post_feedforward_layernorm, eps, c.norm_adds_one, n, c.hidden_size,
-                      proj_.data());
+  if (c.sandwich_norms()) w.post_feedforward_layernorm(proj_.data(), n, proj_.data());
   kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
 }
 
-void Model::linear(kernels::ThreadPool& pool, const Tensor& w, const float* x, int64_t n, float* y) const {
-  kernels::matmul(pool, w, x, n, y, n > 1 ? prefill_precision_ : kernels::Precision::kExact);
+void Model::linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const {
+  layer(pool, x, n, y, n > 1 ? prefill_precision_ : kernels::Precision::kExact);
 }
 
 void Model::lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) {
   const Config& c = config_;
   float* rows = normed_.data() + first_row * c.hidden_size;
-  kernels::rms_norm(hidden_.data() + first_row * c.hidden_size, weights_.norm,
-                    static_cast<float>(c.rms_norm_eps), c.norm_adds_one, n_rows, c.hidden_size, rows);
+  weights_.norm(hidden_.data() + first_row * c.hidden_size, n_rows, rows);
   linear(pool, weights_.lm_head, rows, n_rows, logits);
   if (c.final_logit_softcapping)
     kernels::soft_cap(logits, n_rows * c.vocab_size, static_cast<float>(*c.final_logit_softcapping));

@@ -14,36 +14,39 @@
 #include "kernels/thread_pool.h"
 #include "models/gemma/config.h"
 #include "nn/kv_cache.h"
+#include "nn/layer_source.h"
+#include "nn/linear.h"
 #include "tensor/tensor_source.h"
 
 namespace ge::gemma {
 
 struct LayerWeights {
-  Tensor input_layernorm;             // [hidden]
-  Tensor q_proj;                      // [num_heads * head_dim, hidden]
-  Tensor k_proj;                      // [num_kv_heads * head_dim, hidden]
-  Tensor v_proj;                      // [num_kv_heads * head_dim, hidden]
-  Tensor q_norm;                      // [head_dim], Gemma 3 only
-  Tensor k_norm;                      // [head_dim], Gemma 3 only
-  Tensor o_proj;                      // [hidden, num_heads * head_dim]
-  Tensor post_attention_layernorm;    // [hidden], Gemma 2/3 only
-  Tensor pre_feedforward_layernorm;   // [hidden]; Gemma 1 stores it as post_attention_layernorm
-  Tensor gate_proj;                   // [intermediate, hidden]
-  Tensor up_proj;                     // [intermediate, hidden]
-  Tensor down_proj;                   // [hidden, intermediate]
-  Tensor post_feedforward_layernorm;  // [hidden], Gemma 2/3 only
+  nn::RMSNorm input_layernorm;             // [hidden]
+  nn::Linear q_proj;                       // [num_heads * head_dim, hidden]
+  nn::Linear k_proj;                       // [num_kv_heads * head_dim, hidden]
+  nn::Linear v_proj;                       // [num_kv_heads * head_dim, hidden]
+  nn::RMSNorm q_norm;                      // [head_dim], Gemma 3 only
+  nn::RMSNorm k_norm;                      // [head_dim], Gemma 3 only
+  nn::Linear o_proj;                       // [hidden, num_heads * head_dim]
+  nn::RMSNorm post_attention_layernorm;    // [hidden], Gemma 2/3 only
+  nn::RMSNorm pre_feedforward_layernorm;   // [hidden]; Gemma 1 stores it as post_attention_layernorm
+  nn::Linear gate_proj;                    // [intermediate, hidden]
+  nn::Linear up_proj;                      // [intermediate, hidden]
+  nn::Linear down_proj;                    // [hidden, intermediate]
+  nn::RMSNorm post_feedforward_layernorm;  // [hidden], Gemma 2/3 only
 };
 
 struct Weights {
-  Tensor embed_tokens;  // [vocab, hidden]
-  Tensor norm;          // [hidden]
-  Tensor lm_head;       // [vocab, hidden]; the embedding table itself when tied
+  nn::Embedding embed_tokens;  // [vocab, hidden]
+  nn::RMSNorm norm;            // [hidden]
+  nn::Linear lm_head;          // [vocab, hidden]; the embedding table itself when tied
   std::vector<LayerWeights> layers;
 };
 
-// Finds every tensor by its Hugging Face name (under model., language_model.model. or
-// model.language_model.) and checks its shape and dtype; throws naming the tensor otherwise.
-Weights bind_weights(const Config& c, const TensorSource& source);
+// Binds every layer by its Hugging Face module path (under model., language_model.model. or
+// model.language_model.) in whatever format the checkpoint stores it; throws naming the tensor when one
+// is missing or misshapen.
+Weights bind_weights(const Config& c, const nn::LayerSource& source);
 
 // Called with the residual stream: index 0 after the embedding, i + 1 after layer i; rows are
 // positions [start, start + n_tokens).
@@ -53,7 +56,10 @@ using HiddenObserver =
 class Model {
  public:
   // max_chunk: most tokens run through one forward step; longer inputs are processed in chunks.
-  Model(Config config, const TensorSource& source, int64_t max_chunk = 256);
+  Model(Config config, const nn::LayerSource& source, int64_t max_chunk = 256);
+  // An unquantized checkpoint (or a GGUF file, whose block types need no config).
+  Model(Config config, const TensorSource& source, int64_t max_chunk = 256)
+      : Model(std::move(config), nn::LayerSource(source), max_chunk) {}
 
   const Config& config() const { return config_; }
   const Weights& weights() const { return weights_; }
@@ -87,7 +93,7 @@ class Model {
                        kernels::ThreadPool& pool);
   void mlp_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
-  void linear(kernels::ThreadPool& pool, const Tensor& w, const float* x, int64_t n, float* y) const;
+  void linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const;
 
   Config config_;
   Weights weights_;

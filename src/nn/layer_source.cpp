@@ -1,0 +1,100 @@
+#include "nn/layer_source.h"
+
+#include <stdexcept>
+
+namespace ge::nn {
+
+namespace {
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+bool is_block(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+}  // namespace
+
+const Tensor& LayerSource::must(const std::string& name) const {
+  const Tensor* t = tensors_.find(name);
+  if (!t) throw std::runtime_error(describe() + ": missing tensor '" + name + "'");
+  return *t;
+}
+
+std::optional<kernels::QuantParams> LayerSource::quantization_of(const std::string& path) const {
+  if (auto it = quantization_.per_layer.find(path); it != quantization_.per_layer.end()) return it->second;
+  if (!has(path + ".scales")) return std::nullopt;
+  if (!quantization_.defaults)
+    throw std::runtime_error(describe() + ": tensor '" + path +
+                             ".scales' but config.json has no \"quantization\" to say how it is quantized");
+  return quantization_.defaults;
+}
+
+kernels::QuantizedMatrix LayerSource::quantized(const std::string& path, const kernels::QuantParams& p,
+                                                int64_t out, int64_t in) const {
+  const std::string what = describe() + ": tensor '" + path;
+  if (const std::string error = kernels::quant_params_error(p); !error.empty())
+    throw std::runtime_error(what + "': " + error);
+  if (in % p.group_size != 0)
+    throw std::runtime_error(what + ".weight': " + std::to_string(in) + " columns are not whole groups of " +
+                             std::to_string(p.group_size) + " (" + kernels::describe(p) + ")");
+  const auto expect = [&](const std::string& suffix, const Tensor& t, std::vector<int64_t> shape, bool ok_dtype,
+                          const char* dtypes) {
+    if (t.shape != shape)
+      throw std::runtime_error(what + suffix + "' has shape " + shape_string(t.shape) + ", but a " +
+                               kernels::describe(p) + " [" + std::to_string(out) + ", " + std::to_string(in) +
+                               "] matrix needs " + shape_string(shape));
+    if (!ok_dtype)
+      throw std::runtime_error(what + suffix + "' has dtype " + std::string(dtype_info(t.dtype).name) +
+                               ", expected " + dtypes + " for " + kernels::describe(p));
+  };
+  const Tensor& w = must(path + ".weight");
+  const Tensor& scales = must(path + ".scales");
+  expect(".weight", w, {out, in * p.bits / 32}, w.dtype == DType::U32, "U32");
+  const bool affine = p.mode == kernels::QuantMode::kAffine;
+  expect(".scales", scales, {out, in / p.group_size}, affine ? is_float(scales.dtype) : scales.dtype == DType::U8,
+         affine ? "F32, F16 or BF16" : "U8 (or F8_E4M3 / F8_E8M0)");
+  kernels::QuantizedMatrix m{path, p, out, in, w.data, scales.data, nullptr, scales.dtype};
+  if (affine) {
+    const Tensor& biases = must(path + ".biases");
+    expect(".biases", biases, scales.shape, biases.dtype == scales.dtype, "the scales' dtype");
+    m.biases = biases.data;
+  }
+  return m;
+}
+
+Weight LayerSource::weight(const std::string& path, int64_t out, int64_t in) const {
+  if (const auto p = quantization_of(path)) return quantized(path, *p, out, in);
+  const std::string name = path + ".weight";
+  const Tensor& t = must(name);
+  if (t.shape != std::vector<int64_t>{out, in})
+    throw std::runtime_error(describe() + ": tensor '" + name + "' has shape " + shape_string(t.shape) +
+                             ", expected " + shape_string({out, in}));
+  if (!is_float(t.dtype) && !is_block(t.dtype))
+    throw std::runtime_error(describe() + ": tensor '" + name + "' has unsupported dtype " +
+                             std::string(dtype_info(t.dtype).name));
+  return t;
+}
+
+Linear LayerSource::linear(const std::string& path, int64_t out, int64_t in) const {
+  if (!has(path + ".bias")) return Linear(weight(path, out, in));
+  const Tensor bias = vector(path + ".bias", out);
+  return Linear(weight(path, out, in), &bias);
+}
+
+Embedding LayerSource::embedding(const std::string& path, int64_t num_embeddings, int64_t dim) const {
+  return Embedding(weight(path, num_embeddings, dim));
+}
+
+Tensor LayerSource::vector(const std::string& name, int64_t n) const {
+  const Tensor& t = must(name);
+  if (t.shape != std::vector<int64_t>{n})
+    throw std::runtime_error(describe() + ": tensor '" + name + "' has shape " + shape_string(t.shape) +
+                             ", expected " + shape_string({n}));
+  if (!is_float(t.dtype))
+    throw std::runtime_error(describe() + ": tensor '" + name + "' has unsupported dtype " +
+                             std::string(dtype_info(t.dtype).name));
+  return t;
+}
+
+RMSNorm LayerSource::rms_norm(const std::string& path, int64_t n, float eps, bool one_plus) const {
+  return RMSNorm(vector(path + ".weight", n), eps, one_plus);
+}
+
+}  // namespace ge::nn

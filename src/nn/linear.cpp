@@ -1,0 +1,69 @@
+#include "nn/linear.h"
+
+#include "kernels/ops.h"
+
+namespace ge::nn {
+
+namespace {
+template <class... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+}  // namespace
+
+int64_t weight_rows(const Weight& w) {
+  return std::visit(Overloaded{[](const Tensor& t) { return t.rows(); },
+                               [](const kernels::QuantizedMatrix& q) { return q.rows; }},
+                    w);
+}
+
+int64_t weight_cols(const Weight& w) {
+  return std::visit(Overloaded{[](const Tensor& t) { return t.cols(); },
+                               [](const kernels::QuantizedMatrix& q) { return q.cols; }},
+                    w);
+}
+
+std::string weight_format(const Weight& w) {
+  return std::visit(Overloaded{[](const Tensor& t) { return std::string(dtype_info(t.dtype).name); },
+                               [](const kernels::QuantizedMatrix& q) { return kernels::describe(q.params); }},
+                    w);
+}
+
+size_t weight_bytes(const Weight& w) {
+  return std::visit(Overloaded{[](const Tensor& t) { return t.nbytes; },
+                               [](const kernels::QuantizedMatrix& q) {
+                                 const size_t rows = static_cast<size_t>(q.rows);
+                                 return rows * (q.code_row_bytes() + q.scale_row_bytes() * (q.biases ? 2 : 1));
+                               }},
+                    w);
+}
+
+Linear::Linear(Weight weight, const Tensor* bias) : weight_(std::move(weight)) {
+  if (bias) {
+    bias_.resize(static_cast<size_t>(bias->numel()));
+    kernels::dequantize_row(*bias, 0, 1.0f, bias_.data());
+  }
+}
+
+void Linear::operator()(kernels::ThreadPool& pool, const float* x, int64_t n, float* y,
+                        kernels::Precision precision) const {
+  std::visit([&](const auto& w) { kernels::matmul(pool, w, x, n, y, precision); }, weight_);
+  if (bias_.empty()) return;
+  const int64_t out = out_features();
+  for (int64_t t = 0; t < n; ++t) kernels::add_inplace(y + t * out, bias_.data(), out);
+}
+
+void Embedding::lookup(int32_t id, float scale, float* out) const {
+  std::visit(Overloaded{[&](const Tensor& t) { kernels::dequantize_row(t, id, scale, out); },
+                        [&](const kernels::QuantizedMatrix& q) {
+                          kernels::dequantize_row(q, id, out);
+                          for (int64_t i = 0; i < q.cols; ++i) out[i] *= scale;
+                        }},
+             table_.weight());
+}
+
+void RMSNorm::operator()(const float* x, int64_t rows, float* out) const {
+  kernels::rms_norm(x, weight_, eps_, one_plus_, rows, weight_.numel(), out);
+}
+
+}  // namespace ge::nn

@@ -1,0 +1,78 @@
+// The layers a model is built from, each owning its weights in whatever format the checkpoint stores
+// them (plain floats, a GGUF block type, an MLX-quantized matrix with its scales and biases), so that a
+// model's forward pass never sees a format: mlx.nn's Linear / QuantizedLinear, Embedding /
+// QuantizedEmbedding and RMSNorm, over the format-specific kernels.
+#pragma once
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "kernels/mlx_quant.h"
+#include "kernels/thread_pool.h"
+#include "tensor/tensor.h"
+
+namespace ge::nn {
+
+// A [out, in] matrix as stored: a Tensor (F32/F16/BF16/Q8_0/Q4_0) or an MLX-quantized matrix.
+using Weight = std::variant<Tensor, kernels::QuantizedMatrix>;
+
+int64_t weight_rows(const Weight& w);
+int64_t weight_cols(const Weight& w);
+std::string weight_format(const Weight& w);  // "BF16", "Q8_0", "affine 4-bit g64", ...
+// Bytes of the weight and, for MLX formats, its scales and biases: what one full pass reads.
+size_t weight_bytes(const Weight& w);
+
+// y = x W^T (+ b).
+class Linear {
+ public:
+  Linear() = default;
+  explicit Linear(Weight weight, const Tensor* bias = nullptr);
+
+  int64_t in_features() const { return weight_cols(weight_); }
+  int64_t out_features() const { return weight_rows(weight_); }
+  const Weight& weight() const { return weight_; }
+
+  // y[n, out] for x[n, in], both row-major.
+  void operator()(kernels::ThreadPool& pool, const float* x, int64_t n, float* y,
+                  kernels::Precision precision = kernels::Precision::kExact) const;
+
+ private:
+  Weight weight_;
+  std::vector<float> bias_;  // widened once: biases are a few thousand values
+};
+
+// A [num_embeddings, dim] table read one row per token; as_linear() is the tied LM head over the same
+// stored table (for an MLX-quantized table, the same codes, scales and biases).
+class Embedding {
+ public:
+  Embedding() = default;
+  explicit Embedding(Weight table) : table_(std::move(table)) {}
+
+  int64_t num_embeddings() const { return table_.out_features(); }
+  int64_t dim() const { return table_.in_features(); }
+  // out[dim] = table[id] * scale.
+  void lookup(int32_t id, float scale, float* out) const;
+  const Linear& as_linear() const { return table_; }
+
+ private:
+  Linear table_;
+};
+
+// x / sqrt(mean(x^2) + eps) * g over rows of the weight's length, g = 1 + w (Gemma's parameterisation, as
+// the Hugging Face checkpoints store it) or g = w (GGUF files store 1 + w already).
+class RMSNorm {
+ public:
+  RMSNorm() = default;
+  RMSNorm(Tensor weight, float eps, bool one_plus) : weight_(std::move(weight)), eps_(eps), one_plus_(one_plus) {}
+
+  void operator()(const float* x, int64_t rows, float* out) const;
+
+ private:
+  Tensor weight_;
+  float eps_ = 1e-6f;
+  bool one_plus_ = true;
+};
+
+}  // namespace ge::nn
