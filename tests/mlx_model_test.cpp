@@ -1,0 +1,289 @@
+// Whole models with MLX-quantized weights: the logits of a fixture whose Linear and Embedding weights are
+// quantized (every mode and bit width, per-layer overrides, a quantized tied head) against the honest
+// reference, the same float model given the dequantized weights; and the checks made when binding them.
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+
+#include "formats/safetensors.h"
+#include "kernels/mlx_quant.h"
+#include "kernels/ops.h"
+#include "loader/model_loader.h"
+#include "models/gemma/model.h"
+#include "models/quantization_config.h"
+#include "test_util.h"
+
+namespace ge {
+namespace {
+
+using kernels::QuantMode;
+using kernels::QuantParams;
+
+// A fixture's tensors with the chosen 2-D weights replaced, owning the new bytes: either by MLX's
+// tensors (`.weight` codes, `.scales`, `.biases`) or, for the reference, by their dequantized f32 values.
+class QuantizedCopy final : public TensorSource {
+ public:
+  // params_of(path) says how the layer at `path` is quantized (nullopt: kept as it is).
+  using ParamsOf = std::function<std::optional<QuantParams>(const std::string&)>;
+  QuantizedCopy(const TensorSource& src, const ParamsOf& params_of, bool dequantized)
+      : src_(src) {
+    for (const Tensor* t : src.all()) {
+      if (t->shape.size() != 2 || !t->name.ends_with(".weight")) continue;
+      const std::string path = t->name.substr(0, t->name.size() - 7);
+      // As mlx-lm does, a matrix whose rows are not whole groups stays float.
+      if (const auto p = params_of(path); p && t->cols() % p->group_size == 0) add(*t, path, *p, dequantized);
+    }
+  }
+
+  const Tensor* find(std::string_view name) const override {
+    if (const auto it = tensors_.find(name); it != tensors_.end()) return &it->second;
+    return src_.find(name);
+  }
+  std::vector<const Tensor*> all() const override { return src_.all(); }
+  std::string describe() const override { return src_.describe() + " (MLX-quantized copy)"; }
+
+ private:
+  std::byte* store(size_t bytes) { return storage_.emplace_back(bytes).data(); }
+
+  void put(const std::string& name, DType dtype, std::vector<int64_t> shape, const std::byte* data, size_t bytes) {
+    tensors_[name] = Tensor{name, dtype, std::move(shape), data, bytes};
+  }
+
+  void add(const Tensor& t, const std::string& path, const QuantParams& p, bool dequantized) {
+    const int64_t rows = t.rows(), cols = t.cols();
+    kernels::QuantizedMatrix m{path, p, rows, cols, nullptr, nullptr, nullptr,
+                               p.mode == QuantMode::kAffine ? t.dtype : DType::U8};
+    std::byte* codes = store(rows * m.code_row_bytes());
+    std::byte* scales = store(rows * m.scale_row_bytes());
+    std::byte* biases = kernels::has_biases(p) ? store(rows * m.scale_row_bytes()) : nullptr;
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      kernels::dequantize_row(t, r, 1.0f, row.data());
+      kernels::quantize_row(p, row.data(), cols, t.dtype, codes + r * m.code_row_bytes(),
+                            scales + r * m.scale_row_bytes(), biases ? biases + r * m.scale_row_bytes() : nullptr);
+    }
+    m.codes = codes;
+    m.scales = scales;
+    m.biases = biases;
+    if (dequantized) {
+      auto* values = reinterpret_cast<float*>(store(static_cast<size_t>(rows * cols) * 4));
+      for (int64_t r = 0; r < rows; ++r) kernels::dequantize_row(m, r, values + r * cols);
+      put(path + ".weight", DType::F32, {rows, cols}, reinterpret_cast<std::byte*>(values), rows * cols * 4);
+      return;
+    }
+    put(path + ".weight", DType::U32, {rows, cols * p.bits / 32}, codes, rows * m.code_row_bytes());
+    put(path + ".scales", m.scale_dtype, {rows, m.groups()}, scales, rows * m.scale_row_bytes());
+    if (biases) put(path + ".biases", m.scale_dtype, {rows, m.groups()}, biases, rows * m.scale_row_bytes());
+  }
+
+  const TensorSource& src_;
+  std::deque<std::vector<std::byte>> storage_;
+  std::map<std::string, Tensor, std::less<>> tensors_;
+};
+
+std::vector<int32_t> reference_ids(const std::string& fixture) {
+  return test::read_json(test::fixture_reference_dir(fixture) / "reference.json")["token_ids"]
+      .get<std::vector<int32_t>>();
+}
+
+// Logits of every position, from one prompt chunk or one token at a time (the decode kernels, which sum
+// each group's q * x before scaling it).
+std::vector<float> all_logits(const gemma::Config& config, const nn::LayerSource& layers,
+                              const std::vector<int32_t>& ids, bool stepwise = false) {
+  gemma::Model model(config, layers, 64);
+  kernels::ThreadPool pool(2);
+  std::vector<float> out(ids.size() * config.vocab_size);
+  auto cache = model.make_cache(static_cast<int64_t>(ids.size()));
+  if (!stepwise) {
+    model.forward(ids, 0, cache, pool, out.data(), true);
+    return out;
+  }
+  for (size_t i = 0; i < ids.size(); ++i)
+    model.forward(std::span(ids).subspan(i, 1), static_cast<int64_t>(i), cache, pool,
+                  out.data() + i * config.vocab_size, true);
+  return out;
+}
+
+// Quantized model and dequantized reference for one fixture and one quantization.
+struct Comparison {
+  float diff;        // max |quantized - dequantized reference| over all logits, prompt and decode paths
+  float from_float;  // max |quantized - the unquantized model|: what quantizing cost
+};
+
+Comparison compare(const std::string& fixture, const nn::QuantizationConfig& q) {
+  const auto dir = test::fixture_model_dir(fixture);
+  const formats::SafetensorsCheckpoint ckpt(dir);
+  const gemma::Config config = loader::load_config(dir);
+  const auto params_of = [&](const std::string& path) -> std::optional<QuantParams> {
+    if (const auto it = q.per_layer.find(path); it != q.per_layer.end()) return it->second;
+    return q.defaults;
+  };
+  const QuantizedCopy quantized(ckpt, params_of, false), reference(ckpt, params_of, true);
+  const auto ids = reference_ids(fixture);
+  const auto got = all_logits(config, nn::LayerSource(quantized, q), ids);
+  const auto got_stepwise = all_logits(config, nn::LayerSource(quantized, q), ids, true);
+  const auto expected = all_logits(config, nn::LayerSource(reference), ids);
+  const auto unquantized = all_logits(config, nn::LayerSource(ckpt), ids);
+  return {std::max(test::max_abs_diff(got.data(), expected.data(), got.size()),
+                   test::max_abs_diff(got_stepwise.data(), expected.data(), got.size())),
+          test::max_abs_diff(got.data(), unquantized.data(), got.size())};
+}
+
+struct Case {
+  std::string fixture;
+  QuantParams params;
+};
+
+class MlxQuantizedModel : public ::testing::TestWithParam<Case> {};
+
+TEST_P(MlxQuantizedModel, LogitsMatchTheFloatModelWithDequantizedWeights) {
+  const Case& c = GetParam();
+  nn::QuantizationConfig q;
+  q.defaults = c.params;
+  const Comparison r = compare(c.fixture, q);
+  std::printf("%s %s: max |logit - dequantized reference| = %.3g (%.3g from the float model)\n",
+              c.fixture.c_str(), kernels::describe(c.params).c_str(), r.diff, r.from_float);
+  EXPECT_LT(r.diff, 1e-3f);
+  EXPECT_GT(r.from_float, 1e-3f) << "the weights were not quantized";
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  for (int bits : {2, 3, 4, 5, 6, 8}) out.push_back({"gemma3-tiny", {QuantMode::kAffine, bits, 64}});
+  out.push_back({"gemma3-tiny", {QuantMode::kAffine, 4, 32}});
+  for (QuantMode m : {QuantMode::kNvfp4, QuantMode::kMxfp4, QuantMode::kMxfp8})
+    out.push_back({"gemma3-tiny", kernels::default_quant_params(m)});
+  out.push_back({"gemma2-tiny", {QuantMode::kAffine, 4, 64}});
+  out.push_back({"gemma-tiny", {QuantMode::kAffine, 8, 32}});
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, MlxQuantizedModel, ::testing::ValuesIn(cases()));
+
+// mlx-lm's per-layer entries: one layer at other parameters, the embedding (and so the tied head) float.
+TEST(MlxQuantizedModelOverrides, PerLayerEntriesAndAFloatEmbedding) {
+  nn::QuantizationConfig q;
+  q.defaults = QuantParams{QuantMode::kAffine, 4, 64};
+  q.per_layer["model.layers.1.mlp.down_proj"] = QuantParams{QuantMode::kAffine, 8, 32};
+  q.per_layer["model.layers.2.self_attn.q_proj"] = kernels::default_quant_params(QuantMode::kMxfp8);
+  q.per_layer["model.embed_tokens"] = std::nullopt;
+  const Comparison r = compare("gemma3-tiny", q);
+  EXPECT_LT(r.diff, 1e-3f);
+}
+
+// What LayerSource hands the model for a quantized checkpoint, and what it refuses.
+class MlxBinding : public ::testing::Test {
+ protected:
+  MlxBinding()
+      : ckpt(test::demo_model_dir()),
+        quantized(ckpt, [](const std::string&) { return std::optional(QuantParams{QuantMode::kAffine, 4, 64}); },
+                  false) {}
+
+  std::string bind_error(const TensorSource& src, const nn::QuantizationConfig& q) {
+    try {
+      gemma::bind_weights(loader::load_config(test::demo_model_dir()), nn::LayerSource(src, q));
+      return "";
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+  }
+
+  formats::SafetensorsCheckpoint ckpt;
+  QuantizedCopy quantized;
+};
+
+TEST_F(MlxBinding, LayersAreQuantizedAndTheTiedHeadIsTheQuantizedEmbedding) {
+  nn::QuantizationConfig q;
+  q.defaults = QuantParams{QuantMode::kAffine, 4, 64};
+  const gemma::Weights w = gemma::bind_weights(loader::load_config(test::demo_model_dir()), nn::LayerSource(quantized, q));
+  EXPECT_EQ(nn::weight_format(w.layers[0].down_proj.weight()), "affine 4-bit g64");
+  EXPECT_EQ(nn::weight_format(w.embed_tokens.as_linear().weight()), "affine 4-bit g64");
+  const auto& head = std::get<kernels::QuantizedMatrix>(w.lm_head.weight());
+  EXPECT_EQ(head.codes, std::get<kernels::QuantizedMatrix>(w.embed_tokens.as_linear().weight()).codes);
+}
+
+TEST_F(MlxBinding, ScalesWithoutAQuantizationConfigAreAnError) {
+  EXPECT_NE(bind_error(quantized, {}).find("no \"quantization\""), std::string::npos) << bind_error(quantized, {});
+}
+
+TEST_F(MlxBinding, ParametersThatDoNotMatchTheShapesNameTheTensor) {
+  nn::QuantizationConfig q;
+  q.defaults = QuantParams{QuantMode::kAffine, 8, 64};  // the codes were packed at 4 bits
+  const std::string error = bind_error(quantized, q);
+  EXPECT_NE(error.find("model.embed_tokens.weight' has shape [1024, 8]"), std::string::npos) << error;
+  EXPECT_NE(error.find("affine 8-bit g64"), std::string::npos) << error;
+  q.defaults = QuantParams{QuantMode::kAffine, 4, 32};  // twice the groups the scales have
+  EXPECT_NE(bind_error(quantized, q).find(".scales' has shape"), std::string::npos) << bind_error(quantized, q);
+}
+
+TEST_F(MlxBinding, MissingBiasesAreNamed) {
+  struct WithoutBiases final : TensorSource {
+    explicit WithoutBiases(const TensorSource& s) : s(s) {}
+    const Tensor* find(std::string_view name) const override {
+      return name == "model.layers.0.mlp.up_proj.biases" ? nullptr : s.find(name);
+    }
+    std::vector<const Tensor*> all() const override { return s.all(); }
+    std::string describe() const override { return "edited"; }
+    const TensorSource& s;
+  } edited(quantized);
+  nn::QuantizationConfig q;
+  q.defaults = QuantParams{QuantMode::kAffine, 4, 64};
+  EXPECT_NE(bind_error(edited, q).find("missing tensor 'model.layers.0.mlp.up_proj.biases'"), std::string::npos);
+}
+
+nlohmann::json config_with(const nlohmann::json& quantization) {
+  return {{"model_type", "gemma3_text"}, {"quantization", quantization}};
+}
+
+std::string read_error(const nlohmann::json& config) {
+  try {
+    models::read_quantization_config(config, "config.json");
+    return "";
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+}
+
+TEST(MlxQuantizationConfig, ReadsMlxLmDictsOldAndNew) {
+  // mlx-community/gemma-3-1b-pt-6bit: no mode (mlx-lm before 0.27), both dicts.
+  const nlohmann::json old = {{"quantization", {{"group_size", 64}, {"bits", 6}}},
+                              {"quantization_config", {{"group_size", 64}, {"bits", 6}}}};
+  const auto q = models::read_quantization_config(old, "config.json");
+  EXPECT_EQ(q.defaults, (QuantParams{QuantMode::kAffine, 6, 64}));
+  EXPECT_TRUE(q.per_layer.empty());
+
+  const auto mixed = models::read_quantization_config(
+      config_with({{"group_size", 64},
+                   {"bits", 4},
+                   {"mode", "affine"},
+                   {"model.layers.3.mlp.down_proj", {{"group_size", 32}, {"bits", 8}}},
+                   {"model.layers.0.self_attn.q_proj", {{"mode", "mxfp8"}}},
+                   {"model.norm", false}}),
+      "config.json");
+  EXPECT_EQ(mixed.per_layer.at("model.layers.3.mlp.down_proj"), (QuantParams{QuantMode::kAffine, 8, 32}));
+  EXPECT_EQ(mixed.per_layer.at("model.layers.0.self_attn.q_proj"), (QuantParams{QuantMode::kMxfp8, 8, 32}));
+  EXPECT_EQ(mixed.per_layer.at("model.norm"), std::nullopt);
+
+  // Only quantization_config, in MLX's shape.
+  const auto only = models::read_quantization_config({{"quantization_config", {{"group_size", 16}, {"bits", 4}, {"mode", "nvfp4"}}}}, "c");
+  EXPECT_EQ(only.defaults, kernels::default_quant_params(QuantMode::kNvfp4));
+  EXPECT_FALSE(models::read_quantization_config({{"model_type", "gemma3_text"}}, "c").defaults);
+}
+
+TEST(MlxQuantizationConfig, BadValuesNameTheKey) {
+  EXPECT_NE(read_error(config_with({{"group_size", 64}, {"bits", 4}, {"mode", "int3"}})).find("unknown quantization mode"),
+            std::string::npos);
+  EXPECT_NE(read_error(config_with({{"group_size", 64}, {"bits", 7}})).find("bits 7"), std::string::npos);
+  EXPECT_NE(read_error(config_with({{"group_size", 48}, {"bits", 4}})).find("group size 48"), std::string::npos);
+  EXPECT_NE(read_error(config_with({{"group_size", 32}, {"bits", 4}, {"mode", "nvfp4"}})).find("requires group size 16"),
+            std::string::npos);
+  EXPECT_NE(read_error(config_with({{"group_size", 64}, {"bits", 4}, {"model.layers.0.mlp.up_proj", {{"bits", 1}}}}))
+                .find("model.layers.0.mlp.up_proj"),
+            std::string::npos);
+  EXPECT_NE(read_error({{"quantization_config", {{"quant_method", "gptq"}, {"bits", 4}}}}).find("gptq"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace ge
