@@ -55,16 +55,6 @@ std::vector<double> repeat(int reps, int64_t tokens, const std::function<void()>
   return rates;
 }
 
-// A tensor's share of the parameter count: an MLX-packed weight holds 32 / bits parameters per U32, and
-// its scales and biases hold none.
-int64_t parameters(const nn::LayerSource& layers, const Tensor& t) {
-  const auto ends_with = [&](std::string_view suffix) { return t.name.ends_with(suffix); };
-  if (ends_with(".scales") || ends_with(".biases")) return 0;
-  if (t.dtype == DType::U32 && ends_with(".weight"))
-    if (const auto q = layers.quantization_of(t.name.substr(0, t.name.size() - 7))) return t.numel() * 32 / q->bits;
-  return t.numel();
-}
-
 void bench(const BenchOptions& o) {
   kernels::ThreadPool pool(o.threads);
   auto m = loader::load_model(o.model, o.batch);
@@ -83,7 +73,7 @@ void bench(const BenchOptions& o) {
   int64_t params = 0;
   for (const Tensor* t : m.tensors->all()) {
     bytes += t->nbytes;
-    params += parameters(*m.layers, *t);
+    params += m.layers->parameter_count(*t);
   }
   const std::string dtype = nn::weight_format(model.weights().layers[0].q_proj.weight());
   char name[128];

@@ -158,13 +158,18 @@ void inspect(const std::string& path) {
     std::printf("layer %2zu: %-7s rope base %g scale %g\n", i, l.sliding ? "sliding" : "global", l.rope_base,
                 l.rope_scale);
   }
+  const nn::LayerSource layers(ckpt, loader::load_quantization_config(dir));
+  if (const auto& q = layers.quantization(); q.defaults)
+    std::printf("quantization: %s, %zu per-layer entries\n", kernels::describe(*q.defaults).c_str(),
+                q.per_layer.size());
   int64_t params = 0;
   size_t bytes = 0;
   for (const Tensor* t : ckpt.all()) {
-    params += t->numel();
+    params += layers.parameter_count(*t);
     bytes += t->nbytes;
-    std::printf("%-60s %-5s %-16s %zu bytes\n", t->name.c_str(),
-                std::string(dtype_info(t->dtype).name).c_str(), shape_string(t->shape).c_str(), t->nbytes);
+    const auto q = layers.quantization_of_tensor(*t);
+    std::printf("%-60s %-5s %-16s %zu bytes%s%s\n", t->name.c_str(), std::string(dtype_info(t->dtype).name).c_str(),
+                shape_string(t->shape).c_str(), t->nbytes, q ? ", " : "", q ? kernels::describe(*q).c_str() : "");
   }
   std::printf("parameters: %" PRId64 " (%.2f M), %zu bytes\n", params, static_cast<double>(params) / 1e6,
               bytes);

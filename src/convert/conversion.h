@@ -15,7 +15,7 @@
 
 #include "convert/gguf_convert.h"
 #include "formats/gguf.h"
-#include "formats/safetensors.h"
+#include "convert/source_tensors.h"
 #include "tensor/dtype.h"
 
 namespace ge::convert {
@@ -27,7 +27,7 @@ struct Checkpoint {
   std::filesystem::path dir;
   nlohmann::json config;            // config.json
   nlohmann::json tokenizer_config;  // tokenizer_config.json, or an empty object
-  const formats::SafetensorsCheckpoint& tensors;
+  const SourceTensors& tensors;
 };
 
 // One GGUF tensor: the source tensors `parts`, stacked along a new outermost dim when there are several
@@ -84,10 +84,11 @@ class TensorPlan {
   std::set<std::string, std::less<>> used_;
 };
 
-// Writes one planned tensor's bytes, converting through f32 in chunks (buffers reused across calls) and
-// dropping each source range from the resident set once written.
-void write_planned_tensor(const PlannedTensor& t, std::ostream& out, std::vector<float>& floats,
-                          std::vector<std::byte>& buffer);
+// Writes one planned tensor's bytes, converting through f32 in chunks (buffers reused across calls;
+// MLX-quantized parts dequantized a chunk of rows at a time) and dropping each source range from the
+// resident set once written.
+void write_planned_tensor(const PlannedTensor& t, const SourceTensors& sources, std::ostream& out,
+                          std::vector<float>& floats, std::vector<std::byte>& buffer);
 
 // general.architecture, general.type and general.name (the checkpoint folder's name).
 void add_general(formats::GgufWriter& w, const std::string& arch, const std::filesystem::path& dir,

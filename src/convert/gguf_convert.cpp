@@ -42,7 +42,7 @@ FamilyConverter projector_converter(const Checkpoint& ckpt) {
 }
 
 // The checkpoint's own dtype: that of its largest tensor (bf16 for every published Gemma).
-OutType checkpoint_out_type(const formats::SafetensorsCheckpoint& tensors) {
+OutType checkpoint_out_type(const TensorSource& tensors) {
   const Tensor* largest = nullptr;
   for (const Tensor* t : tensors.all())
     if (!largest || t->numel() > largest->numel()) largest = t;
@@ -60,9 +60,11 @@ ConvertResult run_conversion(const fs::path& dir, const fs::path& out_path, cons
   if (!fs::is_regular_file(config_file))
     fail(config_file.string() + ": not found (not a Hugging Face checkpoint folder?)");
   const fs::path tc_file = dir / "tokenizer_config.json";
-  const formats::SafetensorsCheckpoint tensors(dir, /*populate=*/false);
-  const Checkpoint ckpt{dir, read_object(config_file),
-                        fs::is_regular_file(tc_file) ? read_object(tc_file) : json::object(), tensors};
+  const formats::SafetensorsCheckpoint file(dir, /*populate=*/false);
+  const json config = read_object(config_file);
+  const SourceTensors tensors(file, config, config_file.string());
+  const Checkpoint ckpt{dir, config, fs::is_regular_file(tc_file) ? read_object(tc_file) : json::object(),
+                        tensors};
   const FamilyConverter convert = choose(ckpt);
 
   ConvertResult result;
@@ -82,7 +84,7 @@ ConvertResult run_conversion(const fs::path& dir, const fs::path& out_path, cons
   std::vector<float> floats;
   std::vector<std::byte> buffer;
   w.write(out_path, [&](size_t i, std::ostream& out) {
-    write_planned_tensor(planned[i], out, floats, buffer);
+    write_planned_tensor(planned[i], tensors, out, floats, buffer);
     progress.tensors_done = i + 1;
     progress.bytes_done += w.tensor_nbytes(i);
     if (options.progress) options.progress(progress);

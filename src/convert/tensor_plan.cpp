@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "convert/conversion.h"
+#include "kernels/mlx_quant.h"
 #include "kernels/quantize.h"
 
 namespace ge::convert {
@@ -99,6 +100,16 @@ void shift_and_clip(const PlannedTensor& t, std::vector<float>& floats) {
     for (float& f : floats) f = std::clamp(f, -*t.clip, *t.clip);
 }
 
+// Writes `floats` (source values) as t.out, after t's shift and clip.
+void write_floats(const PlannedTensor& t, std::vector<float>& floats, std::ostream& out,
+                  std::vector<std::byte>& buffer) {
+  shift_and_clip(t, floats);
+  const size_t out_bytes = *dtype_bytes(t.out, static_cast<int64_t>(floats.size()));
+  buffer.resize(out_bytes);
+  narrow(t.out, floats.data(), floats.size(), buffer.data());
+  out.write(reinterpret_cast<const char*>(buffer.data()), static_cast<std::streamsize>(out_bytes));
+}
+
 // `count` source values starting at `src` (nullptr: zeros, for padding rows).
 void write_chunk(const PlannedTensor& t, DType in, const std::byte* src, size_t count, std::ostream& out,
                  std::vector<float>& floats, std::vector<std::byte>& buffer) {
@@ -107,17 +118,25 @@ void write_chunk(const PlannedTensor& t, DType in, const std::byte* src, size_t 
     out.write(reinterpret_cast<const char*>(src), static_cast<std::streamsize>(count * in_size));
     return;
   }
-  const size_t out_bytes = *dtype_bytes(t.out, static_cast<int64_t>(count));
   floats.resize(count);
-  buffer.resize(out_bytes);
-  if (src) {
+  if (src)
     widen(in, src, count, floats.data());
-    shift_and_clip(t, floats);
-  } else {
+  else
     std::fill(floats.begin(), floats.end(), 0.0f);
+  write_floats(t, floats, out, buffer);
+}
+
+// Rows [0, rows) of an MLX-quantized matrix, dequantized about kChunkElems values at a time (whole rows,
+// so a block type's chunks are whole blocks).
+void write_quantized_rows(const PlannedTensor& t, const kernels::QuantizedMatrix& m, int64_t rows,
+                          std::ostream& out, std::vector<float>& floats, std::vector<std::byte>& buffer) {
+  const int64_t chunk_rows = std::max<int64_t>(1, static_cast<int64_t>(kChunkElems) / m.cols);
+  for (int64_t begin = 0; begin < rows; begin += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, rows - begin);
+    floats.resize(static_cast<size_t>(n * m.cols));
+    for (int64_t r = 0; r < n; ++r) kernels::dequantize_row(m, begin + r, floats.data() + r * m.cols);
+    write_floats(t, floats, out, buffer);
   }
-  narrow(t.out, floats.data(), count, buffer.data());
-  out.write(reinterpret_cast<const char*>(buffer.data()), static_cast<std::streamsize>(out_bytes));
 }
 
 }  // namespace
@@ -174,13 +193,18 @@ PlannedTensor& TensorPlan::add(PlannedTensor t) {
   return tensors_.back();
 }
 
-void write_planned_tensor(const PlannedTensor& t, std::ostream& out, std::vector<float>& floats,
-                          std::vector<std::byte>& buffer) {
+void write_planned_tensor(const PlannedTensor& t, const SourceTensors& sources, std::ostream& out,
+                          std::vector<float>& floats, std::vector<std::byte>& buffer) {
   size_t remaining = static_cast<size_t>(elements(t.shape));
   for (const Tensor* part : t.parts) {
     const DType in = part->dtype;
     const size_t in_size = dtype_info(in).block_bytes;
     const size_t n = std::min(remaining, static_cast<size_t>(elements(part->shape)));
+    if (const kernels::QuantizedMatrix* m = sources.quantized(*part)) {
+      write_quantized_rows(t, *m, static_cast<int64_t>(n) / m->cols, out, floats, buffer);
+      remaining -= n;
+      continue;
+    }
     for (size_t begin = 0; begin < n; begin += kChunkElems) {
       const size_t count = std::min(kChunkElems, n - begin);
       const std::byte* src = part->data + begin * in_size;

@@ -26,6 +26,18 @@ std::optional<kernels::QuantParams> LayerSource::quantization_of(const std::stri
   return quantization_.defaults;
 }
 
+std::optional<kernels::QuantParams> LayerSource::quantization_of_tensor(const Tensor& t) const {
+  constexpr std::string_view kWeight = ".weight";
+  if (t.dtype != DType::U32 || !t.name.ends_with(kWeight)) return std::nullopt;
+  return quantization_of(t.name.substr(0, t.name.size() - kWeight.size()));
+}
+
+int64_t LayerSource::parameter_count(const Tensor& t) const {
+  if (t.name.ends_with(".scales") || t.name.ends_with(".biases")) return 0;
+  if (const auto q = quantization_of_tensor(t)) return t.numel() * 32 / q->bits;
+  return t.numel();
+}
+
 kernels::QuantizedMatrix LayerSource::quantized(const std::string& path, const kernels::QuantParams& p,
                                                 int64_t out, int64_t in) const {
   const std::string what = describe() + ": tensor '" + path;

@@ -42,6 +42,11 @@ class LayerSource {
   // How the layer at `path` is quantized by the rule mlx-lm loads with: its per-layer entry if any, else
   // the top-level parameters if `<path>.scales` exists, else not at all.
   std::optional<kernels::QuantParams> quantization_of(const std::string& path) const;
+  // How the tensor `t` of this source is quantized: for an MLX-packed `<path>.weight`, its layer's
+  // parameters; nullopt for any other tensor.
+  std::optional<kernels::QuantParams> quantization_of_tensor(const Tensor& t) const;
+  // The parameters `t` holds: 32 / bits per U32 of an MLX-packed weight, none in its scales and biases.
+  int64_t parameter_count(const Tensor& t) const;
 
  private:
   const Tensor& must(const std::string& name) const;
