@@ -6,17 +6,20 @@
 #include <deque>
 #include <map>
 
+#include "convert/gguf_convert.h"
 #include "formats/safetensors.h"
 #include "kernels/mlx_quant.h"
 #include "kernels/ops.h"
 #include "loader/model_loader.h"
 #include "models/gemma/model.h"
 #include "models/quantization_config.h"
+#include "quantize/mlx_quantize.h"
 #include "test_util.h"
 
 namespace ge {
 namespace {
 
+namespace fs = std::filesystem;
 using kernels::QuantMode;
 using kernels::QuantParams;
 
@@ -89,9 +92,8 @@ std::vector<int32_t> reference_ids(const std::string& fixture) {
 
 // Logits of every position, from one prompt chunk or one token at a time (the decode kernels, which sum
 // each group's q * x before scaling it).
-std::vector<float> all_logits(const gemma::Config& config, const nn::LayerSource& layers,
-                              const std::vector<int32_t>& ids, bool stepwise = false) {
-  gemma::Model model(config, layers, 64);
+std::vector<float> all_logits(gemma::Model& model, const std::vector<int32_t>& ids, bool stepwise = false) {
+  const gemma::Config& config = model.config();
   kernels::ThreadPool pool(2);
   std::vector<float> out(ids.size() * config.vocab_size);
   auto cache = model.make_cache(static_cast<int64_t>(ids.size()));
@@ -103,6 +105,12 @@ std::vector<float> all_logits(const gemma::Config& config, const nn::LayerSource
     model.forward(std::span(ids).subspan(i, 1), static_cast<int64_t>(i), cache, pool,
                   out.data() + i * config.vocab_size, true);
   return out;
+}
+
+std::vector<float> all_logits(const gemma::Config& config, const nn::LayerSource& layers,
+                              const std::vector<int32_t>& ids, bool stepwise = false) {
+  gemma::Model model(config, layers, 64);
+  return all_logits(model, ids, stepwise);
 }
 
 // Quantized model and dequantized reference for one fixture and one quantization.
@@ -231,6 +239,72 @@ TEST_F(MlxBinding, MissingBiasesAreNamed) {
   q.defaults = QuantParams{QuantMode::kAffine, 4, 64};
   EXPECT_NE(bind_error(edited, q).find("missing tensor 'model.layers.0.mlp.up_proj.biases'"), std::string::npos);
 }
+
+// The folder `gemma quantize` writes, through the loader (config.json's dicts, U32 codes, U8 or bf16
+// scales from safetensors) and through `gemma convert`, which dequantizes it.
+class MlxFolder : public ::testing::TestWithParam<QuantParams> {
+ protected:
+  void SetUp() override {
+    quantize::QuantizeOptions options;
+    options.params = GetParam();
+    quantize::quantize_checkpoint(test::demo_model_dir(), folder(), options);
+  }
+  fs::path folder() const { return scratch.path() / "q"; }
+
+  // The same quantization built in memory from the fixture (QuantizedCopy), as a model.
+  std::vector<float> in_memory_logits(bool dequantized) const {
+    const formats::SafetensorsCheckpoint ckpt(test::demo_model_dir());
+    const QuantizedCopy copy(ckpt, [&](const std::string&) { return std::optional(GetParam()); }, dequantized);
+    nn::QuantizationConfig q;
+    if (!dequantized) q.defaults = GetParam();
+    return all_logits(loader::load_config(test::demo_model_dir()), nn::LayerSource(copy, q), ids);
+  }
+
+  test::ScratchDir scratch;
+  const std::vector<int32_t> ids = reference_ids("gemma3-tiny");
+};
+
+TEST_P(MlxFolder, LoadsAsTheQuantizedModel) {
+  loader::LoadedModel m = loader::load_model(folder(), 64);
+  const auto got = all_logits(*m.model, ids);
+  const auto expected = in_memory_logits(false);
+  EXPECT_EQ(test::max_abs_diff(got.data(), expected.data(), got.size()), 0.0f);
+}
+
+TEST_P(MlxFolder, ConvertsToGgufWithTheDequantizedWeights) {
+  const fs::path file = scratch.path() / "q.gguf";
+  convert::ConvertOptions options;
+  options.out_type = convert::OutType::F32;
+  convert::convert_to_gguf(folder(), file, options);
+  loader::LoadedModel m = loader::load_model(file, 64);
+  const auto got = all_logits(*m.model, ids);
+  const auto expected = in_memory_logits(true);
+  const float diff = test::max_abs_diff(got.data(), expected.data(), got.size());
+  std::printf("%s folder -> f32 GGUF: max |logit - dequantized model| = %.3g\n", kernels::describe(GetParam()).c_str(),
+              diff);
+  EXPECT_LT(diff, 1e-4f);
+}
+
+TEST_P(MlxFolder, ConvertsToQ8_0AndItsDefaultTypeIsTheWeightsType) {
+  const fs::path file = scratch.path() / "q.gguf";
+  const auto r = convert::convert_to_gguf(folder(), file, {});
+  EXPECT_EQ(r.out_type, convert::OutType::BF16);
+  convert::ConvertOptions q8;
+  q8.out_type = convert::OutType::Q8_0;
+  convert::convert_to_gguf(folder(), scratch.path() / "q8.gguf", q8);
+  EXPECT_NO_THROW(loader::load_model(scratch.path() / "q8.gguf", 64));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, MlxFolder,
+                         ::testing::Values(QuantParams{QuantMode::kAffine, 4, 64}, QuantParams{QuantMode::kAffine, 6, 32},
+                                           kernels::default_quant_params(QuantMode::kNvfp4),
+                                           kernels::default_quant_params(QuantMode::kMxfp8)),
+                         [](const auto& info) {
+                           std::string name = kernels::describe(info.param);
+                           for (char& ch : name)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return name;
+                         });
 
 nlohmann::json config_with(const nlohmann::json& quantization) {
   return {{"model_type", "gemma3_text"}, {"quantization", quantization}};

@@ -23,5 +23,6 @@ void add_run_command(CLI::App& app);
 void add_tool_commands(CLI::App& app);  // tokenize, logits, inspect
 void add_bench_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);  // MLX-quantized folder for mlx-lm
 
 }  // namespace ge::cli

@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   ge::cli::add_tool_commands(app);
   ge::cli::add_bench_command(app);
   ge::cli::add_convert_command(app);
+  ge::cli::add_quantize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

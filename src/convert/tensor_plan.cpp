@@ -1,8 +1,5 @@
 // The tensor plan and its writer: every tensor is converted through f32 in chunks of kChunkElems, so the
 // peak memory is two small buffers whatever the model's size.
-#include <sys/mman.h>
-#include <unistd.h>
-
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -12,6 +9,7 @@
 #include <stdexcept>
 
 #include "convert/conversion.h"
+#include "formats/mapped_file.h"
 #include "kernels/mlx_quant.h"
 #include "kernels/quantize.h"
 
@@ -80,15 +78,6 @@ void narrow(DType t, const float* in, size_t n, std::byte* dst) {
   if (f16c) return narrow_f16_f16c(in, n, out);
 #endif
   for (size_t i = 0; i < n; ++i) out[i] = f32_to_f16(in[i]);
-}
-
-// Drops the pages of [data, data + n) from this process (they stay in the page cache), so that reading a
-// whole mmapped checkpoint does not add up in the resident set.
-void release_pages(const std::byte* data, size_t n) {
-  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + n + page - 1) & ~(page - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 constexpr size_t kChunkElems = size_t{1} << 20;
@@ -209,7 +198,7 @@ void write_planned_tensor(const PlannedTensor& t, const SourceTensors& sources, 
       const size_t count = std::min(kChunkElems, n - begin);
       const std::byte* src = part->data + begin * in_size;
       write_chunk(t, in, src, count, out, floats, buffer);
-      release_pages(src, count * in_size);
+      formats::release_pages(src, count * in_size);
     }
     remaining -= n;
   }

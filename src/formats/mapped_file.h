@@ -25,4 +25,8 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Drops the pages of [data, data + n), part of a mapping, from this process (they stay in the page cache),
+// so that streaming through a whole mmapped checkpoint does not add up in the resident set.
+void release_pages(const std::byte* data, size_t n);
+
 }  // namespace ge::formats
