@@ -322,3 +322,79 @@ TEST(MlxMatmul, EveryModeOnEveryHighwayTargetMatchesReference) {
 
 }  // namespace
 }  // namespace ge::kernels
+
+namespace ge::kernels {
+namespace {
+
+// What the integer kernel computes, in double: activations rounded to 8-bit blocks of 32 (d = max|x| / 127,
+// codes round(x / d)) times the stored weights, except the affine offset, which takes the exact sum of x:
+// the bias, and for 8-bit codes (multiplied as q - 128) also 128 * scale.
+std::vector<double> reduced_activations_reference(const QuantizedMatrix& m, const std::vector<float>& x,
+                                                  int64_t n_tokens) {
+  std::vector<double> y(static_cast<size_t>(n_tokens * m.rows));
+  std::vector<float> xq(static_cast<size_t>(m.cols)), w(static_cast<size_t>(m.cols));
+  const int64_t group = m.params.group_size;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* xt = x.data() + t * m.cols;
+    for (int64_t b = 0; b < m.cols / 32; ++b) {
+      float amax = 0;
+      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::abs(xt[b * 32 + i]));
+      const float d = amax / 127, id = d != 0 ? 1 / d : 0;
+      for (int i = 0; i < 32; ++i) xq[b * 32 + i] = d * static_cast<float>(std::lrintf(xt[b * 32 + i] * id));
+    }
+    for (int64_t r = 0; r < m.rows; ++r) {
+      dequantize_row(m, r, w.data());
+      double sum = 0;
+      for (int64_t g = 0; g < m.groups(); ++g) {
+        double offset = 0;
+        if (m.biases) {
+          offset = load_float(m.biases + r * m.scale_row_bytes(), m.scale_dtype, g);
+          if (m.params.bits == 8) offset += 128 * load_float(m.scales + r * m.scale_row_bytes(), m.scale_dtype, g);
+        }
+        for (int64_t i = g * group; i < (g + 1) * group; ++i) sum += (w[i] - offset) * xq[i] + offset * xt[i];
+      }
+      y[t * m.rows + r] = sum;
+    }
+  }
+  return y;
+}
+
+TEST(MlxMatmul, IntegerKernelMatchesEightBitActivationsReference) {
+  if (!detail::cpu_has_avx2()) GTEST_SKIP() << "no AVX2";
+  const QuantParams params[] = {{QuantMode::kAffine, 4, 64}, {QuantMode::kAffine, 4, 32}, {QuantMode::kAffine, 8, 128},
+                                {QuantMode::kAffine, 8, 64}, default_quant_params(QuantMode::kNvfp4),
+                                default_quant_params(QuantMode::kMxfp4)};
+  uint32_t seed = 5000;
+  for (const QuantParams& p : params) {
+    for (const auto& [in, out, n_tokens] :
+         {std::tuple{128, 1, 1}, {384, 5, 3}, {1152, 301, 1}, {256, 17, 7}, {128, 1024, 24}}) {
+      SCOPED_TRACE(describe(p) + " in=" + std::to_string(in) + " out=" + std::to_string(out) + " n=" +
+                   std::to_string(n_tokens));
+      const std::vector<float> w = normal_values(static_cast<size_t>(in * out), seed++, 0.05f);
+      const std::vector<float> x = normal_values(static_cast<size_t>(in * n_tokens), seed++);
+      const OwnedQuantized q = quantize_matrix(p, DType::BF16, out, in, w);
+      ASSERT_TRUE(detail::mlx_int8_supported(q.m));
+      const std::vector<double> expected = reduced_activations_reference(q.m, x, n_tokens);
+      std::vector<float> exact(expected.size()), scratch(static_cast<size_t>(in));
+      matmul_reference(q.m, x.data(), n_tokens, exact.data());
+      for (int threads : {1, 2}) {
+        ThreadPool pool(threads);
+        std::vector<float> y(expected.size() + 8, std::numeric_limits<float>::quiet_NaN());
+        matmul(pool, q.m, x.data(), n_tokens, y.data(), Precision::kReducedActivations);
+        double worst_from_exact = 0;
+        for (size_t i = 0; i < expected.size(); ++i) {
+          const double mag = magnitude(q.m, x.data() + (i / out) * in, static_cast<int64_t>(i % out), scratch);
+          ASSERT_NEAR(y[i], expected[i], (in + 2) * 0x1p-24 * mag * 4 + 1e-6) << "output " << i;
+          worst_from_exact = std::max(worst_from_exact, std::abs(y[i] - exact[i]) / (mag + 1e-9));
+        }
+        for (size_t i = expected.size(); i < y.size(); ++i) ASSERT_TRUE(std::isnan(y[i])) << "wrote past the end";
+        // Rounding activations to 8 bits moves each output by well under 1% of sum |x w|, but visibly.
+        EXPECT_LT(worst_from_exact, 1e-2);
+        EXPECT_GT(worst_from_exact, 1e-5);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ge::kernels

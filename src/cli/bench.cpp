@@ -23,7 +23,7 @@ struct BenchOptions {
   int repetitions = 5;
   int64_t batch = 256;
   bool bandwidth = false;
-  bool fast_prefill = false;
+  PrecisionFlags precision;
 };
 
 struct Summary {
@@ -59,7 +59,7 @@ void bench(const BenchOptions& o) {
   kernels::ThreadPool pool(o.threads);
   auto m = loader::load_model(o.model, o.batch);
   gemma::Model& model = *m.model;
-  model.set_prefill_precision(prefill_precision(o.fast_prefill));
+  apply_precision(model, o.precision);
   const auto& c = model.config();
   auto cache = model.make_cache(std::max<int64_t>(o.prompt, o.generate) + 1);
   std::vector<float> logits(c.vocab_size);
@@ -78,7 +78,7 @@ void bench(const BenchOptions& o) {
   const std::string dtype = nn::weight_format(model.weights().layers[0].q_proj.weight());
   char name[128];
   std::snprintf(name, sizeof name, "%s %.0fM %s%s", c.family_name(), static_cast<double>(params) / 1e6,
-                dtype.c_str(), o.fast_prefill ? " (fast prefill)" : "");
+                dtype.c_str(), o.precision.fast ? " (fast)" : o.precision.fast_prefill ? " (fast prefill)" : "");
 
   std::printf(
       "| model                          |       size |     params | backend    | threads |  test |"
@@ -143,7 +143,7 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::Range(1, 8192));
   cmd->add_flag("--bandwidth", o->bandwidth,
                 "Also measure memory read bandwidth and the share decode reaches");
-  add_prefill_precision_flag(cmd, o->fast_prefill);
+  add_precision_flags(cmd, o->precision);
   cmd->callback([o] { bench(*o); });
 }
 

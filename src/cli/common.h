@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kernels/matmul.h"
+#include "models/gemma/model.h"
 
 namespace ge::cli {
 
@@ -11,9 +12,13 @@ namespace ge::cli {
 std::string default_model_dir();
 int default_threads();
 
-// --fast-prefill: the opt-in fast prompt processing, shared by run, logits and bench.
-void add_prefill_precision_flag(CLI::App* cmd, bool& flag);
-kernels::Precision prefill_precision(bool flag);
+// --fast-prefill and --fast: the opt-in llama.cpp-style arithmetic, shared by run, logits and bench.
+struct PrecisionFlags {
+  bool fast_prefill = false;
+  bool fast = false;  // prefill and decode
+};
+void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags);
+void apply_precision(gemma::Model& model, const PrecisionFlags& flags);
 
 // --kv-type f32|f16, shared by run and logits.
 void add_kv_type_option(CLI::App* cmd, std::string& kv_type);

@@ -16,12 +16,15 @@ int default_threads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-void add_prefill_precision_flag(CLI::App* cmd, bool& flag) {
+void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags) {
   cmd->add_flag(
-      "--fast-prefill,--prefill-bf16", flag,
+      "--fast-prefill,--prefill-bf16", flags.fast_prefill,
       "Round prompt activations as llama.cpp does: to bf16 for bf16 weights (AVX512_BF16 CPUs, ~2x "
-      "faster, ~5e-3 on logits), to 8-bit blocks for q8_0/q4_0 weights (AVX512-VNNI CPUs, ~3x faster). "
-      "Default: exact f32");
+      "faster, ~5e-3 on logits), to 8-bit blocks for q8_0/q4_0 weights (AVX512-VNNI CPUs, ~3x faster) and "
+      "MLX 4/8-bit weights (AVX2). Default: exact f32");
+  cmd->add_flag("--fast", flags.fast,
+                "--fast-prefill, and decode with activations in 8-bit blocks for MLX-quantized weights "
+                "(affine 4/8-bit, nvfp4, mxfp4; AVX2): 3-5x faster decode. Default: exact f32");
 }
 
 void add_kv_type_option(CLI::App* cmd, std::string& kv_type) {
@@ -35,8 +38,12 @@ DType kv_cache_type(const std::string& kv_type) {
   return kv_type == "f16" ? DType::F16 : DType::F32;
 }
 
-kernels::Precision prefill_precision(bool flag) {
-  return flag ? kernels::Precision::kReducedActivations : kernels::Precision::kExact;
+void apply_precision(gemma::Model& model, const PrecisionFlags& flags) {
+  const auto precision = [](bool fast) {
+    return fast ? kernels::Precision::kReducedActivations : kernels::Precision::kExact;
+  };
+  model.set_prefill_precision(precision(flags.fast_prefill || flags.fast));
+  model.set_decode_precision(precision(flags.fast));
 }
 
 }  // namespace ge::cli

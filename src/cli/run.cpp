@@ -27,7 +27,7 @@ struct RunOptions {
   int64_t batch = 256;
   int threads = default_threads();
   std::vector<std::string> stop;
-  bool fast_prefill = false;
+  PrecisionFlags precision;
   std::string kv_type = "f32";
 };
 
@@ -129,7 +129,7 @@ void run(RunOptions& o, bool prompt_given) {
   const auto start = std::chrono::steady_clock::now();
   kernels::ThreadPool pool(o.threads);
   auto m = loader::load_model(o.model, o.batch);
-  m.model->set_prefill_precision(prefill_precision(o.fast_prefill));
+  apply_precision(*m.model, o.precision);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (o.context <= 0) o.context = std::min<int64_t>(8192, m.model->config().max_position_embeddings);
   if (std::filesystem::equivalent(o.model, default_model_dir()))
@@ -173,7 +173,7 @@ void add_run_command(CLI::App& app) {
       ->check(CLI::Range(1, 8192));
   cmd->add_option("-t,--threads", o->threads, "Threads")->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
-  add_prefill_precision_flag(cmd, o->fast_prefill);
+  add_precision_flags(cmd, o->precision);
   add_kv_type_option(cmd, o->kv_type);
   cmd->callback([o, prompt] { run(*o, prompt->count() > 0); });
 }

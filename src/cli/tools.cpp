@@ -61,14 +61,14 @@ struct LogitsOptions {
   std::string output;
   int threads = default_threads();
   int64_t batch = 256;
-  bool fast_prefill = false;
+  PrecisionFlags precision;
   std::string kv_type = "f32";
 };
 
 void logits(const LogitsOptions& o) {
   kernels::ThreadPool pool(o.threads);
   auto m = loader::load_model(o.model, o.batch);
-  m.model->set_prefill_precision(prefill_precision(o.fast_prefill));
+  apply_precision(*m.model, o.precision);
   if (o.ids.empty() && o.prompt.empty()) throw std::runtime_error("no tokens: give --ids or a non-empty -p");
   const auto ids =
       o.ids.empty() ? m.tokenizer.encode(o.prompt, m.tokenizer.add_bos_default()) : parse_ids(o.ids);
@@ -195,7 +195,7 @@ void add_tool_commands(CLI::App& app) {
   lg->add_option("-o,--output", l->output, "Output file")->required();
   lg->add_option("-t,--threads", l->threads, "Threads")->check(CLI::Range(1, 1024));
   lg->add_option("-b,--batch", l->batch, "Tokens per forward step")->check(CLI::Range(1, 8192));
-  add_prefill_precision_flag(lg, l->fast_prefill);
+  add_precision_flags(lg, l->precision);
   add_kv_type_option(lg, l->kv_type);
   lg->callback([l] { logits(*l); });
 

@@ -29,9 +29,10 @@ enum class Precision {
 void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y,
             Precision precision = Precision::kExact);
 
-// The same product with an MLX-quantized matrix, its codes read in place (never dequantized to memory):
-// x times scale * q + bias (affine) or scale * element (fp modes) in f32, summed per group first. Every
-// precision computes this exactly for now.
+// The same product with an MLX-quantized matrix, its codes read in place (never dequantized to memory).
+// kExact: x times scale * q + bias (affine) or scale * element (fp modes) in f32, summed per group first.
+// kReducedActivations, for affine 4/8-bit, nvfp4 and mxfp4 on AVX2 CPUs: activations quantized to 8-bit
+// blocks of 32 (Q8_0's rule) and integer dot products, as llama.cpp computes; exact elsewhere.
 void matmul(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y,
             Precision precision = Precision::kExact);
 

@@ -117,7 +117,6 @@ static_assert(kLanes <= static_cast<size_t>(kQuantBlock) / 2,
 struct QuantStep {
   const std::byte* codes;
   VF scale;
-  VF bias;  // MLX affine only
 };
 
 template <class Derived, size_t kBlockBytes>
@@ -133,8 +132,9 @@ struct BlockFormat {
     const hn::CappedTag<hwy::float16_t, 1> d16;
     const auto scale = hn::PromoteTo(hn::CappedTag<float, 1>(),
                                      hn::LoadU(d16, reinterpret_cast<const hwy::float16_t*>(block)));
-    return {block + 2, hn::Set(d, hn::GetLane(scale)), hn::Zero(d)};
+    return {block + 2, hn::Set(d, hn::GetLane(scale))};
   }
+  static HWY_INLINE VF Scale(DF, const Step& s) { return s.scale; }
 };
 
 struct Q8_0Format : BlockFormat<Q8_0Format, kQ8_0BlockBytes> {
@@ -190,6 +190,7 @@ template <int kBits>
 struct StreamLayout {
   uint32_t first_word[kMlxVectors] = {};
   bool straddles[kMlxVectors] = {};
+  bool one_word[kMlxVectors] = {};  // every lane's code lies in first_word: a broadcast replaces the permute
   HWY_ALIGN uint32_t lo_word[kMlxVectors][kLanes] = {};
   HWY_ALIGN uint32_t lo_shift[kMlxVectors][kLanes] = {};
   HWY_ALIGN uint32_t hi_word[kMlxVectors][kLanes] = {};
@@ -208,6 +209,7 @@ struct StreamLayout {
         hi_shift[v][lane] = split ? 32 - shift : 31;
         straddles[v] = straddles[v] || split;
       }
+      one_word[v] = !straddles[v] && (v * kLanes + kLanes) * kBits <= (first_word[v] + 1) * 32;
     }
   }
 };
@@ -225,6 +227,11 @@ HWY_INLINE VU StreamCodes(const std::byte* step, size_t v) {
     return hn::Load(du, codes);
   } else {
     static constexpr StreamLayout<kBits> kLayout;
+    if (kLayout.one_word[v]) {
+      uint32_t word;
+      std::memcpy(&word, bytes + 4 * kLayout.first_word[v], 4);
+      return hn::And(hn::Set(du, word) >> hn::Load(du, kLayout.lo_shift[v]), hn::Set(du, (1u << kBits) - 1));
+    }
     const auto words = hn::LoadU(du, reinterpret_cast<const uint32_t*>(bytes) + kLayout.first_word[v]);
     auto codes = hn::TableLookupLanes(words, hn::SetTableIndices(du, kLayout.lo_word[v])) >>
                  hn::Load(du, kLayout.lo_shift[v]);
@@ -247,25 +254,38 @@ HWY_INLINE float LoadScale(const std::byte* p, DType dtype, size_t i) {
   return load_float(p, dtype, static_cast<int64_t>(i));
 }
 
+// A step of an MLX row keeps where its group's scale (and bias) is, not their values: read at the end of
+// the step (Scale, Bias), they hold no vector register while the step's codes are summed.
+struct MlxStep {
+  const std::byte* codes;
+  const std::byte* scales;
+  const std::byte* biases;
+  size_t group;
+  const GroupLayout* layout;
+};
+
 template <class Derived, int kBits>
 struct MlxFormat {
   static constexpr size_t kStepElems = Derived::kStepCodes, kStepBytes = kStepElems * kBits / 8;
   static constexpr bool kBlocks = true, kPermutedX = false;
-  using Step = QuantStep;
-  static HWY_INLINE Step Open(DF d, const RowPtrs& row, const GroupLayout& layout, size_t s) {
-    const size_t g = s >> layout.group_shift;
+  using Step = MlxStep;
+  static HWY_INLINE Step Open(DF, const RowPtrs& row, const GroupLayout& layout, size_t s) {
+    return {row.w + s * kStepBytes, row.scales, row.biases, s >> layout.group_shift, &layout};
+  }
+  static HWY_INLINE VF Scale(DF d, const Step& s) {
     if constexpr (Derived::kHasBias)
-      return {row.w + s * kStepBytes, hn::Set(d, LoadScale(row.scales, layout.scale_dtype, g)),
-              hn::Set(d, LoadScale(row.biases, layout.scale_dtype, g))};
+      return hn::Set(d, LoadScale(s.scales, s.layout->scale_dtype, s.group));
     else
-      return {row.w + s * kStepBytes, hn::Set(d, layout.scale_table[static_cast<uint8_t>(row.scales[g])]),
-              hn::Zero(d)};
+      return hn::Set(d, s.layout->scale_table[static_cast<uint8_t>(s.scales[s.group])]);
+  }
+  static HWY_INLINE VF Bias(DF d, const Step& s) {
+    return hn::Set(d, LoadScale(s.biases, s.layout->scale_dtype, s.group));
   }
   static HWY_INLINE VF Widen(DF d, const Step& s, size_t v) {
     if constexpr (Derived::kHasBias)
-      return hn::MulAdd(Derived::Codes(d, s, v), s.scale, s.bias);
+      return hn::MulAdd(Derived::Codes(d, s, v), Scale(d, s), Bias(d, s));
     else
-      return hn::Mul(Derived::Codes(d, s, v), s.scale);
+      return hn::Mul(Derived::Codes(d, s, v), Scale(d, s));
   }
 };
 
@@ -273,7 +293,7 @@ template <int kBits>
 struct AffineFormat : MlxFormat<AffineFormat<kBits>, kBits> {
   static constexpr size_t kStepCodes = kMlxStep;
   static constexpr bool kHasBias = true;
-  static HWY_INLINE VF Codes(DF d, const QuantStep& s, size_t v) {
+  static HWY_INLINE VF Codes(DF d, const MlxStep& s, size_t v) {
     return hn::ConvertTo(d, hn::BitCast(hn::RebindToSigned<DF>(), StreamCodes<kBits>(s.codes, v)));
   }
 };
@@ -284,7 +304,7 @@ template <size_t kGroup>
 struct Fp4Format : MlxFormat<Fp4Format<kGroup>, 4> {
   static constexpr size_t kStepCodes = kGroup < kMlxStep ? kGroup : kMlxStep;
   static constexpr bool kHasBias = false;
-  static HWY_INLINE VF Codes(DF d, const QuantStep& s, size_t v) {
+  static HWY_INLINE VF Codes(DF d, const MlxStep& s, size_t v) {
     const DU du;
     const hn::RebindToSigned<DF> di;
     const VU codes = StreamCodes<4>(s.codes, v);
@@ -302,7 +322,7 @@ struct Fp4Format : MlxFormat<Fp4Format<kGroup>, 4> {
 struct Fp8Format : MlxFormat<Fp8Format, 8> {
   static constexpr size_t kStepCodes = kMlxStep;
   static constexpr bool kHasBias = false;
-  static HWY_INLINE VF Codes(DF d, const QuantStep& s, size_t v) {
+  static HWY_INLINE VF Codes(DF d, const MlxStep& s, size_t v) {
     const DU du;
     const VU codes = StreamCodes<8>(s.codes, v);
     const VU bits = hn::Or(hn::ShiftLeft<20>(hn::And(codes, hn::Set(du, 127u))),
@@ -379,8 +399,8 @@ HWY_INLINE void AccumulateBlockSums(DF d, const typename Format::Step (&step)[R]
   }
 #pragma GCC unroll 16
   for (size_t r = 0; r < R; ++r) {
-    acc[r][0] = hn::MulAdd(sums[r], step[r].scale, acc[r][0]);
-    if constexpr (Format::kHasBias) acc[r][0] = hn::MulAdd(x_sum, step[r].bias, acc[r][0]);
+    acc[r][0] = hn::MulAdd(sums[r], Format::Scale(d, step[r]), acc[r][0]);
+    if constexpr (Format::kHasBias) acc[r][0] = hn::MulAdd(x_sum, Format::Bias(d, step[r]), acc[r][0]);
   }
 }
 

@@ -230,7 +230,7 @@ void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
 }
 
 void Model::linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const {
-  layer(pool, x, n, y, n > 1 ? prefill_precision_ : kernels::Precision::kExact);
+  layer(pool, x, n, y, n > 1 ? prefill_precision_ : decode_precision_);
 }
 
 void Model::lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) {

@@ -65,10 +65,11 @@ class Model {
   const Weights& weights() const { return weights_; }
   int64_t max_chunk() const { return max_chunk_; }
 
-  // Precision of the matmuls of multi-token chunks (prompt processing); single-token decode steps are
-  // always exact. kReducedActivations rounds activations as llama.cpp does (bf16 for bf16 weights: ~5e-3 on
-  // logits for ~2x; 8-bit blocks for q8_0/q4_0 weights: ~3x).
+  // Precision of the matmuls of multi-token chunks (prompt processing) and of single-token decode steps;
+  // both exact unless set. kReducedActivations rounds activations as llama.cpp does (bf16 for bf16 weights:
+  // ~5e-3 on logits for ~2x; 8-bit blocks for q8_0/q4_0 and MLX 4/8-bit weights: ~3x).
   void set_prefill_precision(kernels::Precision p) { prefill_precision_ = p; }
+  void set_decode_precision(kernels::Precision p) { decode_precision_ = p; }
 
   // A cache for one sequence of up to `context` positions, holding keys and values as `dtype` (F32 or F16).
   nn::KVCache make_cache(int64_t context, DType dtype = DType::F32) const;
@@ -99,6 +100,7 @@ class Model {
   Weights weights_;
   int64_t max_chunk_;
   kernels::Precision prefill_precision_ = kernels::Precision::kExact;
+  kernels::Precision decode_precision_ = kernels::Precision::kExact;
   // RoPE tables per distinct (base, scale): [max_chunk, head_dim / 2] each for cos and sin.
   std::vector<std::pair<double, double>> rope_kinds_;
   std::vector<int> layer_rope_kind_;
