@@ -326,21 +326,22 @@ TEST(MlxMatmul, EveryModeOnEveryHighwayTargetMatchesReference) {
 namespace ge::kernels {
 namespace {
 
-// What the integer kernel computes, in double: activations rounded to 8-bit blocks of 32 (d = max|x| / 127,
-// codes round(x / d)) times the stored weights, except the affine offset, which takes the exact sum of x:
-// the bias, and for 8-bit codes (multiplied as q - 128) also 128 * scale.
+// What the integer kernel computes, in double: activations rounded to 8-bit blocks, one per weight group
+// of 4-bit codes (32 values for nvfp4's groups of 16), of 32 values for 8-bit codes: d = max|x| / 127, codes round(x / d); times the stored weights,
+// except the affine offset, which takes the exact sum of x: the bias, and for 8-bit codes (multiplied as
+// q - 128) also 128 * scale.
 std::vector<double> reduced_activations_reference(const QuantizedMatrix& m, const std::vector<float>& x,
                                                   int64_t n_tokens) {
   std::vector<double> y(static_cast<size_t>(n_tokens * m.rows));
   std::vector<float> xq(static_cast<size_t>(m.cols)), w(static_cast<size_t>(m.cols));
-  const int64_t group = m.params.group_size;
+  const int64_t group = m.params.group_size, unit = m.params.bits == 8 ? 32 : std::max<int64_t>(group, 32);
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float* xt = x.data() + t * m.cols;
-    for (int64_t b = 0; b < m.cols / 32; ++b) {
+    for (int64_t b = 0; b < m.cols / unit; ++b) {
       float amax = 0;
-      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::abs(xt[b * 32 + i]));
+      for (int64_t i = b * unit; i < (b + 1) * unit; ++i) amax = std::max(amax, std::abs(xt[i]));
       const float d = amax / 127, id = d != 0 ? 1 / d : 0;
-      for (int i = 0; i < 32; ++i) xq[b * 32 + i] = d * static_cast<float>(std::lrintf(xt[b * 32 + i] * id));
+      for (int64_t i = b * unit; i < (b + 1) * unit; ++i) xq[i] = d * static_cast<float>(std::lrintf(xt[i] * id));
     }
     for (int64_t r = 0; r < m.rows; ++r) {
       dequantize_row(m, r, w.data());
