@@ -327,14 +327,14 @@ namespace ge::kernels {
 namespace {
 
 // What the integer kernel computes, in double: activations rounded to 8-bit blocks, one per weight group
-// of 4-bit codes (32 values for nvfp4's groups of 16), of 32 values for 8-bit codes: d = max|x| / 127, codes round(x / d); times the stored weights,
+// of 4-bit codes, of 32 values for 8-bit codes: d = max|x| / 127, codes round(x / d); times the stored weights,
 // except the affine offset, which takes the exact sum of x: the bias, and for 8-bit codes (multiplied as
 // q - 128) also 128 * scale.
 std::vector<double> reduced_activations_reference(const QuantizedMatrix& m, const std::vector<float>& x,
                                                   int64_t n_tokens) {
   std::vector<double> y(static_cast<size_t>(n_tokens * m.rows));
   std::vector<float> xq(static_cast<size_t>(m.cols)), w(static_cast<size_t>(m.cols));
-  const int64_t group = m.params.group_size, unit = m.params.bits == 8 ? 32 : std::max<int64_t>(group, 32);
+  const int64_t group = m.params.group_size, unit = m.params.bits == 8 ? 32 : group;
   for (int64_t t = 0; t < n_tokens; ++t) {
     const float* xt = x.data() + t * m.cols;
     for (int64_t b = 0; b < m.cols / unit; ++b) {
@@ -374,14 +374,15 @@ TEST(MlxMatmul, IntegerKernelMatchesEightBitActivationsReference) {
       const std::vector<float> w = normal_values(static_cast<size_t>(in * out), seed++, 0.05f);
       const std::vector<float> x = normal_values(static_cast<size_t>(in * n_tokens), seed++);
       const OwnedQuantized q = quantize_matrix(p, DType::BF16, out, in, w);
-      ASSERT_TRUE(detail::mlx_int8_supported(q.m));
+      const auto repacked = RepackedMatrix::repack(q.m);
+      ASSERT_TRUE(repacked);
       const std::vector<double> expected = reduced_activations_reference(q.m, x, n_tokens);
       std::vector<float> exact(expected.size()), scratch(static_cast<size_t>(in));
       matmul_reference(q.m, x.data(), n_tokens, exact.data());
       for (int threads : {1, 2}) {
         ThreadPool pool(threads);
         std::vector<float> y(expected.size() + 8, std::numeric_limits<float>::quiet_NaN());
-        matmul(pool, q.m, x.data(), n_tokens, y.data(), Precision::kReducedActivations);
+        matmul(pool, *repacked, x.data(), n_tokens, y.data());
         double worst_from_exact = 0;
         for (size_t i = 0; i < expected.size(); ++i) {
           const double mag = magnitude(q.m, x.data() + (i / out) * in, static_cast<int64_t>(i % out), scratch);

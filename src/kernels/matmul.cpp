@@ -86,11 +86,8 @@ void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens,
   detail::matmul_highway(pool, w, x, n_tokens, y);
 }
 
-void matmul(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y,
-            Precision precision) {
+void matmul(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y) {
   if (n_tokens <= 0 || w.rows == 0) return;
-  if (precision == Precision::kReducedActivations && detail::cpu_has_avx2() && detail::mlx_int8_supported(w))
-    return detail::matmul_mlx_avx2(pool, w, x, n_tokens, y);
   detail::matmul_highway_mlx(pool, w, x, n_tokens, y);
 }
 

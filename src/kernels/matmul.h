@@ -3,6 +3,8 @@
 // first.
 #pragma once
 #include <cstdint>
+#include <optional>
+#include <vector>
 
 #include "kernels/mlx_quant.h"
 #include "kernels/thread_pool.h"
@@ -29,12 +31,39 @@ enum class Precision {
 void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y,
             Precision precision = Precision::kExact);
 
-// The same product with an MLX-quantized matrix, its codes read in place (never dequantized to memory).
-// kExact: x times scale * q + bias (affine) or scale * element (fp modes) in f32, summed per group first.
-// kReducedActivations, for affine 4/8-bit, nvfp4 and mxfp4 on AVX2 CPUs: activations quantized to 8-bit
-// blocks of 32 (Q8_0's rule) and integer dot products, as llama.cpp computes; exact elsewhere.
-void matmul(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y,
-            Precision precision = Precision::kExact);
+// The same product with an MLX-quantized matrix, its codes read in place (never dequantized to memory):
+// x times scale * q + bias (affine) or scale * element (fp modes) in f32, summed per group first.
+void matmul(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y);
+
+// An MLX-quantized matrix (affine 4 or 8-bit, nvfp4, mxfp4) repacked once for the integer kernels of
+// Precision::kReducedActivations: rows interleaved 8 at a time so that one vpmaddubsw multiplies 8 rows,
+// scales and affine offsets widened to f32 (see matmul_mlx_avx2.cpp). Owns its bytes: about the size of
+// the codes, plus 4-8 bytes of scales and offsets per group and row.
+class RepackedMatrix {
+ public:
+  // nullopt where the kernels do not apply: other modes or bit widths, or a CPU without AVX2.
+  static std::optional<RepackedMatrix> repack(const QuantizedMatrix& m);
+
+  const QuantParams& params() const { return params_; }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  int64_t unit() const { return unit_; }  // activation values per scale
+  const std::byte* codes() const { return codes_.data(); }
+  const float* scales() const { return scales_.data(); }
+  const float* offsets() const { return offsets_.empty() ? nullptr : offsets_.data(); }
+  size_t bytes() const { return codes_.size() + (scales_.size() + offsets_.size()) * sizeof(float); }
+
+ private:
+  QuantParams params_;
+  int64_t rows_ = 0, cols_ = 0, unit_ = 0;
+  std::vector<std::byte> codes_;
+  std::vector<float> scales_, offsets_;
+};
+
+// y = x w^T with x's rows quantized to 8-bit blocks (one per 4-bit group, or per 32 values for 8-bit
+// codes: d = max|x| / 127, codes round(x / d)) and integer dot products, as llama.cpp computes; the affine
+// offset bias * sum(x) takes the exact sums of x.
+void matmul(ThreadPool& pool, const RepackedMatrix& w, const float* x, int64_t n_tokens, float* y);
 
 // The same products without SIMD or threads: the references every SIMD kernel is tested against.
 void matmul_reference(const Tensor& w, const float* x, int64_t n_tokens, float* y);

@@ -36,10 +36,7 @@ inline constexpr int64_t kMinVnniTokens = 8;
 void matmul_vnni(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y);
 bool cpu_has_avx512vnni();
 
-// Integer kernel for MLX-quantized weights (affine 4 and 8-bit, nvfp4, mxfp4: mlx_int8_supported), activations
-// quantized to 8-bit blocks first (Precision::kReducedActivations). Call only where cpu_has_avx2().
-bool mlx_int8_supported(const QuantizedMatrix& w);
-void matmul_mlx_avx2(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y);
+// Whether the integer kernels of RepackedMatrix can run (AVX2 and FMA).
 bool cpu_has_avx2();
 
 // Rows per task, a multiple of tile_rows. kTasksPerThread tasks per thread let threads that run at

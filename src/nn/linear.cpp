@@ -47,10 +47,22 @@ Linear::Linear(Weight weight, const Tensor* bias) : weight_(std::move(weight)) {
 
 void Linear::operator()(kernels::ThreadPool& pool, const float* x, int64_t n, float* y,
                         kernels::Precision precision) const {
-  std::visit([&](const auto& w) { kernels::matmul(pool, w, x, n, y, precision); }, weight_);
+  if (precision == kernels::Precision::kReducedActivations && repacked_)
+    kernels::matmul(pool, *repacked_, x, n, y);
+  else
+    std::visit(Overloaded{[&](const Tensor& t) { kernels::matmul(pool, t, x, n, y, precision); },
+                          [&](const kernels::QuantizedMatrix& q) { kernels::matmul(pool, q, x, n, y); }},
+               weight_);
   if (bias_.empty()) return;
   const int64_t out = out_features();
   for (int64_t t = 0; t < n; ++t) kernels::add_inplace(y + t * out, bias_.data(), out);
+}
+
+void Linear::prepare_reduced_activations() {
+  if (repacked_) return;
+  if (const auto* q = std::get_if<kernels::QuantizedMatrix>(&weight_))
+    if (auto r = kernels::RepackedMatrix::repack(*q))
+      repacked_ = std::make_shared<const kernels::RepackedMatrix>(std::move(*r));
 }
 
 void Embedding::lookup(int32_t id, float scale, float* out) const {

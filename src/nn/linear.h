@@ -3,6 +3,7 @@
 // model's forward pass never sees a format: mlx.nn's Linear / QuantizedLinear, Embedding /
 // QuantizedEmbedding and RMSNorm, over the format-specific kernels.
 #pragma once
+#include <memory>
 #include <optional>
 #include <string>
 #include <variant>
@@ -38,9 +39,15 @@ class Linear {
   void operator()(kernels::ThreadPool& pool, const float* x, int64_t n, float* y,
                   kernels::Precision precision = kernels::Precision::kExact) const;
 
+  // Readies the layer for kReducedActivations: an MLX-quantized weight that the integer kernels take is
+  // repacked once (kernels::RepackedMatrix); until then, and for every other weight, the product is the
+  // exact one or the weight format's own reduced kernel.
+  void prepare_reduced_activations();
+
  private:
   Weight weight_;
   std::vector<float> bias_;  // widened once: biases are a few thousand values
+  std::shared_ptr<const kernels::RepackedMatrix> repacked_;  // shared by copies (the tied head)
 };
 
 // A [num_embeddings, dim] table read one row per token; as_linear() is the tied LM head over the same

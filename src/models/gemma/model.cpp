@@ -88,6 +88,23 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   up_.resize(chunk * c.intermediate_size);
 }
 
+void Model::set_prefill_precision(kernels::Precision p) {
+  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
+  prefill_precision_ = p;
+}
+
+void Model::set_decode_precision(kernels::Precision p) {
+  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
+  decode_precision_ = p;
+}
+
+void Model::prepare_reduced_activations() {
+  for (LayerWeights& l : weights_.layers)
+    for (nn::Linear* layer : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+      layer->prepare_reduced_activations();
+  weights_.lm_head.prepare_reduced_activations();
+}
+
 nn::KVCache Model::make_cache(int64_t context, DType dtype) const {
   std::vector<int64_t> capacity;
   for (const LayerConfig& l : config_.layers)

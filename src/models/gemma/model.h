@@ -68,8 +68,9 @@ class Model {
   // Precision of the matmuls of multi-token chunks (prompt processing) and of single-token decode steps;
   // both exact unless set. kReducedActivations rounds activations as llama.cpp does (bf16 for bf16 weights:
   // ~5e-3 on logits for ~2x; 8-bit blocks for q8_0/q4_0 and MLX 4/8-bit weights: ~3x).
-  void set_prefill_precision(kernels::Precision p) { prefill_precision_ = p; }
-  void set_decode_precision(kernels::Precision p) { decode_precision_ = p; }
+  // Reduced precision readies the layers for it first (MLX-quantized weights are repacked once).
+  void set_prefill_precision(kernels::Precision p);
+  void set_decode_precision(kernels::Precision p);
 
   // A cache for one sequence of up to `context` positions, holding keys and values as `dtype` (F32 or F16).
   nn::KVCache make_cache(int64_t context, DType dtype = DType::F32) const;
@@ -95,6 +96,7 @@ class Model {
   void mlp_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
   void linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const;
+  void prepare_reduced_activations();
 
   Config config_;
   Weights weights_;
