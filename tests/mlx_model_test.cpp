@@ -319,6 +319,30 @@ INSTANTIATE_TEST_SUITE_P(Modes, MlxFolder,
                            return name;
                          });
 
+// A Gemma 3 multimodal checkpoint (gemma3, language_model.model.* names): its text model is quantized and
+// loads as the quantized text model; the vision tower and projector stay in float.
+TEST(MlxFolderMultimodal, TheLanguageModelPrefixLoadsQuantized) {
+  test::ScratchDir scratch;
+  const fs::path in = test::fixture_model_dir("gemma3-tiny-vision"), out = scratch.path() / "q";
+  quantize::QuantizeOptions options;
+  options.params = QuantParams{QuantMode::kAffine, 4, 64};
+  quantize::quantize_checkpoint(in, out, options);
+  const formats::SafetensorsCheckpoint ckpt(in);
+  const QuantizedCopy copy(ckpt, [&](const std::string& path) {
+    return path.starts_with("language_model.") ? std::optional(options.params) : std::nullopt;
+  }, false);
+  nn::QuantizationConfig q;
+  q.defaults = options.params;
+  const auto ids = reference_ids("gemma3-tiny-vision");
+  const auto expected = all_logits(loader::load_config(in), nn::LayerSource(copy, q), ids);
+  loader::LoadedModel m = loader::load_model(out, 64);
+  const auto got = all_logits(*m.model, ids);
+  EXPECT_EQ(test::max_abs_diff(got.data(), expected.data(), got.size()), 0.0f);
+  EXPECT_EQ(nn::weight_format(m.model->weights().layers[0].q_proj.weight()), "affine 4-bit g64");
+  EXPECT_EQ(formats::SafetensorsCheckpoint(out).find("multi_modal_projector.mm_input_projection_weight")->dtype,
+            DType::BF16);
+}
+
 nlohmann::json config_with(const nlohmann::json& quantization) {
   return {{"model_type", "gemma3_text"}, {"quantization", quantization}};
 }
