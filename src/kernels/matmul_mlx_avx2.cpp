@@ -106,31 +106,61 @@ struct Activations {
   int64_t unit = 0, units = 0, groups = 0;
 };
 
-void quantize_activations(const float* x, int64_t n_tokens, int64_t k, int64_t unit, int64_t group,
-                          Activations& a) {
+GE_AVX2 inline float horizontal_sum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+GE_AVX2 inline float horizontal_max(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+// One token's k values (k, unit and group multiples of 16; unit and group of 32 values or more, or 16):
+// codes rounded half to even (vcvtps2dq, as lrintf), packed to bytes in order.
+GE_AVX2 void quantize_token(const float* x, int64_t k, int64_t unit, int64_t group, int8_t* codes, float* scales,
+                            float* group_sums) {
+  for (int64_t g = 0; g < k / group; ++g) {
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t i = g * group; i < (g + 1) * group; i += 8) sum = _mm256_add_ps(sum, _mm256_loadu_ps(x + i));
+    group_sums[g] = horizontal_sum(sum);
+  }
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t u = 0; u < k / unit; ++u) {
+    const float* xu = x + u * unit;
+    __m256 amax = _mm256_setzero_ps();
+    for (int64_t i = 0; i < unit; i += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(xu + i)));
+    const float d = horizontal_max(amax) / 127, id = d != 0 ? 1 / d : 0;
+    scales[u] = d;
+    const __m256 inv = _mm256_set1_ps(id);
+    for (int64_t i = 0; i < unit; i += 16) {
+      const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xu + i), inv));
+      const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xu + i + 8), inv));
+      // packs work within 128-bit lanes: [a0-3 b0-3 | a4-7 b4-7] as words, then bytes twice over.
+      const __m256i words = _mm256_packs_epi32(a, b);
+      const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words, words), order);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + u * unit + i), _mm256_castsi256_si128(bytes));
+    }
+  }
+}
+
+void quantize_activations(ThreadPool& pool, const float* x, int64_t n_tokens, int64_t k, int64_t unit,
+                          int64_t group, Activations& a) {
   a.unit = unit;
   a.units = k / unit;
   a.groups = k / group;
   a.codes.resize(static_cast<size_t>(n_tokens * k));
   a.scales.resize(static_cast<size_t>(n_tokens * a.units));
   a.group_sums.resize(static_cast<size_t>(n_tokens * a.groups));
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    const float* xt = x + t * k;
-    for (int64_t g = 0; g < a.groups; ++g) {
-      float sum = 0;
-      for (int64_t i = g * group; i < (g + 1) * group; ++i) sum += xt[i];
-      a.group_sums[t * a.groups + g] = sum;
-    }
-    for (int64_t u = 0; u < a.units; ++u) {
-      const float* xu = xt + u * unit;
-      float amax = 0;
-      for (int64_t i = 0; i < unit; ++i) amax = std::max(amax, std::abs(xu[i]));
-      const float d = amax / 127, id = d != 0 ? 1 / d : 0;
-      a.scales[t * a.units + u] = d;
-      int8_t* q = a.codes.data() + (t * a.units + u) * unit;
-      for (int64_t i = 0; i < unit; ++i) q[i] = static_cast<int8_t>(std::lrintf(xu[i] * id));
-    }
-  }
+  pool.run(n_tokens, [&](int64_t t) {
+    quantize_token(x + t * k, k, unit, group, a.codes.data() + t * k, a.scales.data() + t * a.units,
+                   a.group_sums.data() + t * a.groups);
+  });
 }
 
 GE_AVX2 inline __m256i broadcast4(const int8_t* x) {
@@ -251,7 +281,7 @@ void matmul_kernel(ThreadPool& pool, const RepackedMatrix& m, const float* x, in
   // would be each worker's own (empty) copy.
   thread_local Activations reused;
   Activations& a = reused;
-  quantize_activations(x, n_tokens, m.cols(), m.unit(), m.params().group_size, a);
+  quantize_activations(pool, x, n_tokens, m.cols(), m.unit(), m.params().group_size, a);
   const int64_t blocks = (m.rows() + kRows - 1) / kRows;
   const size_t block_bytes = static_cast<size_t>(m.cols() * kRows * m.params().bits / 8);
   const int64_t chunk = detail::rows_per_task(blocks, block_bytes, pool.size(), 1, n_tokens > kMaxTokens);
