@@ -18,18 +18,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Runs `body` in a child process and returns its wait status.
-int run_in_child(const std::function<void()>& body) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    body();
-    _exit(0);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return status;
-}
-
 // A writer of one 1 MiB tensor that signals itself after writing half of it.
 void write_and_interrupt(const fs::path& out, int sig) {
   formats::GgufWriter w;
@@ -49,7 +37,7 @@ class InterruptedWrite : public ::testing::TestWithParam<int> {};
 TEST_P(InterruptedWrite, LeavesNoFileAndDiesOfTheSignal) {
   test::ScratchDir dir;
   const fs::path out = dir.path() / "model.gguf";
-  const int status = run_in_child([&] { write_and_interrupt(out, GetParam()); });
+  const int status = test::run_in_child([&] { write_and_interrupt(out, GetParam()); });
   ASSERT_TRUE(WIFSIGNALED(status)) << "status " << status;
   EXPECT_EQ(WTERMSIG(status), GetParam());
   EXPECT_FALSE(fs::exists(out));
@@ -63,7 +51,7 @@ INSTANTIATE_TEST_SUITE_P(Signals, InterruptedWrite, ::testing::Values(SIGINT, SI
 TEST(InterruptedWriteControl, WithoutAGuardTheHalfFileStays) {
   test::ScratchDir dir;
   const fs::path out = dir.path() / "half.bin";
-  const int status = run_in_child([&] {
+  const int status = test::run_in_child([&] {
     std::ofstream o(out, std::ios::binary);
     o << "half";
     o.flush();
@@ -93,7 +81,7 @@ TEST(RemovalOnSignal, RestoresThePreviousHandlersWhenTheLastGuardEnds) {
 TEST(RemovalOnSignal, AFinishedWriteIsKept) {
   test::ScratchDir dir;
   const fs::path out = dir.path() / "done.gguf";
-  const int status = run_in_child([&] {
+  const int status = test::run_in_child([&] {
     formats::GgufWriter w;
     w.add("general.architecture", std::string("test"));
     w.write(out, [](size_t, std::ostream&) {});

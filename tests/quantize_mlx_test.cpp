@@ -649,23 +649,11 @@ TEST(QuantizeMlx, AFailureHalfwayRemovesTheTemporaryFolder) {
   EXPECT_TRUE(fs::is_empty(dir.path()));
 }
 
-// Runs `body` in a child process and returns its wait status.
-int run_in_child(const std::function<void()>& body) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    body();
-    _exit(0);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return status;
-}
-
 TEST(QuantizeMlx, SigintOrSigtermHalfwayLeavesNoFolder) {
   for (int sig : {SIGINT, SIGTERM}) {
     test::ScratchDir dir;
     const fs::path out = dir.path() / "q";
-    const int status = run_in_child([&] {
+    const int status = test::run_in_child([&] {
       auto o = with_params({QuantMode::kAffine, 4, 64});
       o.shard_bytes = 40000;  // several files in the folder by the time the signal comes
       o.progress = [&](const quantize::Progress& p) {
@@ -690,7 +678,7 @@ TEST(QuantizeMlx, TheSignalGuardRemovesANestedTree) {
   std::ofstream(tree / "a" / "b" / "deep") << "x";
   fs::create_symlink(outside, tree / "a" / "link");
   fs::create_directory_symlink(dir.path(), tree / "a" / "dirlink");
-  const int status = run_in_child([&] {
+  const int status = test::run_in_child([&] {
     const formats::RemovalOnSignal guard(tree, formats::RemovalOnSignal::Target::kTree);
     raise(SIGTERM);
   });

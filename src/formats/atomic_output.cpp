@@ -130,4 +130,15 @@ void write_atomically(const std::filesystem::path& path, const std::function<voi
   }
 }
 
+void write_declared_bytes(std::ostream& out, const std::filesystem::path& path, const std::string& tensor,
+                          uint64_t nbytes, const std::function<void(std::ostream&)>& write) {
+  const auto start = out.tellp();
+  write(out);
+  if (!out) throw std::runtime_error(path.string() + ": write failed in tensor '" + tensor + "'");
+  const auto written = static_cast<uint64_t>(out.tellp() - start);
+  if (written != nbytes)
+    throw std::runtime_error(path.string() + ": tensor '" + tensor + "': wrote " + std::to_string(written) +
+                             " bytes, declared " + std::to_string(nbytes));
+}
+
 }  // namespace ge::formats

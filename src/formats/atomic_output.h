@@ -5,9 +5,11 @@
 // Without this, Ctrl-C during `gemma convert` would leave a half-written OUT.gguf.tmp behind, and Ctrl-C
 // during `gemma quantize` a half-written OUT_DIR.tmp folder.
 #pragma once
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <ostream>
+#include <string>
 
 namespace ge::formats {
 
@@ -29,6 +31,12 @@ class RemovalOnSignal {
  private:
   int slot_;
 };
+
+// Calls write(out) for one tensor of a file being written to `path` and checks that it wrote exactly
+// `nbytes` bytes, failing with the file and tensor named: a writer that emits another size than it declared
+// in the header would leave a file whose offsets lie.
+void write_declared_bytes(std::ostream& out, const std::filesystem::path& path, const std::string& tensor,
+                          uint64_t nbytes, const std::function<void(std::ostream&)>& write);
 
 // Writes path through path + ".tmp" and a rename, so a reader never sees a half-written file: on any
 // exception (including one from `write`) or a terminating signal the temporary file is removed.

@@ -76,13 +76,8 @@ void SafetensorsWriter::write_stream(std::ostream& out, const std::filesystem::p
   out.write(length, 8);
   out.write(text.data(), static_cast<std::streamsize>(text.size()));
   for (size_t i = 0; i < tensors_.size(); ++i) {
-    const auto start = out.tellp();
-    write_tensor(i, out);
-    if (!out) fail(path, "write failed in tensor '" + tensors_[i].name + "'");
-    const auto written = static_cast<uint64_t>(out.tellp() - start);
-    if (written != tensors_[i].nbytes)
-      fail(path, "tensor '" + tensors_[i].name + "': wrote " + std::to_string(written) + " bytes, declared " +
-                     std::to_string(tensors_[i].nbytes));
+    write_declared_bytes(out, path, tensors_[i].name, tensors_[i].nbytes,
+                         [&](std::ostream& o) { write_tensor(i, o); });
   }
 }
 
