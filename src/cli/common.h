@@ -1,6 +1,8 @@
 // Pieces shared by the subcommands of the `gemma` binary.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdint>
 #include <string>
 
 #include "kernels/matmul.h"
@@ -23,6 +25,11 @@ void apply_precision(gemma::Model& model, const PrecisionFlags& flags);
 // --kv-type f32|f16, shared by run and logits.
 void add_kv_type_option(CLI::App* cmd, std::string& kv_type);
 DType kv_cache_type(const std::string& kv_type);
+
+// Rewrites the terminal's progress line of a tensor-by-tensor writer (convert, quantize): a bar, tensors,
+// MB and the time left at the rate so far.
+void print_progress(std::chrono::steady_clock::time_point start, size_t tensors_done, size_t tensors_total,
+                    uint64_t bytes_done, uint64_t bytes_total);
 
 void add_run_command(CLI::App& app);
 void add_tool_commands(CLI::App& app);  // tokenize, logits, inspect

@@ -32,16 +32,7 @@ void convert_one(Converter convert, const std::string& dir, const std::string& o
   const auto start = std::chrono::steady_clock::now();
   if (tty) {
     opts.progress = [start](const convert::Progress& p) {
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      const double frac =
-          p.bytes_total ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 1.0;
-      const double eta = frac > 0 ? elapsed * (1 - frac) / frac : 0;
-      constexpr int kWidth = 30;
-      const int filled = static_cast<int>(frac * kWidth);
-      std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu tensors, %.0f/%.0f MB, ETA %.0f s ", filled,
-                   "##############################", kWidth - filled, "", p.tensors_done, p.tensors_total,
-                   static_cast<double>(p.bytes_done) / 1e6, static_cast<double>(p.bytes_total) / 1e6, eta);
-      std::fflush(stderr);
+      print_progress(start, p.tensors_done, p.tensors_total, p.bytes_done, p.bytes_total);
     };
   }
   try {

@@ -1,4 +1,5 @@
 // gemma: run, inspect and benchmark Gemma models on the CPU.
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <thread>
@@ -36,6 +37,19 @@ void add_kv_type_option(CLI::App* cmd, std::string& kv_type) {
 
 DType kv_cache_type(const std::string& kv_type) {
   return kv_type == "f16" ? DType::F16 : DType::F32;
+}
+
+void print_progress(std::chrono::steady_clock::time_point start, size_t tensors_done, size_t tensors_total,
+                    uint64_t bytes_done, uint64_t bytes_total) {
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double frac = bytes_total ? static_cast<double>(bytes_done) / static_cast<double>(bytes_total) : 1.0;
+  const double eta = frac > 0 ? elapsed * (1 - frac) / frac : 0;
+  constexpr int kWidth = 30;
+  const int filled = static_cast<int>(frac * kWidth);
+  std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu tensors, %.0f/%.0f MB, ETA %.0f s ", filled,
+               "##############################", kWidth - filled, "", tensors_done, tensors_total,
+               static_cast<double>(bytes_done) / 1e6, static_cast<double>(bytes_total) / 1e6, eta);
+  std::fflush(stderr);
 }
 
 void apply_precision(gemma::Model& model, const PrecisionFlags& flags) {
