@@ -1,6 +1,6 @@
 // Matrix products of f32 activations with weights stored in any supported dtype. Weights are read in
-// their stored format (bf16/f16 widened, Q8_0/Q4_0 blocks dequantized in registers), never copied to f32
-// first.
+// their stored format (bf16/f16 widened, Q8_0/Q4_0 blocks and MLX codes dequantized in registers), never
+// copied to f32 first.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -15,8 +15,8 @@ namespace ge::kernels {
 enum class Precision {
   kExact,            // f32 activations, f32 accumulation (default)
   kReducedActivations,  // activations rounded as llama.cpp does: bf16 (round-to-nearest-even) for BF16
-                        // weights, 8-bit blocks (Q8_0's rule) for Q8_0 and Q4_0 weights; f32
-                        // accumulation
+                        // weights, 8-bit blocks (Q8_0's rule) for Q8_0 and Q4_0 weights and for
+                        // RepackedMatrix; f32 accumulation
 };
 
 // y[t, o] = sum_i x[t, i] * w[o, i] for t < n_tokens, o < w.rows(); x is [n_tokens, w.cols()] and y is
