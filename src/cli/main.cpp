@@ -25,7 +25,7 @@ void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags) {
       "MLX 4/8-bit weights (AVX2). Default: exact f32");
   cmd->add_flag("--fast", flags.fast,
                 "--fast-prefill, and decode with activations in 8-bit blocks for MLX-quantized weights "
-                "(affine 4/8-bit, nvfp4, mxfp4; AVX2): 3-5x faster decode. Default: exact f32");
+                "(affine 4/8-bit, nvfp4, mxfp4; AVX2): 2-4x faster decode. Default: exact f32");
 }
 
 void add_kv_type_option(CLI::App* cmd, std::string& kv_type) {

@@ -9,10 +9,10 @@
 // 8 rows' values per group. For 4-bit codes each lane's 4 bytes hold elements 8k..8k+3 in their low
 // nibbles and 8k+4..8k+7 in their high nibbles; 8-bit codes are stored as the signed q - 128, 4 a lane.
 //
-// Activations are cut into units of one weight group for 4-bit codes and of 32 for 8-bit codes, each with one scale (d = max|x| / 127, codes round(x / d)). vpmaddubsw takes
-// one unsigned operand: 4-bit affine codes are; E2M1 values (a 16-entry table gives twice their value) and
-// 8-bit codes are signed and go through |w| * sign(x, w). The affine offset term uses the exact f32 sum of
-// each group of x, not its codes.
+// Activations are cut into units of one weight group for 4-bit codes and of 32 for 8-bit codes, each with
+// one scale (d = max|x| / 127, codes round(x / d)). vpmaddubsw takes one unsigned operand: 4-bit affine
+// codes are; E2M1 values (a 16-entry table gives twice their value) and 8-bit codes are signed and go
+// through |w| * sign(x, w). The affine offset term uses the exact f32 sum of each group of x, not its codes.
 //
 // Only the functions marked GE_AVX2 use AVX2; the rest of the file is baseline x86-64.
 #include "kernels/matmul_internal.h"
@@ -21,9 +21,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <utility>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "kernels/matmul.h"
@@ -37,7 +37,7 @@ namespace {
 
 constexpr int64_t kRows = 8;       // rows interleaved in a block
 constexpr int64_t kMaxTokens = 4;  // tokens a tile multiplies with each unpacked weight vector
-constexpr int64_t kPrefetchUnits = 8;
+constexpr int64_t kPrefetchUnits = 8;  // how far ahead of a block's codes to fetch (1b 8-bit decode: +20%)
 
 bool is_nibble(const QuantParams& p) { return p.bits == 4; }
 // Activation values per scale: a 4-bit group, or 32 for 8-bit codes (activation blocks of 64 measured 0.28
@@ -88,7 +88,8 @@ std::optional<RepackedMatrix> RepackedMatrix::repack(const QuantizedMatrix& m) {
       }
     }
     for (int64_t u = 0; u < units; ++u)
-      r.scales_[static_cast<size_t>((block * units + u) * kRows + lane)] = scales[u * r.unit_ / p.group_size] * unit_value;
+      r.scales_[static_cast<size_t>((block * units + u) * kRows + lane)] =
+          scales[u * r.unit_ / p.group_size] * unit_value;
     if (m.biases)
       for (int64_t g = 0; g < groups; ++g)
         r.offsets_[static_cast<size_t>((block * groups + g) * kRows + lane)] = biases[g] + shift * scales[g];
