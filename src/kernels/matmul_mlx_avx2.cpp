@@ -11,8 +11,8 @@
 //
 // Activations are cut into units of one weight group for 4-bit codes and of 32 for 8-bit codes, each with
 // one scale (d = max|x| / 127, codes round(x / d)). vpmaddubsw takes one unsigned operand: 4-bit affine
-// codes are; E2M1 values (a 16-entry table gives twice their value) and 8-bit codes are signed and go
-// through |w| * sign(x, w). The affine offset term uses the exact f32 sum of each group of x, not its codes.
+// codes are, E2M1 values are made so (twice their value plus 12, see NibbleKernel), and 8-bit codes are
+// signed and go through |w| * sign(x, w). The affine offset term uses the exact f32 sum of each group of x, not its codes.
 //
 // Only the functions marked GE_AVX2 use AVX2; the rest of the file is baseline x86-64.
 #include "kernels/matmul_internal.h"
@@ -100,10 +100,12 @@ std::optional<RepackedMatrix> RepackedMatrix::repack(const QuantizedMatrix& m) {
 namespace {
 
 // The activations of up to n tokens in units (see the file comment): for token t and unit u, `unit` codes
-// at codes[(t * units + u) * unit] in natural order and their scale at scales[t * units + u]; the f32 sum
+// at codes[(t * units + u) * unit] in natural order, their sum at code_sums[t * units + u] and their scale
+// at scales[t * units + u]; the f32 sum
 // of x over each weight group at group_sums[t * groups + g].
 struct Activations {
   std::vector<int8_t> codes;
+  std::vector<int32_t> code_sums;  // per token and unit
   std::vector<float> scales, group_sums;
   int64_t unit = 0, units = 0, groups = 0;
 };
@@ -124,8 +126,8 @@ GE_AVX2 inline float horizontal_max(__m256 v) {
 
 // One token's k values (k, unit and group multiples of 16; unit and group of 32 values or more, or 16):
 // codes rounded half to even (vcvtps2dq, as lrintf), packed to bytes in order.
-GE_AVX2 void quantize_token(const float* x, int64_t k, int64_t unit, int64_t group, int8_t* codes, float* scales,
-                            float* group_sums) {
+GE_AVX2 void quantize_token(const float* x, int64_t k, int64_t unit, int64_t group, int8_t* codes,
+                            int32_t* code_sums, float* scales, float* group_sums) {
   for (int64_t g = 0; g < k / group; ++g) {
     __m256 sum = _mm256_setzero_ps();
     for (int64_t i = g * group; i < (g + 1) * group; i += 8) sum = _mm256_add_ps(sum, _mm256_loadu_ps(x + i));
@@ -140,14 +142,19 @@ GE_AVX2 void quantize_token(const float* x, int64_t k, int64_t unit, int64_t gro
     const float d = horizontal_max(amax) / 127, id = d != 0 ? 1 / d : 0;
     scales[u] = d;
     const __m256 inv = _mm256_set1_ps(id);
+    __m256i sum = _mm256_setzero_si256();
     for (int64_t i = 0; i < unit; i += 16) {
       const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xu + i), inv));
       const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xu + i + 8), inv));
+      sum = _mm256_add_epi32(sum, _mm256_add_epi32(a, b));
       // packs work within 128-bit lanes: [a0-3 b0-3 | a4-7 b4-7] as words, then bytes twice over.
       const __m256i words = _mm256_packs_epi32(a, b);
       const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words, words), order);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + u * unit + i), _mm256_castsi256_si128(bytes));
     }
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sum);
+    code_sums[u] = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
   }
 }
 
@@ -157,11 +164,12 @@ void quantize_activations(ThreadPool& pool, const float* x, int64_t n_tokens, in
   a.units = k / unit;
   a.groups = k / group;
   a.codes.resize(static_cast<size_t>(n_tokens * k));
+  a.code_sums.resize(static_cast<size_t>(n_tokens * a.units));
   a.scales.resize(static_cast<size_t>(n_tokens * a.units));
   a.group_sums.resize(static_cast<size_t>(n_tokens * a.groups));
   pool.run(n_tokens, [&](int64_t t) {
-    quantize_token(x + t * k, k, unit, group, a.codes.data() + t * k, a.scales.data() + t * a.units,
-                   a.group_sums.data() + t * a.groups);
+    quantize_token(x + t * k, k, unit, group, a.codes.data() + t * k, a.code_sums.data() + t * a.units,
+                   a.scales.data() + t * a.units, a.group_sums.data() + t * a.groups);
   });
 }
 
@@ -185,30 +193,35 @@ GE_AVX2 inline __m256i widen_sum(__m256i pairs) { return _mm256_madd_epi16(pairs
 // block's codes of that unit, added to isum[t].
 //
 // 4-bit: each k step is one 32-byte vector, split into its low and high nibbles (elements 8k..8k+3 and
-// 8k+4..8k+7 of each row). Pair sums stay in int16 for up to 4 steps (32 values): at most 2 * 2 * 15 * 127
-// per step and lane, 4 steps 30480 < 32767 (E2M1's doubled values reach 12, less).
+// 8k+4..8k+7 of each row), both unsigned bytes for vpmaddubsw: affine codes as they are, E2M1 codes through
+// a 16-entry table to twice their value plus 12 (0..24; kOffset = 12 of every product is taken back with
+// the unit's sum of activation codes, which spares the |w| * sign(x, w) pair). Pair sums stay in int16
+// for kWidenSteps steps: at most 2 * 2 * 15 * 127 per step and lane (4 steps: 30480 < 32767), or
+// 2 * 2 * 24 * 127 for E2M1 (2 steps: 24384).
 template <bool kFp4>
 struct NibbleKernel {
+  static constexpr int32_t kOffset = kFp4 ? 12 : 0;
+  static constexpr int64_t kWidenSteps = kFp4 ? 2 : 4;
   GE_AVX2 static __m256i values(__m256i nibbles) {
     if constexpr (!kFp4) return nibbles;
-    const __m256i lut = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12, 0, 1, 2, 3, 4,
-                                         6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    const __m256i lut = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0, 12, 13, 14,
+                                         15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
     return _mm256_shuffle_epi8(lut, nibbles);
   }
   template <int64_t T>
   GE_AVX2 static void unit(const std::byte* codes, const int8_t* const* x, int64_t unit, __m256i (&isum)[T]) {
     const __m256i low = _mm256_set1_epi8(0x0F);
     const int64_t steps = unit / 8;
-    for (int64_t k0 = 0; k0 < steps; k0 += 4) {
+    for (int64_t k0 = 0; k0 < steps; k0 += kWidenSteps) {
       __m256i pairs[T];
       for (int64_t t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
-      for (int64_t k = k0; k < std::min(k0 + 4, steps); ++k) {
+      for (int64_t k = k0; k < std::min(k0 + kWidenSteps, steps); ++k) {
         const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + k * 32));
         const __m256i lo = values(_mm256_and_si256(c, low));
         const __m256i hi = values(_mm256_and_si256(_mm256_srli_epi16(c, 4), low));
         for (int64_t t = 0; t < T; ++t) {
-          pairs[t] = _mm256_add_epi16(pairs[t], pair_products<kFp4>(lo, broadcast4(x[t] + k * 8)));
-          pairs[t] = _mm256_add_epi16(pairs[t], pair_products<kFp4>(hi, broadcast4(x[t] + k * 8 + 4)));
+          pairs[t] = _mm256_add_epi16(pairs[t], pair_products<false>(lo, broadcast4(x[t] + k * 8)));
+          pairs[t] = _mm256_add_epi16(pairs[t], pair_products<false>(hi, broadcast4(x[t] + k * 8 + 4)));
         }
       }
       for (int64_t t = 0; t < T; ++t) isum[t] = _mm256_add_epi32(isum[t], widen_sum(pairs[t]));
@@ -218,6 +231,7 @@ struct NibbleKernel {
 
 // 8-bit: each k step is 4 codes a row; a pair sum reaches 2 * 128 * 127, so each step widens to int32.
 struct ByteKernel {
+  static constexpr int32_t kOffset = 0;
   template <int64_t T>
   GE_AVX2 static void unit(const std::byte* codes, const int8_t* const* x, int64_t unit, __m256i (&isum)[T]) {
     for (int64_t k = 0; k < unit / 4; ++k) {
@@ -251,6 +265,9 @@ GE_AVX2 void block_tile(const RepackedMatrix& m, const Activations& a, int64_t b
     for (size_t ahead = 0; ahead < unit_bytes; ahead += 64)
       _mm_prefetch(reinterpret_cast<const char*>(codes + (u + kPrefetchUnits) * unit_bytes + ahead), _MM_HINT_T0);
     Kernel::template unit<T>(codes + u * unit_bytes, xu, unit, isum);
+    if constexpr (Kernel::kOffset != 0)
+      for (int64_t t = 0; t < T; ++t)
+        isum[t] = _mm256_sub_epi32(isum[t], _mm256_set1_epi32(Kernel::kOffset * a.code_sums[(t0 + t) * units + u]));
     const __m256 s = _mm256_loadu_ps(scales + u * kRows);
     for (int64_t t = 0; t < T; ++t)
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]),
