@@ -9,20 +9,10 @@
 namespace ge {
 namespace {
 
-struct Result {
-  int exit_code;
-  std::string output;  // stdout and stderr together
-};
+using Result = test::GemmaRun;
 
 Result gemma(const std::string& args, const std::string& stdin_file = "/dev/null") {
-  const std::string cmd = std::string(GE_GEMMA_BIN) + " " + args + " 2>&1 <" + stdin_file;
-  FILE* p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return test::run_gemma(args, stdin_file);
 }
 
 std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }

@@ -13,17 +13,12 @@
 
 #include "highway_targets.h"
 #include "kernels/matmul.h"
+#include "test_util.h"
 
 namespace ge::kernels {
 namespace {
 
-std::vector<float> normal_values(size_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(n);
-  for (float& f : v) f = dist(rng);
-  return v;
-}
+using test::normal_values;
 
 size_t scale_bytes(DType t) { return t == DType::F32 ? 4 : t == DType::U8 ? 1 : 2; }
 

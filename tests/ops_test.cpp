@@ -9,17 +9,11 @@
 
 #include "kernels/ops.h"
 #include "kernels/quantize.h"
+#include "test_util.h"
 
 namespace ge::kernels {
 namespace {
 
-std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
 
 const std::byte* as_bytes(const float* p) { return reinterpret_cast<const std::byte*>(p); }
 
@@ -64,7 +58,7 @@ class EveryTarget : public ::testing::Test {
 TEST_F(EveryTarget, GeluTanhMulMatchesScalarReference) {
   for_each_target([] {
     for (int64_t n : {1, 7, 16, 33, 1000}) {
-      const auto gate = random_vector(n, 1, 3.0f), up = random_vector(n, 2);
+      const auto gate = test::normal_values(n, 1, 3.0f), up = test::normal_values(n, 2);
       std::vector<float> out(n);
       gelu_tanh_mul(gate.data(), up.data(), n, out.data());
       for (int64_t i = 0; i < n; ++i) {
@@ -78,8 +72,8 @@ TEST_F(EveryTarget, GeluTanhMulMatchesScalarReference) {
 TEST_F(EveryTarget, AttendMatchesSoftmaxReferenceAcrossRingWrap) {
   for_each_target([] {
     const int64_t head_dim = 40, heads = 2, stride = heads * head_dim, capacity = 100;
-    const auto k = random_vector(capacity * stride, 3), v = random_vector(capacity * stride, 4);
-    const auto q = random_vector(head_dim, 5, 2.0f);
+    const auto k = test::normal_values(capacity * stride, 3), v = test::normal_values(capacity * stride, 4);
+    const auto q = test::normal_values(head_dim, 5, 2.0f);
     // Spans shorter and longer than one 64-key block, and one that wraps past the end of the ring.
     // Soft-capping at 2 (Gemma 2 style) changes the weights a lot for these scores (|s| up to ~10).
     for (float softcap : {0.0f, 2.0f})
@@ -100,7 +94,7 @@ TEST_F(EveryTarget, AttendMatchesSoftmaxReferenceAcrossRingWrap) {
 TEST_F(EveryTarget, AttendReadsHalfPrecisionRows) {
   for_each_target([] {
     const int64_t head_dim = 36, stride = head_dim, capacity = 50;
-    auto k = random_vector(capacity * stride, 6), v = random_vector(capacity * stride, 7);
+    auto k = test::normal_values(capacity * stride, 6), v = test::normal_values(capacity * stride, 7);
     std::vector<uint16_t> k16(k.size()), v16(v.size());
     for (size_t i = 0; i < k.size(); ++i) {
       k16[i] = f32_to_f16(k[i]);
@@ -108,7 +102,7 @@ TEST_F(EveryTarget, AttendReadsHalfPrecisionRows) {
       k[i] = f16_to_f32(k16[i]);
       v[i] = f16_to_f32(v16[i]);
     }
-    const auto q = random_vector(head_dim, 8, 2.0f);
+    const auto q = test::normal_values(head_dim, 8, 2.0f);
     std::vector<float> out(head_dim);
     const KVRows rows{reinterpret_cast<const std::byte*>(k16.data()), reinterpret_cast<const std::byte*>(v16.data()),
                       DType::F16, stride, capacity};
@@ -131,7 +125,7 @@ Tensor f32_tensor(const std::vector<float>& values) {
 // The embedding lookup of a quantized GGUF: one row dequantized, times Gemma's sqrt(hidden) scale.
 TEST(Ops, DequantizeRowOfBlockQuantizedTensors) {
   const int64_t rows = 3, cols = 96;
-  const std::vector<float> values = random_vector(rows * cols, 9);
+  const std::vector<float> values = test::normal_values(rows * cols, 9);
   const float scale = std::sqrt(640.0f);
   for (DType dtype : {DType::Q8_0, DType::Q4_0}) {
     SCOPED_TRACE(dtype_info(dtype).name);

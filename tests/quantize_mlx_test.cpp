@@ -689,21 +689,7 @@ TEST(QuantizeMlx, TheSignalGuardRemovesANestedTree) {
 
 // ---- The command line ----
 
-struct Run {
-  int exit_code;
-  std::string output;  // stdout and stderr together
-};
-
-Run gemma(const std::string& args) {
-  const std::string cmd = std::string(GE_GEMMA_BIN) + " " + args + " 2>&1 </dev/null";
-  FILE* p = popen(cmd.c_str(), "r");
-  Run r{-1, ""};
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+test::GemmaRun gemma(const std::string& args) { return test::run_gemma(args); }
 
 std::string quoted(const fs::path& p) {
   return "'" + p.string() + "'";

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <cstdio>
 #include <functional>
+#include <random>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <cstring>
@@ -114,6 +116,32 @@ std::string error_of(Fn&& fn) {
     return e.what();
   }
   return "(no error)";
+}
+
+// The `gemma` binary run with `args` (a shell command line's arguments) and stdin from `stdin_file`.
+struct GemmaRun {
+  int exit_code;
+  std::string output;  // stdout and stderr together
+};
+
+inline GemmaRun run_gemma(const std::string& args, const std::string& stdin_file = "/dev/null") {
+  const std::string cmd = std::string(GE_GEMMA_BIN) + " " + args + " 2>&1 <" + stdin_file;
+  FILE* p = popen(cmd.c_str(), "r");
+  GemmaRun r{-1, ""};
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// The same numbers for a seed as every other test: n values drawn from N(0, sigma^2).
+inline std::vector<float> normal_values(size_t n, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> v(n);
+  for (float& f : v) f = dist(rng);
+  return v;
 }
 
 // Runs `body` in a child process and returns its wait status (for tests of signals and exits).
