@@ -2,12 +2,12 @@
 // beside the text model (`--mmproj`, projector_type gemma3), following llama.cpp's converter (MmprojModel,
 // Gemma3VisionModel): its metadata keys in its order, its tensor names, its forced types, and the
 // projector's soft-embedding norm stored as w + 1 (a Gemma RMSNorm; SigLIP's own LayerNorms are plain).
-#include <cmath>
 
 #include "convert/conversion.h"
 #include "formats/json_file.h"
 #include "models/config_fields.h"
 #include "models/gemma/config.h"
+#include "models/siglip/config.h"
 
 namespace ge::convert {
 namespace {
@@ -15,52 +15,13 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// The SigLIP tower as config.json's vision_config states it.
-struct VisionConfig {
-  int64_t hidden_size = 0;
-  int64_t intermediate_size = 0;
-  int64_t num_layers = 0;
-  int64_t num_heads = 0;
-  int64_t num_channels = 0;
-  int64_t image_size = 0;
-  int64_t patch_size = 0;
-  double layer_norm_eps = 0;
-
-  int64_t patches_per_side() const { return image_size / patch_size; }
-};
-
-// Constructor defaults of transformers' SiglipVisionConfig, for the keys a vision_config leaves out.
-const json& siglip_defaults() {
-  static const json d = {
-      {"hidden_size", 768},        {"intermediate_size", 3072}, {"num_hidden_layers", 12},
-      {"num_attention_heads", 12}, {"num_channels", 3},         {"image_size", 224},
-      {"patch_size", 16},          {"layer_norm_eps", 1e-6},
-  };
-  return d;
-}
+using siglip::VisionConfig;
 
 VisionConfig vision_config(const Checkpoint& ckpt) {
   const std::string where = (ckpt.dir / "config.json").string();
-  if (!ckpt.config.contains("vision_config") || !ckpt.config["vision_config"].is_object())
+  if (!siglip::has_vision_config(ckpt.config))
     fail(where + ": no vision_config object, so no vision tower to convert");
-  const std::string at = where + ": vision_config";
-  const models::ConfigFields f(ckpt.config["vision_config"], siglip_defaults(), at);
-  VisionConfig v;
-  v.hidden_size = f.integer("hidden_size");
-  v.intermediate_size = f.integer("intermediate_size");
-  v.num_layers = f.integer("num_hidden_layers");
-  v.num_heads = f.integer("num_attention_heads");
-  v.num_channels = f.integer("num_channels");
-  v.image_size = f.integer("image_size");
-  v.patch_size = f.integer("patch_size");
-  v.layer_norm_eps = f.number("layer_norm_eps");
-  if (v.hidden_size % v.num_heads != 0)
-    fail(at + ": hidden_size " + std::to_string(v.hidden_size) +
-         " is not a multiple of num_attention_heads " + std::to_string(v.num_heads));
-  if (v.patch_size > v.image_size)
-    fail(at + ": patch_size " + std::to_string(v.patch_size) + " exceeds image_size " +
-         std::to_string(v.image_size));
-  return v;
+  return siglip::resolve_vision_config(ckpt.config["vision_config"], where);
 }
 
 // preprocessor_config.json overlaid with processor_config.json, as llama.cpp merges them; newer
@@ -101,26 +62,20 @@ std::vector<float> channel_values(const json& processor, const std::string& key,
 
 // The projector average-pools the patch grid down to mm_tokens_per_image soft tokens; the pooling kernel
 // (patches per side / tokens per side) is what llama.cpp calls the projector scale factor.
-int64_t pooling_factor(const Checkpoint& ckpt, const json& processor, const VisionConfig& v) {
+int64_t pooling_factor(const Checkpoint& ckpt, const json& processor, int64_t text_hidden) {
   const std::string where = (ckpt.dir / "config.json").string();
-  static const json defaults = {{"mm_tokens_per_image", 256}};  // Gemma3Config's
-  const int64_t tokens = models::ConfigFields(ckpt.config, defaults, where).integer("mm_tokens_per_image");
+  const siglip::Gemma3VisionConfig c = siglip::resolve_gemma3_vision_config(ckpt.config, text_hidden, where);
   // llama.cpp reads the token count from the processor; both must agree for the GGUF to mean this model.
-  if (processor.contains("image_seq_length") && processor["image_seq_length"] != tokens)
-    fail(where + ": mm_tokens_per_image " + std::to_string(tokens) +
+  if (processor.contains("image_seq_length") && processor["image_seq_length"] != c.mm_tokens_per_image)
+    fail(where + ": mm_tokens_per_image " + std::to_string(c.mm_tokens_per_image) +
          " disagrees with the processor's image_seq_length " + processor["image_seq_length"].dump());
-  const auto per_side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(tokens))));
-  if (per_side * per_side != tokens || v.patches_per_side() % per_side != 0)
-    fail(where + ": mm_tokens_per_image " + std::to_string(tokens) + " is not a square grid that pools the " +
-         std::to_string(v.patches_per_side()) + "x" + std::to_string(v.patches_per_side()) +
-         " patches evenly");
-  return v.patches_per_side() / per_side;
+  return c.pooling();
 }
 
 void add_metadata(formats::GgufWriter& w, const Checkpoint& ckpt, const VisionConfig& v, int64_t text_hidden,
                   OutType out_type) {
   const json processor = processor_config(ckpt.dir);
-  const int64_t pooling = pooling_factor(ckpt, processor, v);
+  const int64_t pooling = pooling_factor(ckpt, processor, text_hidden);
   const auto u32 = [](int64_t x) { return static_cast<uint32_t>(x); };
 
   add_general(w, "clip", ckpt.dir, "mmproj");

@@ -70,6 +70,27 @@ void rms_norm(const float* x, const Tensor& w, float eps, bool one_plus, int64_t
   }
 }
 
+void layer_norm(const float* x, const Tensor& w, const Tensor& b, float eps, int64_t rows, int64_t n,
+                float* out) {
+  constexpr int64_t kMaxN = 16384;
+  if (n > kMaxN || w.numel() != n || b.numel() != n) throw std::runtime_error(w.name + ": norm size mismatch");
+  float gain[kMaxN], shift[kMaxN];
+  widen(w, 0, n, 1.0f, gain);
+  widen(b, 0, n, 1.0f, shift);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float* o = out + r * n;
+    // Two passes in double: the mean of SigLIP's activations is large next to their spread.
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += xr[i];
+    const double mean = sum / static_cast<double>(n);
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
+    const double inv = 1.0 / std::sqrt(ss / static_cast<double>(n) + eps);
+    for (int64_t i = 0; i < n; ++i) o[i] = static_cast<float>((xr[i] - mean) * inv) * gain[i] + shift[i];
+  }
+}
+
 void soft_cap(float* x, int64_t n, float cap) {
   const float inv = 1.0f / cap;
   for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] * inv);

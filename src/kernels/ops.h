@@ -14,8 +14,14 @@ void dequantize_row(const Tensor& t, int64_t row, float scale, float* out);
 // g = 1 + w when `one_plus` (Gemma's offset parameterisation) and g = w otherwise. In-place allowed.
 void rms_norm(const float* x, const Tensor& w, float eps, bool one_plus, int64_t rows, int64_t n, float* out);
 
+// LayerNorm of each of `rows` rows of length n: out = (x - mean) / sqrt(var + eps) * w + b, with the
+// population variance (torch's layer_norm). In-place allowed.
+void layer_norm(const float* x, const Tensor& w, const Tensor& b, float eps, int64_t rows, int64_t n, float* out);
+
 // out = gelu_tanh(gate) * up, elementwise (the gated MLP of Gemma).
 void gelu_tanh_mul(const float* gate, const float* up, int64_t n, float* out);
+// out = gelu_tanh(x), elementwise (SigLIP's MLP). In-place allowed.
+void gelu_tanh(const float* x, int64_t n, float* out);
 
 // x = cap * tanh(x / cap), elementwise.
 void soft_cap(float* x, int64_t n, float cap);

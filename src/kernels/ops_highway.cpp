@@ -19,22 +19,33 @@ HWY_BEFORE_NAMESPACE();
 namespace ge::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+HWY_INLINE float GeluTanhScalar(float g) {
+  return 0.5f * g * (1.0f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+}
+
+template <class D>
+HWY_INLINE hn::Vec<D> GeluTanhVec(D d, hn::Vec<D> g) {
+  const auto half = hn::Set(d, 0.5f), one = hn::Set(d, 1.0f);
+  const auto k0 = hn::Set(d, 0.7978845608028654f), k1 = hn::Set(d, 0.044715f);
+  const auto inner = hn::Mul(k0, hn::MulAdd(hn::Mul(k1, hn::Mul(g, g)), g, g));
+  return hn::Mul(hn::Mul(half, g), hn::Add(one, hn::Tanh(d, inner)));
+}
+
 void GeluTanhMul(const float* gate, const float* up, int64_t n, float* out) {
   const hn::ScalableTag<float> d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  const auto half = hn::Set(d, 0.5f), one = hn::Set(d, 1.0f);
-  const auto k0 = hn::Set(d, 0.7978845608028654f), k1 = hn::Set(d, 0.044715f);
   int64_t i = 0;
-  for (; i + lanes <= n; i += lanes) {
-    const auto g = hn::LoadU(d, gate + i);
-    const auto inner = hn::Mul(k0, hn::MulAdd(hn::Mul(k1, hn::Mul(g, g)), g, g));
-    const auto gelu = hn::Mul(hn::Mul(half, g), hn::Add(one, hn::Tanh(d, inner)));
-    hn::StoreU(hn::Mul(gelu, hn::LoadU(d, up + i)), d, out + i);
-  }
-  for (; i < n; ++i) {
-    const float g = gate[i];
-    out[i] = 0.5f * g * (1.0f + std::tanh(0.7978845608028654f * (g + 0.044715f * g * g * g))) * up[i];
-  }
+  for (; i + lanes <= n; i += lanes)
+    hn::StoreU(hn::Mul(GeluTanhVec(d, hn::LoadU(d, gate + i)), hn::LoadU(d, up + i)), d, out + i);
+  for (; i < n; ++i) out[i] = GeluTanhScalar(gate[i]) * up[i];
+}
+
+void GeluTanh(const float* x, int64_t n, float* out) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) hn::StoreU(GeluTanhVec(d, hn::LoadU(d, x + i)), d, out + i);
+  for (; i < n; ++i) out[i] = GeluTanhScalar(x[i]);
 }
 
 using DF = hn::ScalableTag<float>;
@@ -126,7 +137,10 @@ HWY_AFTER_NAMESPACE();
 namespace ge::kernels {
 
 HWY_EXPORT(GeluTanhMul);
+HWY_EXPORT(GeluTanh);
 HWY_EXPORT(Attend);
+
+void gelu_tanh(const float* x, int64_t n, float* out) { HWY_DYNAMIC_DISPATCH(GeluTanh)(x, n, out); }
 
 void gelu_tanh_mul(const float* gate, const float* up, int64_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(GeluTanhMul)(gate, up, n, out);

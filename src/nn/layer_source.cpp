@@ -90,6 +90,24 @@ Linear LayerSource::linear(const std::string& path, int64_t out, int64_t in) con
   return Linear(weight(path, out, in), &bias);
 }
 
+Linear LayerSource::flattened_linear(const std::string& path, int64_t out,
+                                     const std::vector<int64_t>& in_shape) const {
+  const std::string name = path + ".weight";
+  Tensor t = must(name);
+  std::vector<int64_t> shape{out};
+  shape.insert(shape.end(), in_shape.begin(), in_shape.end());
+  if (t.shape != shape)
+    throw std::runtime_error(describe() + ": tensor '" + name + "' has shape " + shape_string(t.shape) +
+                             ", expected " + shape_string(shape));
+  if (!is_float(t.dtype))
+    throw std::runtime_error(describe() + ": tensor '" + name + "' has unsupported dtype " +
+                             std::string(dtype_info(t.dtype).name));
+  t.shape = {out, t.numel() / out};
+  if (!has(path + ".bias")) return Linear(t);
+  const Tensor bias = vector(path + ".bias", out);
+  return Linear(t, &bias);
+}
+
 Embedding LayerSource::embedding(const std::string& path, int64_t num_embeddings, int64_t dim) const {
   return Embedding(weight(path, num_embeddings, dim));
 }
@@ -107,6 +125,10 @@ Tensor LayerSource::vector(const std::string& name, int64_t n) const {
 
 RMSNorm LayerSource::rms_norm(const std::string& path, int64_t n, float eps, bool one_plus) const {
   return RMSNorm(vector(path + ".weight", n), eps, one_plus);
+}
+
+LayerNorm LayerSource::layer_norm(const std::string& path, int64_t n, float eps) const {
+  return LayerNorm(vector(path + ".weight", n), vector(path + ".bias", n), eps);
 }
 
 }  // namespace ge::nn

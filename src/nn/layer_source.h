@@ -34,10 +34,14 @@ class LayerSource {
   // `<path>.weight`, with `<path>.scales` (and `.biases`, affine) when the layer is quantized.
   Weight weight(const std::string& path, int64_t out, int64_t in) const;
   Linear linear(const std::string& path, int64_t out, int64_t in) const;
+  // A Linear over a float weight [out, in_shape...] read as [out, prod(in_shape)] (+ `<path>.bias`): a
+  // Conv2d whose stride equals its kernel is this Linear over flattened patches.
+  Linear flattened_linear(const std::string& path, int64_t out, const std::vector<int64_t>& in_shape) const;
   Embedding embedding(const std::string& path, int64_t num_embeddings, int64_t dim) const;
   // A float vector (a norm's weight, a bias) of n values, by tensor name.
   Tensor vector(const std::string& name, int64_t n) const;
   RMSNorm rms_norm(const std::string& path, int64_t n, float eps, bool one_plus) const;
+  LayerNorm layer_norm(const std::string& path, int64_t n, float eps) const;
 
   // How the layer at `path` is quantized by the rule mlx-lm loads with: its per-layer entry if any, else
   // the top-level parameters if `<path>.scales` exists, else not at all.

@@ -78,4 +78,8 @@ void RMSNorm::operator()(const float* x, int64_t rows, float* out) const {
   kernels::rms_norm(x, weight_, eps_, one_plus_, rows, weight_.numel(), out);
 }
 
+void LayerNorm::operator()(const float* x, int64_t rows, float* out) const {
+  kernels::layer_norm(x, weight_, bias_, eps_, rows, weight_.numel(), out);
+}
+
 }  // namespace ge::nn

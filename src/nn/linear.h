@@ -82,4 +82,17 @@ class RMSNorm {
   bool one_plus_ = true;
 };
 
+// (x - mean) / sqrt(var + eps) * w + b over rows of the weight's length (torch.nn.LayerNorm).
+class LayerNorm {
+ public:
+  LayerNorm() = default;
+  LayerNorm(Tensor weight, Tensor bias, float eps) : weight_(std::move(weight)), bias_(std::move(bias)), eps_(eps) {}
+
+  void operator()(const float* x, int64_t rows, float* out) const;
+
+ private:
+  Tensor weight_, bias_;
+  float eps_ = 1e-6f;
+};
+
 }  // namespace ge::nn

@@ -137,7 +137,12 @@ Config resolve_config(const nlohmann::json& config, const std::string& source) {
     static const nlohmann::json empty = nlohmann::json::object();
     const auto& text = config.contains("text_config") ? config["text_config"] : empty;
     if (!text.is_object()) throw std::runtime_error(source + ": text_config: not an object");
-    return resolve(text, Family::kGemma3, source + ": text_config");
+    Config c = resolve(text, Family::kGemma3, source + ": text_config");
+    if (config.contains("vision_config")) {
+      static const nlohmann::json defaults = {{"mm_tokens_per_image", 256}};  // Gemma3Config's
+      c.image_block_tokens = models::ConfigFields(config, defaults, source).integer("mm_tokens_per_image");
+    }
+    return c;
   }
   throw std::runtime_error(source + ": model_type: '" + type +
                            "' is not supported (gemma, gemma2, gemma3_text, gemma3)");

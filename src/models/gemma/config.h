@@ -40,6 +40,9 @@ struct Config {
   // multiply by), so a model loaded from one scales by the stored weight as is.
   bool norm_adds_one = true;
   std::vector<LayerConfig> layers;
+  // Gemma 3 with a vision tower: the soft tokens of one image (mm_tokens_per_image) attend to each other
+  // both ways, so a forward step must hold a whole image; 0 for text-only models.
+  int64_t image_block_tokens = 0;
 
   // Gemma 3 normalizes queries and keys per head.
   bool qk_norm() const { return family == Family::kGemma3; }

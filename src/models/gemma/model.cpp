@@ -64,7 +64,10 @@ Weights bind_weights(const Config& c, const nn::LayerSource& source) {
 }
 
 Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
-    : config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
+    : config_(std::move(config)),
+      weights_(bind_weights(config_, source)),
+      max_chunk_(max_chunk),
+      chunk_capacity_(std::max(max_chunk, config_.image_block_tokens)) {
   const Config& c = config_;
   for (const LayerConfig& l : c.layers) {
     const std::pair<double, double> kind{l.rope_base, l.rope_scale};
@@ -72,11 +75,11 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
     if (it == rope_kinds_.end()) it = rope_kinds_.insert(rope_kinds_.end(), kind);
     layer_rope_kind_.push_back(static_cast<int>(it - rope_kinds_.begin()));
   }
-  const size_t rope_floats = static_cast<size_t>(max_chunk * c.head_dim / 2);
+  const size_t rope_floats = static_cast<size_t>(chunk_capacity_ * c.head_dim / 2);
   rope_cos_.assign(rope_kinds_.size(), std::vector<float>(rope_floats));
   rope_sin_.assign(rope_kinds_.size(), std::vector<float>(rope_floats));
 
-  const auto chunk = static_cast<size_t>(max_chunk);
+  const auto chunk = static_cast<size_t>(chunk_capacity_);
   hidden_.resize(chunk * c.hidden_size);
   normed_.resize(chunk * c.hidden_size);
   q_.resize(chunk * c.num_heads * c.head_dim);
@@ -86,6 +89,8 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   proj_.resize(chunk * c.hidden_size);
   gate_.resize(chunk * c.intermediate_size);
   up_.resize(chunk * c.intermediate_size);
+  block_first_.resize(chunk);
+  block_last_.resize(chunk);
 }
 
 void Model::set_prefill_precision(kernels::Precision p) {
@@ -108,7 +113,7 @@ void Model::prepare_reduced_activations() {
 nn::KVCache Model::make_cache(int64_t context, DType dtype) const {
   std::vector<int64_t> capacity;
   for (const LayerConfig& l : config_.layers)
-    capacity.push_back(l.sliding ? std::min(context, config_.sliding_window + max_chunk_ - 1) : context);
+    capacity.push_back(l.sliding ? std::min(context, config_.sliding_window + chunk_capacity_ - 1) : context);
   return nn::KVCache(std::move(capacity), context, config_.num_kv_heads, config_.head_dim, dtype);
 }
 
@@ -121,11 +126,31 @@ bool Model::can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) c
   return true;
 }
 
+void Model::check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_tokens, int64_t start_pos) const {
+  int64_t end = 0;
+  for (const EmbeddingBlock& b : blocks) {
+    const std::string where = "embedding block at position " + std::to_string(start_pos + b.offset);
+    if (b.count <= 0 || b.offset < end || b.offset + b.count > n_tokens || !b.embeddings)
+      throw std::invalid_argument(where + ": blocks must be non-empty, in order, disjoint and within the " +
+                                  std::to_string(n_tokens) + " tokens");
+    if (b.count > chunk_capacity_)
+      throw std::runtime_error(where + ": " + std::to_string(b.count) + " tokens that attend to each other exceed the " +
+                               std::to_string(chunk_capacity_) + " a forward step holds");
+    end = b.offset + b.count;
+  }
+}
+
 void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
                     kernels::ThreadPool& pool, float* logits, bool all_positions,
-                    const HiddenObserver* observer) {
+                    const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks) {
+  check_blocks(blocks, static_cast<int64_t>(tokens.size()), start_pos);
+  const auto in_block = [&](size_t i) {
+    return std::any_of(blocks.begin(), blocks.end(), [&](const EmbeddingBlock& b) {
+      return static_cast<int64_t>(i) >= b.offset && static_cast<int64_t>(i) < b.offset + b.count;
+    });
+  };
   for (size_t i = 0; i < tokens.size(); ++i)
-    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size)
+    if ((tokens[i] < 0 || tokens[i] >= config_.vocab_size) && !in_block(i))
       throw std::runtime_error("token id " + std::to_string(tokens[i]) + " at position " +
                                std::to_string(start_pos + static_cast<int64_t>(i)) +
                                " is outside the vocabulary (" + std::to_string(config_.vocab_size) +
@@ -133,20 +158,32 @@ void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCa
   if (start_pos + static_cast<int64_t>(tokens.size()) > cache.context())
     throw std::runtime_error("context length " + std::to_string(cache.context()) + " exceeded: " +
                              std::to_string(start_pos + tokens.size()) + " positions requested");
-  for (size_t done = 0; done < tokens.size(); done += max_chunk_) {
-    const size_t n = std::min<size_t>(max_chunk_, tokens.size() - done);
-    const bool last_chunk = done + n == tokens.size();
+  const auto total = static_cast<int64_t>(tokens.size());
+  size_t first_block = 0;
+  for (int64_t done = 0; done < total;) {
+    // A chunk ends before a block it would cut, or after it when the block opens the chunk.
+    int64_t end = std::min(done + max_chunk_, total);
+    for (const EmbeddingBlock& b : blocks.subspan(first_block))
+      if (b.offset < end && b.offset + b.count > end) end = b.offset > done ? b.offset : b.offset + b.count;
+    std::vector<EmbeddingBlock> local;
+    for (; first_block < blocks.size() && blocks[first_block].offset < end; ++first_block) {
+      EmbeddingBlock b = blocks[first_block];
+      b.offset -= done;
+      local.push_back(b);
+    }
+    const bool last_chunk = end == total;
     float* out = all_positions ? logits + done * config_.vocab_size : (last_chunk ? logits : nullptr);
-    forward_chunk(tokens.subspan(done, n), start_pos + static_cast<int64_t>(done), cache, pool, out,
-                  all_positions, observer);
+    forward_chunk(tokens.subspan(done, end - done), start_pos + done, cache, pool, out, all_positions, observer,
+                  local);
+    done = end;
   }
 }
 
 void Model::forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
                           kernels::ThreadPool& pool, float* logits, bool all_positions,
-                          const HiddenObserver* observer) {
+                          const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks) {
   const int64_t n = static_cast<int64_t>(tokens.size());
-  embed(tokens);
+  embed(tokens, start_pos, blocks);
   if (observer) (*observer)(0, hidden_.data(), start_pos, n);
   prepare_rope(start_pos, n);
   for (int64_t l = 0; l < config_.num_layers; ++l) {
@@ -161,10 +198,20 @@ void Model::forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn
     lm_head(n - 1, 1, pool, logits);
 }
 
-void Model::embed(std::span<const int32_t> tokens) {
+void Model::embed(std::span<const int32_t> tokens, int64_t start_pos, std::span<const EmbeddingBlock> blocks) {
+  const int64_t h = config_.hidden_size;
   const float scale = config_.embed_scale();
-  for (size_t t = 0; t < tokens.size(); ++t)
-    weights_.embed_tokens.lookup(tokens[t], scale, hidden_.data() + t * config_.hidden_size);
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    weights_.embed_tokens.lookup(tokens[t], scale, hidden_.data() + t * h);
+    block_first_[t] = block_last_[t] = start_pos + static_cast<int64_t>(t);
+  }
+  for (const EmbeddingBlock& b : blocks) {
+    std::copy(b.embeddings, b.embeddings + b.count * h, hidden_.data() + b.offset * h);
+    for (int64_t t = b.offset; t < b.offset + b.count; ++t) {
+      block_first_[t] = start_pos + b.offset;
+      block_last_[t] = start_pos + b.offset + b.count - 1;
+    }
+  }
 }
 
 void Model::prepare_rope(int64_t start_pos, int64_t n) {
@@ -207,8 +254,9 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
     cache.store(l, start_pos + t, k_.data() + t * kv_width, v_.data() + t * kv_width);
   }
 
-  // Sliding layers: query i sees key j iff j <= i and i - j < window. The ring holds window + chunk - 1
-  // rows, so writing this chunk's keys first never evicts a key one of its queries needs.
+  // Sliding layers: query i sees key j iff j <= i and i - j < window, or j is in i's image block (which
+  // lies within this chunk): always one contiguous run of keys. The ring holds window + chunk - 1 rows,
+  // so writing this chunk's keys first never evicts a key one of its queries needs.
   const bool sliding = c.layers[l].sliding;
   const int64_t group = c.num_heads / c.num_kv_heads;
   const float scale = c.attention_scale();
@@ -216,8 +264,9 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
   pool.run(n * c.num_heads, [&](int64_t task) {
     const int64_t t = task / c.num_heads, h = task % c.num_heads;
     const int64_t pos = start_pos + t;
-    const int64_t first = sliding ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-    kernels::attend(q_.data() + t * q_width + h * hd, cache.head(l, h / group), first, pos, hd, scale,
+    const int64_t first =
+        sliding ? std::min(block_first_[t], std::max<int64_t>(0, pos - c.sliding_window + 1)) : 0;
+    kernels::attend(q_.data() + t * q_width + h * hd, cache.head(l, h / group), first, block_last_[t], hd, scale,
                     softcap, attn_.data() + t * q_width + h * hd);
   });
 

@@ -53,6 +53,15 @@ Weights bind_weights(const Config& c, const nn::LayerSource& source);
 using HiddenObserver =
     std::function<void(int64_t index, const float* hidden, int64_t start, int64_t n_tokens)>;
 
+// Embeddings that replace those of a run of tokens (an image's soft tokens, Gemma3ForConditionalGeneration)
+// and make the run one block whose tokens attend to each other both ways: tokens [offset, offset + count)
+// of a forward call read rows of `embeddings` [count, hidden] (not scaled) instead of the embedding table.
+struct EmbeddingBlock {
+  int64_t offset = 0;
+  int64_t count = 0;
+  const float* embeddings = nullptr;
+};
+
 class Model {
  public:
   // max_chunk: most tokens run through one forward step; longer inputs are processed in chunks.
@@ -64,6 +73,8 @@ class Model {
   const Config& config() const { return config_; }
   const Weights& weights() const { return weights_; }
   int64_t max_chunk() const { return max_chunk_; }
+  // Most tokens one forward step holds: max_chunk, or a whole image block when that is longer.
+  int64_t chunk_capacity() const { return chunk_capacity_; }
 
   // Precision of the matmuls of multi-token chunks (prompt processing) and of single-token decode steps;
   // both exact unless set. kReducedActivations rounds activations as llama.cpp does (bf16 for bf16 weights:
@@ -81,15 +92,18 @@ class Model {
 
   // Runs `tokens` at positions start_pos, start_pos + 1, ... of the sequence held in `cache` and writes
   // logits: of every position ([n, vocab]) when all_positions, else of the last one ([vocab]).
+  // `blocks` (sorted, disjoint, within `tokens`) replace embeddings and attend bidirectionally; a block is
+  // never split across forward steps.
   void forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
                kernels::ThreadPool& pool, float* logits, bool all_positions,
-               const HiddenObserver* observer = nullptr);
+               const HiddenObserver* observer = nullptr, std::span<const EmbeddingBlock> blocks = {});
 
  private:
+  void check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_tokens, int64_t start_pos) const;
   void forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
                      kernels::ThreadPool& pool, float* logits, bool all_positions,
-                     const HiddenObserver* observer);
-  void embed(std::span<const int32_t> tokens);
+                     const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks);
+  void embed(std::span<const int32_t> tokens, int64_t start_pos, std::span<const EmbeddingBlock> blocks);
   void prepare_rope(int64_t start_pos, int64_t n);
   void attention_block(int64_t layer, int64_t start_pos, int64_t n, nn::KVCache& cache,
                        kernels::ThreadPool& pool);
@@ -101,6 +115,7 @@ class Model {
   Config config_;
   Weights weights_;
   int64_t max_chunk_;
+  int64_t chunk_capacity_;
   kernels::Precision prefill_precision_ = kernels::Precision::kExact;
   kernels::Precision decode_precision_ = kernels::Precision::kExact;
   // RoPE tables per distinct (base, scale): [max_chunk, head_dim / 2] each for cos and sin.
@@ -109,6 +124,9 @@ class Model {
   std::vector<std::vector<float>> rope_cos_, rope_sin_;
   // Activations of one chunk, allocated once so the decode loop never allocates.
   std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_;
+  // Per position of the chunk: the last key position it attends to and the first its block reaches back
+  // to (itself, for a token outside any block).
+  std::vector<int64_t> block_first_, block_last_;
 };
 
 }  // namespace ge::gemma
