@@ -8,6 +8,8 @@
 #include "loader/model_loader.h"
 #include "models/gemma/model.h"
 #include "models/siglip/model.h"
+#include "runtime/generator.h"
+#include "tokenizer/tokenizer.h"
 #include "test_util.h"
 
 namespace ge {
@@ -129,6 +131,56 @@ TEST(Gemma3VisionModel, BlocksOutOfOrderOrPastTheTokensAreRejected) {
                std::invalid_argument);
   const gemma::EmbeddingBlock overlapping[] = {block, {block.offset + 1, 2, block.embeddings}};
   EXPECT_THROW(f.model.forward(f.ids, 0, cache, pool, out.data(), false, nullptr, overlapping), std::invalid_argument);
+}
+
+// The generator finds the image's run of soft tokens, encodes the image once and, on the next turn of the
+// same conversation, reuses the cached prefix image and all; a different image at the same place is
+// encoded again and the cache is reused only up to its block.
+TEST(Gemma3VisionGenerator, ImagesInTheCacheAreNotEncodedAgain) {
+  kernels::ThreadPool pool(2);
+  VisionFixture f;
+  const Tokenizer tokenizer = Tokenizer::load(f.dir);
+  runtime::Generator generator(f.model, tokenizer, pool);
+  generator.set_vision_encoder(&f.encoder);
+  runtime::Slot slot(f.model, 128);
+  const runtime::PromptImage image{f.pixels.data(), runtime::image_digest(f.pixels)};
+  const auto expected = test::read_f32(f.dir / "reference_logits.f32");
+  const int64_t vocab = f.model.config().vocab_size, n = static_cast<int64_t>(f.ids.size());
+
+  runtime::GenerateStats first;
+  const auto logits = generator.ingest(slot, f.ids, &first, std::span(&image, 1));
+  EXPECT_LT(test::max_abs_diff(logits.data(), expected.data() + (n - 1) * vocab, vocab), kTolerance);
+  EXPECT_EQ(first.images_encoded, 1);
+
+  std::vector<int32_t> longer = f.ids;
+  longer.insert(longer.end(), {300, 301});
+  runtime::GenerateStats second;
+  generator.ingest(slot, longer, &second, std::span(&image, 1));
+  EXPECT_EQ(second.images_encoded, 0);
+  EXPECT_EQ(second.reused_tokens, n);
+
+  std::vector<float> other = f.pixels;
+  other[0] += 0.5f;
+  const runtime::PromptImage changed{other.data(), runtime::image_digest(other)};
+  runtime::GenerateStats third;
+  generator.ingest(slot, longer, &third, std::span(&changed, 1));
+  EXPECT_EQ(third.images_encoded, 1);
+  EXPECT_EQ(third.reused_tokens, 6);  // up to <start_of_image>
+}
+
+TEST(Gemma3VisionGenerator, ImageCountsThatDoNotMatchThePromptAreErrors) {
+  kernels::ThreadPool pool(2);
+  VisionFixture f;
+  const Tokenizer tokenizer = Tokenizer::load(f.dir);
+  runtime::Generator generator(f.model, tokenizer, pool);
+  runtime::Slot slot(f.model, 128);
+  const runtime::PromptImage image{f.pixels.data(), runtime::image_digest(f.pixels)};
+  EXPECT_NE(test::error_of([&] { generator.ingest(slot, f.ids, nullptr, std::span(&image, 1)); }).find("reads no images"), std::string::npos);
+  generator.set_vision_encoder(&f.encoder);
+  EXPECT_NE(test::error_of([&] { generator.ingest(slot, f.ids, nullptr, {}); }).find("the prompt has 1 image(s)"), std::string::npos);
+  std::vector<int32_t> short_run = f.ids;
+  short_run.erase(short_run.begin() + 7);
+  EXPECT_NE(test::error_of([&] { generator.ingest(slot, short_run, nullptr, std::span(&image, 1)); }).find("has 15 <image_soft_token> ids; an image is 16"), std::string::npos);
 }
 
 }  // namespace

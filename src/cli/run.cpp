@@ -8,6 +8,7 @@
 #include "loader/model_loader.h"
 #include "runtime/chat_template.h"
 #include "runtime/generator.h"
+#include "runtime/prompt_images.h"
 
 namespace ge::cli {
 
@@ -29,6 +30,9 @@ struct RunOptions {
   std::vector<std::string> stop;
   PrecisionFlags precision;
   std::string kv_type = "f32";
+  std::vector<std::string> images;  // attached to -p (or to the first message of the chat)
+  bool pan_and_scan = false;
+  std::string mmproj;
 };
 
 runtime::SamplingParams sampling(const RunOptions& o, runtime::SamplingParams s) {
@@ -45,6 +49,9 @@ runtime::SamplingParams sampling(const RunOptions& o, runtime::SamplingParams s)
 
 void print_stats(double load_seconds, const runtime::GenerateStats& s, const nn::KVCache& cache) {
   const auto rate = [](int64_t n, double sec) { return sec > 0 ? static_cast<double>(n) / sec : 0.0; };
+  if (s.images_encoded)
+    std::fprintf(stderr, "\nimage encode:         %lld image(s) in %.3fs", static_cast<long long>(s.images_encoded),
+                 s.image_seconds);
   std::fprintf(stderr,
                "\nload duration:        %.3fs\n"
                "kv cache:             %.1f MiB (%s)\n"
@@ -75,26 +82,47 @@ class Chat {
     options_.stop = o.stop;
     // Chat answers end with <end_of_turn> even when generation_config.json lists only <eos>.
     if (auto eot = m.tokenizer.find("<end_of_turn>"); eot && !o.raw) options_.eos_ids.push_back(*eot);
-    if (!o.system.empty()) history_.push_back({"system", o.system});
+    if (!o.system.empty()) history_.push_back({"system", o.system, 0});
+    for (const std::string& path : o.images) attach(path);
   }
 
-  // One user turn: renders the whole conversation; the slot reuses the cached prefix of earlier turns.
+  // Reads and preprocesses an image for the next message.
+  void attach(const std::string& path) {
+    if (!m_.vision)
+      throw std::runtime_error("--image " + path + ": " + o_.model + " reads text only (no vision tower" +
+                               (loader::is_gguf(o_.model) ? "; give its mmproj file with --mmproj)" : ")"));
+    const auto& v = *m_.vision;
+    pending_.push_back(runtime::prepare_image_file(path, v.processor, o_.pan_and_scan || v.processor.do_pan_and_scan,
+                                                   v.config.mm_tokens_per_image));
+    generator_.set_vision_encoder(&m_.vision->bind());
+  }
+
+  // One user turn: renders the whole conversation; the slot reuses the cached prefix of earlier turns
+  // (images included: an image already in the cache is not encoded again).
   void turn(const std::string& text) {
-    std::vector<int32_t> ids;
-    if (o_.raw) {
-      ids = m_.tokenizer.encode(text, m_.tokenizer.add_bos_default());
+    const auto n_new = static_cast<int64_t>(pending_.size());
+    images_.insert(images_.end(), std::make_move_iterator(pending_.begin()), std::make_move_iterator(pending_.end()));
+    pending_.clear();
+    std::string prompt;
+    if (o_.raw) {  // images go first, as in a chat message
+      for (int64_t i = 0; i < n_new; ++i) prompt += "<start_of_image>";
+      prompt += text;
     } else {
-      history_.push_back({"user", text});
-      ids = m_.tokenizer.encode(runtime::render_chat(history_, true), false);
+      history_.push_back({"user", text, n_new});
+      prompt = runtime::render_chat(history_, true);
     }
+    const auto ids = m_.tokenizer.encode(runtime::expand_image_markers(prompt, runtime::prompt_texts(images_)),
+                                         o_.raw && m_.tokenizer.add_bos_default());
+    const auto parts = runtime::prompt_parts(images_);
     std::string answer;
     const auto stats = generator_.generate(slot_, ids, sampler_, options_, [&](std::string_view piece) {
       std::cout << piece << std::flush;
       answer += piece;
       return true;
-    });
+    }, parts);
     std::cout << "\n";
-    if (!o_.raw) history_.push_back({"model", answer});
+    if (!o_.raw) history_.push_back({"model", answer, 0});
+    if (o_.raw) images_.clear();
     if (stats.stop == runtime::StopReason::kContextFull)
       std::cerr << "gemma: context of " << o_.context << " tokens is full (raise --ctx)\n";
     print_stats(load_seconds_, stats, slot_.cache);
@@ -109,15 +137,26 @@ class Chat {
   runtime::Sampler sampler_;
   runtime::GenerateOptions options_;
   std::vector<runtime::ChatMessage> history_;
+  std::vector<runtime::PreparedImage> images_;   // of the whole conversation, in prompt order
+  std::vector<runtime::PreparedImage> pending_;  // for the next message
 };
 
 void repl(Chat& chat) {
-  std::cerr << "Type a message; /clear forgets the conversation, /bye or Ctrl-D quits.\n";
+  std::cerr << "Type a message; /image PATH attaches an image to the next one; /bye or Ctrl-D quits.\n";
   std::string line;
   for (;;) {
     std::cout << ">>> " << std::flush;
     if (!std::getline(std::cin, line) || line == "/bye") break;
     if (line.empty()) continue;
+    if (line.starts_with("/image ")) {
+      try {
+        chat.attach(line.substr(7));
+        std::cerr << "attached " << line.substr(7) << " to the next message\n";
+      } catch (const std::exception& e) {
+        std::cerr << "gemma: " << e.what() << "\n";
+      }
+      continue;
+    }
     chat.turn(line);
   }
   std::cout << "\n";
@@ -128,7 +167,7 @@ void run(RunOptions& o, bool prompt_given) {
     throw std::runtime_error("-p: empty prompt (leave -p out for a chat)");
   const auto start = std::chrono::steady_clock::now();
   kernels::ThreadPool pool(o.threads);
-  auto m = loader::load_model(o.model, o.batch);
+  auto m = loader::load_model(o.model, o.batch, o.mmproj);
   apply_precision(*m.model, o.precision);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (o.context <= 0) o.context = std::min<int64_t>(8192, m.model->config().max_position_embeddings);
@@ -173,6 +212,11 @@ void add_run_command(CLI::App& app) {
       ->check(CLI::Range(1, 8192));
   cmd->add_option("-t,--threads", o->threads, "Threads")->capture_default_str()->check(CLI::Range(1, 1024));
   cmd->add_option("--stop", o->stop, "Stop string (repeatable)");
+  cmd->add_option("--image", o->images, "Image for the prompt (repeatable; PNG, JPEG, WebP, GIF, BMP)");
+  cmd->add_flag("--pan-and-scan", o->pan_and_scan,
+                "Also show the model crops of images whose aspect ratio is far from square (Gemma3Processor's "
+                "pan and scan); on by default when preprocessor_config.json says do_pan_and_scan");
+  cmd->add_option("--mmproj", o->mmproj, "llama.cpp vision file (clip GGUF) for a GGUF model");
   add_precision_flags(cmd, o->precision);
   add_kv_type_option(cmd, o->kv_type);
   cmd->callback([o, prompt] { run(*o, prompt->count() > 0); });

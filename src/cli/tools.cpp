@@ -10,6 +10,8 @@
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "loader/model_loader.h"
+#include "runtime/chat_template.h"
+#include "runtime/prompt_images.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ge::cli {
@@ -63,24 +65,92 @@ struct LogitsOptions {
   int64_t batch = 256;
   PrecisionFlags precision;
   std::string kv_type = "f32";
+  std::vector<std::string> images;
+  bool pan_and_scan = false;
+  std::string mmproj;
 };
+
+std::vector<runtime::PreparedImage> prepare_images(loader::LoadedModel& m, const std::string& model,
+                                                   const std::vector<std::string>& paths, bool pan_and_scan) {
+  std::vector<runtime::PreparedImage> images;
+  if (paths.empty()) return images;
+  if (!m.vision)
+    throw std::runtime_error("--image: " + model + " reads text only (no vision tower" +
+                             (loader::is_gguf(model) ? "; give its mmproj file with --mmproj)" : ")"));
+  const loader::VisionPart& v = *m.vision;
+  for (const std::string& path : paths)
+    images.push_back(runtime::prepare_image_file(path, v.processor, pan_and_scan || v.processor.do_pan_and_scan,
+                                                 v.config.mm_tokens_per_image));
+  return images;
+}
+
+// Encodes each image (each crop) into the features of the next run of <image_soft_token> ids.
+std::vector<gemma::EmbeddingBlock> image_blocks(loader::LoadedModel& m, kernels::ThreadPool& pool,
+                                                const std::vector<int32_t>& ids,
+                                                const std::vector<runtime::PreparedImage>& images,
+                                                std::vector<float>& features) {
+  if (images.empty()) return {};
+  siglip::Gemma3VisionEncoder& encoder = m.vision->bind();
+  const auto parts = runtime::prompt_parts(images);
+  const int64_t per_image = encoder.config().mm_tokens_per_image, hidden = m.model->config().hidden_size;
+  const auto runs = runtime::find_image_runs(ids, encoder.config().image_token_id, per_image, parts.size());
+  features.resize(parts.size() * per_image * hidden);
+  std::vector<gemma::EmbeddingBlock> blocks;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    float* f = features.data() + i * per_image * hidden;
+    encoder.encode(parts[i].pixels, pool, f);
+    blocks.push_back({runs[i].offset, runs[i].count, f});
+  }
+  return blocks;
+}
 
 void logits(const LogitsOptions& o) {
   kernels::ThreadPool pool(o.threads);
-  auto m = loader::load_model(o.model, o.batch);
+  auto m = loader::load_model(o.model, o.batch, o.mmproj);
   apply_precision(*m.model, o.precision);
   if (o.ids.empty() && o.prompt.empty()) throw std::runtime_error("no tokens: give --ids or a non-empty -p");
-  const auto ids =
-      o.ids.empty() ? m.tokenizer.encode(o.prompt, m.tokenizer.add_bos_default()) : parse_ids(o.ids);
+  const auto images = prepare_images(m, o.model, o.images, o.pan_and_scan);
+  // -p text with images: each <start_of_image> in it expands as the processor expands it.
+  const auto ids = o.ids.empty() ? m.tokenizer.encode(images.empty() ? o.prompt
+                                                                      : runtime::expand_image_markers(
+                                                                            o.prompt, runtime::prompt_texts(images)),
+                                                      m.tokenizer.add_bos_default())
+                                 : parse_ids(o.ids);
+  std::vector<float> features;
+  const auto blocks = image_blocks(m, pool, ids, images, features);
   const int64_t vocab = m.model->config().vocab_size;
   std::vector<float> out(ids.size() * vocab);
   auto cache = m.model->make_cache(static_cast<int64_t>(ids.size()), kv_cache_type(o.kv_type));
-  m.model->forward(ids, 0, cache, pool, out.data(), true);
+  m.model->forward(ids, 0, cache, pool, out.data(), true, nullptr, blocks);
   formats::write_atomically(o.output, [&](std::ostream& file) {
     file.write(reinterpret_cast<const char*>(out.data()),
                static_cast<std::streamsize>(out.size() * sizeof(float)));
   });
   std::fprintf(stderr, "wrote %s: [%zu, %" PRId64 "] f32\n", o.output.c_str(), ids.size(), vocab);
+}
+
+struct PreprocessOptions {
+  std::string model = default_model_dir();
+  std::string image;
+  bool pan_and_scan = false;
+  std::string mmproj;
+  std::string output;
+};
+
+void preprocess(const PreprocessOptions& o) {
+  const loader::ImagePreprocessing p = loader::load_image_preprocessing(o.model, o.mmproj);
+  const auto image = runtime::prepare_image_file(o.image, p.processor, o.pan_and_scan || p.processor.do_pan_and_scan,
+                                                 p.mm_tokens_per_image);
+  const std::vector<float>& values = image.pixels.data;
+  formats::write_atomically(o.output, [&](std::ostream& file) {
+    file.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(float)));
+  });
+  std::printf("images: %lld (the original%s)\nshape: [%lld, 3, %lld, %lld] f32 -> %s\nprompt text: ",
+              static_cast<long long>(image.pixels.count), image.pixels.count > 1 ? " and its crops" : "",
+              static_cast<long long>(image.pixels.count), static_cast<long long>(image.pixels.height),
+              static_cast<long long>(image.pixels.width), o.output.c_str());
+  std::fwrite(image.prompt_text.data(), 1, image.prompt_text.size(), stdout);
+  std::printf("\n");
 }
 
 // One metadata value on one line: long strings cut, arrays summarized by type, count and first items.
@@ -195,9 +265,24 @@ void add_tool_commands(CLI::App& app) {
   lg->add_option("-o,--output", l->output, "Output file")->required();
   lg->add_option("-t,--threads", l->threads, "Threads")->check(CLI::Range(1, 1024));
   lg->add_option("-b,--batch", l->batch, "Tokens per forward step")->check(CLI::Range(1, 8192));
+  lg->add_option("--image", l->images,
+                 "Image whose features fill the next run of <image_soft_token> ids (repeatable; with -p, each "
+                 "<start_of_image> in the text expands as the processor does)");
+  lg->add_flag("--pan-and-scan", l->pan_and_scan, "Pan-and-scan crops (each crop fills a run of its own)");
+  lg->add_option("--mmproj", l->mmproj, "llama.cpp vision file (clip GGUF) for a GGUF model");
   add_precision_flags(lg, l->precision);
   add_kv_type_option(lg, l->kv_type);
   lg->callback([l] { logits(*l); });
+
+  auto pp = std::make_shared<PreprocessOptions>();
+  CLI::App* pre = app.add_subcommand(
+      "preprocess", "Write an image's pixel values as the model's processor computes them: raw f32 [n, 3, S, S]");
+  pre->add_option("-m,--model", pp->model, "Model folder (or .gguf with --mmproj)");
+  pre->add_option("--image", pp->image, "Image file")->required();
+  pre->add_flag("--pan-and-scan", pp->pan_and_scan, "Pan-and-scan crops after the original");
+  pre->add_option("--mmproj", pp->mmproj, "llama.cpp vision file (clip GGUF) for a GGUF model");
+  pre->add_option("-o,--output", pp->output, "Output file")->required();
+  pre->callback([pp] { preprocess(*pp); });
 
   auto dir = std::make_shared<std::string>();
   CLI::App* in =

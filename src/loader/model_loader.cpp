@@ -6,6 +6,7 @@
 #include "formats/json_file.h"
 #include "formats/safetensors.h"
 #include "loader/gguf_model.h"
+#include "loader/mmproj.h"
 #include "models/quantization_config.h"
 
 namespace ge::loader {
@@ -37,12 +38,44 @@ void read_sampling(const nlohmann::json& g, runtime::SamplingParams& s) {
   s.repeat_penalty = g.value("repetition_penalty", 1.0f);
 }
 
+int32_t vocabulary_id(const Tokenizer& tokenizer, const std::string& piece, const std::filesystem::path& path) {
+  const auto id = tokenizer.find(piece);
+  if (!id) throw std::runtime_error(path.string() + ": the vocabulary has no " + piece + " token, so it cannot read images");
+  return *id;
+}
+
+// The vision tower of a GGUF text model, from a llama.cpp clip file; the processor resizes to the tower's
+// size and normalizes with the file's mean and std, as llama.cpp's mtmd does.
+std::unique_ptr<VisionPart> mmproj_vision(const std::filesystem::path& mmproj, const std::filesystem::path& text_path,
+                                          const Tokenizer& tokenizer, int64_t text_hidden) {
+  auto file = std::make_unique<formats::GgufFile>(mmproj);
+  auto vision = std::make_unique<VisionPart>();
+  vision->config = vision_config_from_mmproj(
+      *file, text_hidden, text_path.filename().string(), vocabulary_id(tokenizer, "<image_soft_token>", text_path),
+      vocabulary_id(tokenizer, "<start_of_image>", text_path), vocabulary_id(tokenizer, "<end_of_image>", text_path));
+  const ImageNormalization norm = image_normalization_from_mmproj(*file);
+  vision->processor.height = vision->processor.width = vision->config.vision.image_size;
+  for (int c = 0; c < 3; ++c) {
+    vision->processor.image_mean[c] = norm.mean[c];
+    vision->processor.image_std[c] = norm.std_dev[c];
+  }
+  vision->norm_adds_one = false;
+  vision->own_tensors = hf_named_vision_tensors(std::move(file));
+  vision->tensors = vision->own_tensors.get();
+  return vision;
+}
+
 // A GGUF file carries no sampling settings: generation is greedy, as for a folder without
 // generation_config.json.
-LoadedModel load_gguf_model(const std::filesystem::path& path, int64_t max_chunk) {
+LoadedModel load_gguf_model(const std::filesystem::path& path, int64_t max_chunk, const std::filesystem::path& mmproj) {
   auto file = std::make_unique<formats::GgufFile>(path, /*populate=*/true);
   gemma::Config config = config_from_gguf(*file);
   Tokenizer tokenizer = tokenizer_from_gguf(*file);
+  std::unique_ptr<VisionPart> vision;
+  if (!mmproj.empty()) {
+    vision = mmproj_vision(mmproj, path, tokenizer, config.hidden_size);
+    config.image_block_tokens = vision->config.mm_tokens_per_image;
+  }
   GenerationDefaults defaults;
   defaults.eos_ids = end_of_generation_ids(*file, tokenizer);
   defaults.sampling.temperature = 0;
@@ -50,7 +83,7 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, int64_t max_chunk
   auto layers = std::make_unique<nn::LayerSource>(*tensors);
   auto model = std::make_unique<gemma::Model>(std::move(config), *layers, max_chunk);
   return LoadedModel{path,           std::move(tensors),   std::move(layers),  std::move(model),
-                     std::move(tokenizer), std::move(defaults)};
+                     std::move(tokenizer), std::move(defaults), std::move(vision)};
 }
 
 }  // namespace
@@ -85,19 +118,64 @@ bool is_gguf(const std::filesystem::path& path) {
   return std::filesystem::is_regular_file(path) && path.extension() == ".gguf";
 }
 
-LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk) {
-  if (is_gguf(dir)) return load_gguf_model(dir, max_chunk);
+siglip::Gemma3VisionEncoder& VisionPart::bind() {
+  if (!encoder) {
+    const nn::LayerSource source(*tensors);
+    encoder = std::make_unique<siglip::Gemma3VisionEncoder>(config, source, norm_adds_one);
+  }
+  return *encoder;
+}
+
+namespace {
+
+// A folder's vision tower, if its config.json has one; its tensors are bound later.
+std::unique_ptr<VisionPart> folder_vision(const std::filesystem::path& dir, const nlohmann::json& config,
+                                          int64_t text_hidden) {
+  if (!siglip::has_vision_config(config)) return nullptr;
+  auto vision = std::make_unique<VisionPart>();
+  vision->config = siglip::resolve_gemma3_vision_config(config, text_hidden, (dir / "config.json").string());
+  vision->processor = runtime::load_image_processor_config(dir);
+  if (!std::filesystem::exists(dir / "preprocessor_config.json"))  // the processor resizes to the tower's size
+    vision->processor.height = vision->processor.width = vision->config.vision.image_size;
+  return vision;
+}
+
+}  // namespace
+
+ImagePreprocessing load_image_preprocessing(const std::filesystem::path& path, const std::filesystem::path& mmproj) {
+  if (is_gguf(path)) {
+    if (mmproj.empty()) throw std::runtime_error(path.string() + ": a GGUF model reads images with its mmproj file (--mmproj)");
+    const formats::GgufFile text(path);
+    const auto vision = mmproj_vision(mmproj, path, tokenizer_from_gguf(text), config_from_gguf(text).hidden_size);
+    return {vision->processor, vision->config.mm_tokens_per_image};
+  }
+  const auto config_path = path / "config.json";
+  const nlohmann::json config = formats::read_json_file(config_path);
+  const auto vision = folder_vision(path, config, gemma::resolve_config(config, config_path.string()).hidden_size);
+  if (!vision) throw std::runtime_error(config_path.string() + ": no vision_config: this model reads text only");
+  return {vision->processor, vision->config.mm_tokens_per_image};
+}
+
+LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk, const std::filesystem::path& mmproj) {
+  if (is_gguf(dir)) return load_gguf_model(dir, max_chunk, mmproj);
   if (!std::filesystem::is_directory(dir))
     throw std::runtime_error(dir.string() +
                              ": not a model folder (config.json, *.safetensors) or a .gguf file");
+  if (!mmproj.empty())
+    throw std::runtime_error("--mmproj " + mmproj.string() + ": only a GGUF text model takes an mmproj file; " +
+                             dir.string() + " is a folder, whose vision tower (if any) is in its own weights");
   auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir, /*populate=*/true);
   auto layers = std::make_unique<nn::LayerSource>(*tensors, load_quantization_config(dir));
-  auto model = std::make_unique<gemma::Model>(load_config(dir), *layers, max_chunk);
+  const auto config_path = dir / "config.json";
+  const nlohmann::json config_json = formats::read_json_file(config_path);
+  auto model = std::make_unique<gemma::Model>(gemma::resolve_config(config_json, config_path.string()), *layers, max_chunk);
   auto tokenizer = Tokenizer::load(dir);
   auto defaults = load_generation_defaults(dir);
   if (defaults.eos_ids.empty()) defaults.eos_ids.push_back(tokenizer.eos_id());
+  auto vision = folder_vision(dir, config_json, model->config().hidden_size);
+  if (vision) vision->tensors = tensors.get();
   return LoadedModel{dir,  std::move(tensors),   std::move(layers),  std::move(model),
-                     std::move(tokenizer), std::move(defaults)};
+                     std::move(tokenizer), std::move(defaults), std::move(vision)};
 }
 
 }  // namespace ge::loader

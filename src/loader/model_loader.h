@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "models/gemma/model.h"
+#include "models/siglip/model.h"
 #include "nn/layer_source.h"
+#include "runtime/image_processor.h"
 #include "runtime/sampler.h"
 #include "tensor/tensor_source.h"
 #include "tokenizer/tokenizer.h"
@@ -19,6 +21,19 @@ struct GenerationDefaults {
   runtime::SamplingParams sampling;  // temperature / top_k / top_p / min_p / repetition_penalty
 };
 
+// The vision side of a Gemma 3 model: its config at load, its tower bound on first use, so that text-only
+// prompts never read the vision weights.
+struct VisionPart {
+  siglip::Gemma3VisionConfig config;
+  std::unique_ptr<TensorSource> own_tensors;  // an mmproj file's (a folder's are the model's tensors)
+  const TensorSource* tensors = nullptr;
+  bool norm_adds_one = true;  // false for GGUF, which stores w + 1
+  runtime::ImageProcessorConfig processor;  // preprocessor_config.json, or the mmproj's size, mean and std
+  std::unique_ptr<siglip::Gemma3VisionEncoder> encoder;
+
+  siglip::Gemma3VisionEncoder& bind();
+};
+
 struct LoadedModel {
   std::filesystem::path dir;
   std::unique_ptr<TensorSource> tensors;
@@ -26,6 +41,7 @@ struct LoadedModel {
   std::unique_ptr<gemma::Model> model;
   Tokenizer tokenizer;
   GenerationDefaults defaults;
+  std::unique_ptr<VisionPart> vision;  // null for a model that reads text only
 };
 
 gemma::Config load_config(const std::filesystem::path& dir);
@@ -33,7 +49,16 @@ gemma::Config load_config(const std::filesystem::path& dir);
 nn::QuantizationConfig load_quantization_config(const std::filesystem::path& dir);
 GenerationDefaults load_generation_defaults(const std::filesystem::path& dir);
 // `path`: a Hugging Face folder, or a Gemma GGUF file (gemma, gemma2, gemma3 as `gemma convert` writes it).
-LoadedModel load_model(const std::filesystem::path& path, int64_t max_chunk);
+bool is_gguf(const std::filesystem::path& path);
+// `mmproj`: a llama.cpp "clip" file with the vision tower of a GGUF text model (ignored when empty).
+LoadedModel load_model(const std::filesystem::path& path, int64_t max_chunk, const std::filesystem::path& mmproj = {});
+// What turns an image into pixel values and prompt text, without loading any weights.
+struct ImagePreprocessing {
+  runtime::ImageProcessorConfig processor;
+  int64_t mm_tokens_per_image = 0;
+};
+ImagePreprocessing load_image_preprocessing(const std::filesystem::path& path, const std::filesystem::path& mmproj = {});
+
 // Only the tokenizer: a folder's tokenizer files, or the vocabulary in a GGUF file's metadata.
 Tokenizer load_tokenizer(const std::filesystem::path& path);
 

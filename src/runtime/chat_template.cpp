@@ -45,6 +45,8 @@ std::string_view turn_role(const ChatMessage& message) {
   return message.role == "assistant" ? std::string_view("model") : std::string_view(message.role);
 }
 
+constexpr std::string_view kImageMarker = "<start_of_image>";
+
 }  // namespace
 
 std::string render_chat(std::span<const ChatMessage> messages, bool add_generation_prompt) {
@@ -60,13 +62,28 @@ std::string render_chat(std::span<const ChatMessage> messages, bool add_generati
     out += turn_role(turns[i]);
     out += '\n';
     if (i == 0 && has_system) out += messages.front().content + "\n\n";
-    // Future work: the template also accepts a list of {type: text|image} parts as content, emitting
-    // "<start_of_image>" per image; that would slot in here as a content variant.
+    for (int64_t k = 0; k < turns[i].images; ++k) out += kImageMarker;
     out += trim(turns[i].content);
     out += "<end_of_turn>\n";
   }
   if (add_generation_prompt) out += "<start_of_turn>model\n";
   return out;
+}
+
+std::string expand_image_markers(std::string_view text, std::span<const std::string> image_texts) {
+  std::string out;
+  size_t used = 0;
+  for (size_t at; (at = text.find(kImageMarker)) != std::string_view::npos; text.remove_prefix(at + kImageMarker.size())) {
+    if (used == image_texts.size())
+      throw std::invalid_argument("the prompt has more <start_of_image> markers than the " +
+                                  std::to_string(image_texts.size()) + " image(s) given");
+    out += text.substr(0, at);
+    out += image_texts[used++];
+  }
+  if (used != image_texts.size())
+    throw std::invalid_argument(std::to_string(image_texts.size()) + " image(s) given but the prompt has " +
+                                std::to_string(used) + " <start_of_image> marker(s)");
+  return out += text;
 }
 
 }  // namespace ge::runtime

@@ -1,14 +1,19 @@
 // Gemma's chat format, rendered in C++ instead of through a Jinja engine: the published template is
 // short and fixed, and tests/data/chat_template/cases.json pins this code to the real template's output.
 #pragma once
+#include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 namespace ge::runtime {
 
 struct ChatMessage {
   std::string role;  // "system", "user", "assistant" (rendered as "model") or "model"
   std::string content;
+  // Images attached to the message, rendered before its text as the template renders a content list
+  // [{type: image}..., {type: text}]: one "<start_of_image>" each, for the processor to expand.
+  int64_t images = 0;
 };
 
 // Renders `messages` exactly as Gemma 3's chat_template (tokenizer_config.json) does, as text that starts
@@ -21,5 +26,9 @@ struct ChatMessage {
 //   - "<start_of_turn>model\n" is appended when add_generation_prompt.
 // Throws std::invalid_argument for an empty conversation or roles that break the alternation.
 std::string render_chat(std::span<const ChatMessage> messages, bool add_generation_prompt);
+
+// Gemma3Processor's expansion of a rendered prompt: the i-th "<start_of_image>" becomes the text of the
+// i-th image (`image_texts`, from image_prompt_text). Throws when the counts differ.
+std::string expand_image_markers(std::string_view text, std::span<const std::string> image_texts);
 
 }  // namespace ge::runtime

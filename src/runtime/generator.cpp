@@ -1,6 +1,7 @@
 #include "runtime/generator.h"
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <utility>
 
@@ -60,26 +61,93 @@ class StopFilter {
 Generator::Generator(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool)
     : model_(model), tokenizer_(tokenizer), pool_(pool), logits_(model.config().vocab_size) {}
 
-std::span<float> Generator::ingest(Slot& slot, std::span<const int32_t> prompt, GenerateStats* stats) {
+uint64_t image_digest(std::span<const float> pixels) {
+  // FNV-1a over the bytes: a cache key, not a defence against crafted collisions.
+  uint64_t h = 1469598103934665603ull;
+  for (const float v : pixels) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    for (int i = 0; i < 4; ++i) h = (h ^ ((bits >> (8 * i)) & 0xFF)) * 1099511628211ull;
+  }
+  return h | 1;
+}
+
+std::vector<ImageRun> find_image_runs(std::span<const int32_t> prompt, int32_t image_token, int64_t tokens_per_image,
+                                      size_t n_images) {
+  std::vector<ImageRun> runs;
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] != image_token) continue;
+    if (i == 0 || prompt[i - 1] != image_token) runs.push_back({static_cast<int64_t>(i), 0});
+    ++runs.back().count;
+  }
+  if (runs.size() != n_images)
+    throw std::invalid_argument("the prompt has " + std::to_string(runs.size()) +
+                                " image(s) (runs of <image_soft_token>) but " + std::to_string(n_images) +
+                                " image(s) were given");
+  for (const ImageRun& r : runs)
+    if (r.count != tokens_per_image)
+      throw std::invalid_argument("the image at prompt position " + std::to_string(r.offset) + " has " +
+                                  std::to_string(r.count) + " <image_soft_token> ids; an image is " +
+                                  std::to_string(tokens_per_image));
+  return runs;
+}
+
+std::vector<ImageRun> Generator::image_runs(std::span<const int32_t> prompt, size_t n_images) const {
+  if (!encoder_) {
+    if (n_images) throw std::invalid_argument("this model reads no images (it has no vision tower)");
+    return {};
+  }
+  return find_image_runs(prompt, encoder_->config().image_token_id, encoder_->config().mm_tokens_per_image, n_images);
+}
+
+std::span<float> Generator::ingest(Slot& slot, std::span<const int32_t> prompt, GenerateStats* stats,
+                                   std::span<const PromptImage> images) {
   if (prompt.empty()) throw std::invalid_argument("empty prompt: nothing to run");
   if (static_cast<int64_t>(prompt.size()) > slot.cache.context())
     throw std::runtime_error("prompt of " + std::to_string(prompt.size()) + " tokens exceeds the context of " +
                              std::to_string(slot.cache.context()) + " (raise --ctx)");
-  // Reuse the cached prefix, but always run at least the last prompt token to get its logits.
-  size_t keep = std::mismatch(slot.tokens.begin(), slot.tokens.end(), prompt.begin(), prompt.end()).first -
-                slot.tokens.begin();
+  const std::vector<ImageRun> runs = image_runs(prompt, images.size());
+  std::vector<uint64_t> digests(prompt.size(), 0);
+  for (size_t i = 0; i < runs.size(); ++i)
+    std::fill_n(digests.begin() + runs[i].offset, runs[i].count, images[i].digest);
+
+  // Reuse the cached prefix, but always run at least the last prompt token to get its logits, and never
+  // keep part of an image: its tokens attend to each other, so they run together.
+  size_t keep = 0;
+  while (keep < slot.tokens.size() && keep < prompt.size() && slot.tokens[keep] == prompt[keep] &&
+         slot.image_digests[keep] == digests[keep])
+    ++keep;
   keep = std::min(keep, prompt.size() - 1);
+  for (const ImageRun& r : runs)
+    if (r.offset < static_cast<int64_t>(keep) && static_cast<int64_t>(keep) < r.offset + r.count) keep = r.offset;
   if (!model_.can_rewind(slot.cache, static_cast<int64_t>(slot.tokens.size()), static_cast<int64_t>(keep))) keep = 0;
   slot.tokens.resize(keep);
+  slot.image_digests.resize(keep);
 
   const auto start = Clock::now();
+  std::vector<gemma::EmbeddingBlock> blocks;
+  const int64_t hidden = model_.config().hidden_size;
+  for (size_t i = 0; i < runs.size(); ++i)
+    if (runs[i].offset >= static_cast<int64_t>(keep)) blocks.push_back({runs[i].offset - static_cast<int64_t>(keep), runs[i].count, nullptr});
+  if (!blocks.empty()) {
+    features_.resize(blocks.size() * blocks.front().count * hidden);
+    const size_t first = runs.size() - blocks.size();
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      blocks[b].embeddings = features_.data() + b * blocks[b].count * hidden;
+      encoder_->encode(images[first + b].pixels, pool_, features_.data() + b * blocks[b].count * hidden);
+    }
+  }
+  const double image_seconds = seconds_since(start);
   const auto rest = prompt.subspan(keep);
-  model_.forward(rest, static_cast<int64_t>(keep), slot.cache, pool_, logits_.data(), false);
+  model_.forward(rest, static_cast<int64_t>(keep), slot.cache, pool_, logits_.data(), false, nullptr, blocks);
   slot.tokens.insert(slot.tokens.end(), rest.begin(), rest.end());
+  slot.image_digests.insert(slot.image_digests.end(), digests.begin() + static_cast<int64_t>(keep), digests.end());
   if (stats) {
     stats->prompt_tokens = static_cast<int64_t>(rest.size());
     stats->reused_tokens = static_cast<int64_t>(keep);
-    stats->prompt_seconds = seconds_since(start);
+    stats->images_encoded = static_cast<int64_t>(blocks.size());
+    stats->image_seconds = image_seconds;
+    stats->prompt_seconds = seconds_since(start) - image_seconds;
   }
   return logits_;
 }
@@ -88,13 +156,15 @@ std::span<float> Generator::step(Slot& slot, int32_t token) {
   const int32_t one[1] = {token};
   model_.forward(one, static_cast<int64_t>(slot.tokens.size()), slot.cache, pool_, logits_.data(), false);
   slot.tokens.push_back(token);
+  slot.image_digests.push_back(0);
   return logits_;
 }
 
 GenerateStats Generator::generate(Slot& slot, std::span<const int32_t> prompt, Sampler& sampler,
-                                  const GenerateOptions& options, const TextSink& sink) {
+                                  const GenerateOptions& options, const TextSink& sink,
+                                  std::span<const PromptImage> images) {
   GenerateStats stats;
-  std::span<float> logits = ingest(slot, prompt, &stats);
+  std::span<float> logits = ingest(slot, prompt, &stats, images);
   StreamDecoder decoder(tokenizer_);
   StopFilter filter(options.stop);
   const auto start = Clock::now();
