@@ -2,6 +2,8 @@
 // tests/data/images/generate.py wrote the expected data with Debian's python3-pil (Pillow 9.4, the same
 // libjpeg-turbo and libwebp as ours): decode/NAME.rgb is Image.open(NAME).convert("RGB"),
 // resize/*.rgb is Image.resize of resize/src.*, processor_*/pixel_values.f32 is transformers' formula.
+#include "formats/image.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -12,7 +14,6 @@
 #include <string>
 #include <vector>
 
-#include "formats/image.h"
 #include "runtime/image_processor.h"
 #include "test_util.h"
 
@@ -22,7 +23,9 @@ namespace {
 using formats::RgbImage;
 namespace fs = std::filesystem;
 
-fs::path images_dir() { return test::data_dir() / "images"; }
+fs::path images_dir() {
+  return test::data_dir() / "images";
+}
 
 std::vector<uint8_t> read_u8(const fs::path& p) {
   const auto bytes = test::read_bytes(p);
@@ -30,7 +33,8 @@ std::vector<uint8_t> read_u8(const fs::path& p) {
 }
 
 // Passes when `got` is `expected` exactly; otherwise says how many bytes differ and by how much at most.
-::testing::AssertionResult same_pixels(const std::vector<uint8_t>& got, const std::vector<uint8_t>& expected) {
+::testing::AssertionResult same_pixels(const std::vector<uint8_t>& got,
+                                       const std::vector<uint8_t>& expected) {
   if (got.size() != expected.size())
     return ::testing::AssertionFailure() << got.size() << " bytes, expected " << expected.size();
   size_t differ = 0;
@@ -41,7 +45,8 @@ std::vector<uint8_t> read_u8(const fs::path& p) {
     worst = std::max(worst, d);
   }
   if (differ == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << differ << " of " << got.size() << " bytes differ, by up to " << worst;
+  return ::testing::AssertionFailure()
+         << differ << " of " << got.size() << " bytes differ, by up to " << worst;
 }
 
 // Runs f and returns the std::runtime_error message it throws ("" if it throws none).
@@ -76,29 +81,55 @@ TEST_P(ImageDecodeTest, MatchesPillowConvertRgb) {
 }
 
 const DecodeCase kDecodeCases[] = {
-    {"png_rgb.png", 37, 23},        {"png_rgba.png", 37, 23},        {"png_palette.png", 37, 23},
-    {"png_palette_short.png", 37, 23}, {"png_gray.png", 37, 23},     {"png_gray2.png", 37, 23},
-    {"png_1bit.png", 37, 23},       {"png_la.png", 37, 23},          {"png_rgb16.png", 37, 23},
-    {"png_rgba16.png", 37, 23},     {"png_gray16.png", 37, 23},      {"png_la16.png", 37, 23},
-    {"png_interlaced.png", 37, 23}, {"png_interlaced16.png", 37, 23}, {"jpeg_baseline.jpg", 37, 23},
-    {"jpeg_444.jpg", 37, 23},       {"jpeg_progressive.jpg", 37, 23}, {"jpeg_gray.jpg", 37, 23},
-    {"jpeg_cmyk.jpg", 37, 23},      {"jpeg_cmyk_k.jpg", 37, 23},     {"webp_lossy.webp", 37, 23},     {"webp_lossless.webp", 37, 23},
-    {"webp_alpha.webp", 37, 23},    {"webp_animated.webp", 37, 23},  {"gif.gif", 37, 23},
-    {"gif_plain.gif", 37, 23},      {"gif_animated.gif", 37, 23},    {"gif_offset.gif", 37, 23},
-    {"gif_grown.gif", 26, 14},      {"bmp_24.bmp", 37, 23},          {"bmp_8.bmp", 37, 23},
-    {"bmp_4.bmp", 37, 23},          {"bmp_1.bmp", 37, 23},           {"bmp_32.bmp", 37, 23},
-    {"bmp_565.bmp", 37, 23},        {"bmp_555.bmp", 37, 23},         {"bmp_topdown.bmp", 37, 23},
-    {"bmp_v4_rgba.bmp", 37, 23},    {"bmp_os2.bmp", 37, 23},         {"bmp_rle8.bmp", 37, 23},
+    {"png_rgb.png", 37, 23},
+    {"png_rgba.png", 37, 23},
+    {"png_palette.png", 37, 23},
+    {"png_palette_short.png", 37, 23},
+    {"png_gray.png", 37, 23},
+    {"png_gray2.png", 37, 23},
+    {"png_1bit.png", 37, 23},
+    {"png_la.png", 37, 23},
+    {"png_rgb16.png", 37, 23},
+    {"png_rgba16.png", 37, 23},
+    {"png_gray16.png", 37, 23},
+    {"png_la16.png", 37, 23},
+    {"png_interlaced.png", 37, 23},
+    {"png_interlaced16.png", 37, 23},
+    {"jpeg_baseline.jpg", 37, 23},
+    {"jpeg_444.jpg", 37, 23},
+    {"jpeg_progressive.jpg", 37, 23},
+    {"jpeg_gray.jpg", 37, 23},
+    {"jpeg_cmyk.jpg", 37, 23},
+    {"jpeg_cmyk_k.jpg", 37, 23},
+    {"webp_lossy.webp", 37, 23},
+    {"webp_lossless.webp", 37, 23},
+    {"webp_alpha.webp", 37, 23},
+    {"webp_animated.webp", 37, 23},
+    {"gif.gif", 37, 23},
+    {"gif_plain.gif", 37, 23},
+    {"gif_animated.gif", 37, 23},
+    {"gif_offset.gif", 37, 23},
+    {"gif_grown.gif", 26, 14},
+    {"bmp_24.bmp", 37, 23},
+    {"bmp_8.bmp", 37, 23},
+    {"bmp_4.bmp", 37, 23},
+    {"bmp_1.bmp", 37, 23},
+    {"bmp_32.bmp", 37, 23},
+    {"bmp_565.bmp", 37, 23},
+    {"bmp_555.bmp", 37, 23},
+    {"bmp_topdown.bmp", 37, 23},
+    {"bmp_v4_rgba.bmp", 37, 23},
+    {"bmp_os2.bmp", 37, 23},
+    {"bmp_rle8.bmp", 37, 23},
     {"bmp_rle4.bmp", 37, 23},
 };
 
-INSTANTIATE_TEST_SUITE_P(Image, ImageDecodeTest, ::testing::ValuesIn(kDecodeCases),
-                         [](const auto& info) {
-                           std::string name = info.param.file;
-                           for (char& ch : name)
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Image, ImageDecodeTest, ::testing::ValuesIn(kDecodeCases), [](const auto& info) {
+  std::string name = info.param.file;
+  for (char& ch : name)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return name;
+});
 
 TEST(ImageDecode, FormatComesFromTheBytesNotTheName) {
   const auto png = read_u8(images_dir() / "decode" / "png_rgb.png");
@@ -125,15 +156,17 @@ TEST(ImageDecode, PaletteIndicesPastThePaletteAreGray) {
 
 // ---- decoding: bad input is an error naming the file, never a crash ----
 
-void expect_error_naming(const std::vector<uint8_t>& bytes, const std::string& name, const std::string& what) {
+void expect_error_naming(const std::vector<uint8_t>& bytes, const std::string& name,
+                         const std::string& what) {
   const std::string message = runtime_error_of([&] { formats::decode_image(bytes, name); });
   EXPECT_NE(message.find(name), std::string::npos) << "message: " << message;
   EXPECT_NE(message.find(what), std::string::npos) << "message: " << message;
 }
 
 TEST(ImageDecode, TruncatedFilesFail) {
-  for (const char* file : {"png_rgb.png", "png_interlaced.png", "jpeg_baseline.jpg", "jpeg_progressive.jpg",
-                           "webp_lossy.webp", "webp_lossless.webp", "gif.gif", "bmp_24.bmp", "bmp_rle8.bmp"}) {
+  for (const char* file :
+       {"png_rgb.png", "png_interlaced.png", "jpeg_baseline.jpg", "jpeg_progressive.jpg", "webp_lossy.webp",
+        "webp_lossless.webp", "gif.gif", "bmp_24.bmp", "bmp_rle8.bmp"}) {
     SCOPED_TRACE(file);
     auto bytes = read_u8(images_dir() / "decode" / file);
     bytes.resize(bytes.size() / 2);
@@ -152,8 +185,9 @@ TEST(ImageDecode, EmptyAndUnknownFilesFail) {
   EXPECT_NE(runtime_error_of([&] { formats::decode_image(dir.path() / "missing.png"); }).find("missing.png"),
             std::string::npos);
   test::write_bytes(dir.path() / "zero.png", {});
-  EXPECT_NE(runtime_error_of([&] { formats::decode_image(dir.path() / "zero.png"); }).find("zero.png: empty file"),
-            std::string::npos);
+  EXPECT_NE(
+      runtime_error_of([&] { formats::decode_image(dir.path() / "zero.png"); }).find("zero.png: empty file"),
+      std::string::npos);
 }
 
 uint32_t crc32(const uint8_t* p, size_t n) {
@@ -190,7 +224,8 @@ TEST(ImageDecode, HugeImagesAreRefusedFromTheirHeader) {
     }
   expect_error_naming(jpeg, "huge.jpg", "too large (60138x60138");
 
-  auto webp = read_u8(images_dir() / "decode" / "webp_animated.webp");  // VP8X: 24-bit canvas width-1, height-1
+  auto webp =
+      read_u8(images_dir() / "decode" / "webp_animated.webp");  // VP8X: 24-bit canvas width-1, height-1
   ASSERT_EQ(std::memcmp(&webp[12], "VP8X", 4), 0);
   for (int i = 24; i < 30; ++i) webp[i] = i % 3 == 2 ? 0x00 : 0x3f;  // 16192 x 16192
   expect_error_naming(webp, "huge.webp", "too large (16192x16192");
@@ -226,7 +261,7 @@ TEST(ImageDecode, ZeroPixelImagesFail) {
   bmp[18] = 0;  // width 37 -> 0
   expect_error_naming(bmp, "zero.bmp", "empty image (0x23)");
   auto gif = read_u8(images_dir() / "decode" / "gif.gif");
-  std::fill(gif.begin() + 6, gif.begin() + 10, 0);                         // logical screen 0 x 0
+  std::fill(gif.begin() + 6, gif.begin() + 10, 0);  // logical screen 0 x 0
   std::fill(gif.begin() + gif_frame_at(gif) + 5, gif.begin() + gif_frame_at(gif) + 9, 0);  // frame 0 x 0
   expect_error_naming(gif, "zero.gif", "empty image (0x0)");
 }
@@ -266,8 +301,9 @@ struct ResizeCase {
 const char* const kFilters[] = {"nearest", "lanczos", "bilinear", "bicubic", "box", "hamming"};  // by value
 
 TEST(ImageResize, MatchesPillowForEveryFilter) {
-  const ResizeCase cases[] = {{"src.png", 29, 35}, {"src.png", 75, 60}, {"src.png", 7, 5}, {"src.jpg", 64, 80},
-                              {"src.jpg", 9, 13},  {"src.png", 40, 47}, {"src.png", 61, 71}};
+  const ResizeCase cases[] = {{"src.png", 29, 35}, {"src.png", 75, 60}, {"src.png", 7, 5},
+                              {"src.jpg", 64, 80}, {"src.jpg", 9, 13},  {"src.png", 40, 47},
+                              {"src.png", 61, 71}};
   for (const auto& c : cases) {
     const RgbImage source = formats::decode_image(images_dir() / "resize" / c.source);
     std::string stem = c.source;
@@ -296,6 +332,8 @@ TEST(ImageResize, SameSizeIsACopyAndBadArgumentsThrow) {
     EXPECT_EQ(runtime::resize_like_pillow(source, source.width, source.height, filter).pixels, source.pixels);
   EXPECT_THROW(runtime::resize_like_pillow(source, 0, 5, runtime::kBilinear), std::invalid_argument);
   EXPECT_THROW(runtime::resize_like_pillow(source, 5, 5, 6), std::invalid_argument);
+  EXPECT_THROW(runtime::resize_like_pillow(source, 100'000, 100'000, runtime::kBilinear),
+               std::invalid_argument);
 }
 
 // ---- the processor: config, pixel_values, pan-and-scan, prompt text ----
@@ -355,7 +393,8 @@ TEST(ImagePreprocess, WithoutRescaleOrNormalize) {
   c.image_mean = {1, 2, 3};
   c.image_std = {2, 2, 2};
   auto pv = runtime::preprocess_image(image, c, false);
-  EXPECT_EQ(pv.data, (std::vector<float>{-0.5f, 4.5f, 63.0f, 9.0f, 126.0f, 13.5f}));  // (u8 - mean) / std, CHW
+  EXPECT_EQ(pv.data,
+            (std::vector<float>{-0.5f, 4.5f, 63.0f, 9.0f, 126.0f, 13.5f}));  // (u8 - mean) / std, CHW
   c.do_normalize = false;
   pv = runtime::preprocess_image(image, c, false);
   EXPECT_EQ(pv.data, (std::vector<float>{0, 10, 128, 20, 255, 30}));
@@ -373,10 +412,9 @@ TEST(ImageProcessorConfig, DefaultsNullsAndErrors) {
   EXPECT_EQ(c.pan_and_scan_max_num_crops, 4);
   EXPECT_DOUBLE_EQ(c.pan_and_scan_min_ratio_to_activate, 1.2);
 
-  auto write = [&](const char* file, const std::string& text) {
-    std::ofstream(dir.path() / file) << text;
-  };
-  write("preprocessor_config.json", R"({"size": 896, "resample": null, "image_mean": 0.25, "do_pan_and_scan": true})");
+  auto write = [&](const char* file, const std::string& text) { std::ofstream(dir.path() / file) << text; };
+  write("preprocessor_config.json",
+        R"({"size": 896, "resample": null, "image_mean": 0.25, "do_pan_and_scan": true})");
   c = runtime::load_image_processor_config(dir.path());
   EXPECT_EQ(c.height, 896);
   EXPECT_EQ(c.width, 896);
@@ -384,8 +422,9 @@ TEST(ImageProcessorConfig, DefaultsNullsAndErrors) {
   EXPECT_EQ(c.image_mean, (std::array<double, 3>{0.25, 0.25, 0.25}));
   EXPECT_TRUE(c.do_pan_and_scan);
 
-  for (const std::string bad : {R"({"resample": "bilinear"})", R"({"resample": 7})", R"({"size": {"shortest_edge": 5}})",
-                                R"({"image_std": [0.5, 0.5]})", R"({"do_resize": 1})"}) {
+  for (const std::string bad :
+       {R"({"resample": "bilinear"})", R"({"resample": 7})", R"({"size": {"shortest_edge": 5}})",
+        R"({"image_std": [0.5, 0.5]})", R"({"do_resize": 1})"}) {
     write("preprocessor_config.json", bad);
     const std::string message = runtime_error_of([&] { runtime::load_image_processor_config(dir.path()); });
     const std::string key = bad.substr(2, bad.find('"', 2) - 2);
@@ -393,8 +432,9 @@ TEST(ImageProcessorConfig, DefaultsNullsAndErrors) {
   }
   write("preprocessor_config.json", "{}");
   write("processor_config.json", R"({"image_processor": {"pan_and_scan_max_num_crops": 0}})");
-  EXPECT_NE(runtime_error_of([&] { runtime::load_image_processor_config(dir.path()); })
-                .find("processor_config.json: image_processor: pan_and_scan_max_num_crops: "),
+  EXPECT_NE(runtime_error_of([&] {
+              runtime::load_image_processor_config(dir.path());
+            }).find("processor_config.json: image_processor: pan_and_scan_max_num_crops: "),
             std::string::npos);
 }
 
@@ -422,17 +462,20 @@ TEST(ImagePanAndScan, CropBoxes) {
   EXPECT_EQ(boxes(1200, 1000), (Boxes{{0, 0, 600, 1000}, {600, 0, 600, 1000}}));
   EXPECT_TRUE(boxes(1000, 900).empty());  // ratio 1.11 < 1.2
   EXPECT_TRUE(boxes(900, 1000).empty());
-  EXPECT_TRUE(boxes(600, 200).empty());   // 2 crops of 300x200: under 256
+  EXPECT_TRUE(boxes(600, 200).empty());  // 2 crops of 300x200: under 256
   EXPECT_TRUE(boxes(224, 224).empty());
 }
 
 TEST(ImagePromptText, AsGemma3ProcessorWritesIt) {
-  const std::string f = "\n\n<start_of_image><image_soft_token><image_soft_token><image_soft_token><end_of_image>\n\n";
+  const std::string f =
+      "\n\n<start_of_image><image_soft_token><image_soft_token><image_soft_token><end_of_image>\n\n";
   EXPECT_EQ(runtime::image_prompt_text(0, 3), f);
-  EXPECT_EQ(runtime::image_prompt_text(2, 3),
-            "Here is the original image " + f + " and here are some crops to help you see better " + f + " " + f);
-  EXPECT_EQ(runtime::image_prompt_text(0, 256).size(), std::string("\n\n<start_of_image><end_of_image>\n\n").size() +
-                                                           256 * std::string("<image_soft_token>").size());
+  EXPECT_EQ(
+      runtime::image_prompt_text(2, 3),
+      "Here is the original image " + f + " and here are some crops to help you see better " + f + " " + f);
+  EXPECT_EQ(runtime::image_prompt_text(0, 256).size(),
+            std::string("\n\n<start_of_image><end_of_image>\n\n").size() +
+                256 * std::string("<image_soft_token>").size());
 }
 
 }  // namespace

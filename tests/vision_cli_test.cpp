@@ -102,6 +102,13 @@ TEST(VisionCli, TheReplAttachesImagesToTheNextMessageAndEncodesThemOnce) {
   EXPECT_EQ(r.output.find("image encode:", first + 1), std::string::npos) << r.output;
 }
 
+TEST(VisionCli, BenchReportsTheEncoderAndTheImagePrefill) {
+  const auto r = test::run_gemma("bench -m " + quoted(fixture()) + " --image " + image() + " -r 2 -t 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("image encode (2 layers, hidden 32, 256 patches of 224x224"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("image prefill: 18 tokens"), std::string::npos) << r.output;
+}
+
 TEST(VisionCli, ImagesForATextOnlyModelAreRefusedByName) {
   const auto r = test::run_gemma("run -m " + quoted(test::demo_model_dir()) + " --image " + image() + " -p hi -n 1");
   EXPECT_NE(r.exit_code, 0);

@@ -10,6 +10,7 @@
 #include "kernels/bandwidth.h"
 #include "kernels/matmul.h"
 #include "loader/model_loader.h"
+#include "runtime/prompt_images.h"
 
 namespace ge::cli {
 
@@ -24,6 +25,8 @@ struct BenchOptions {
   int64_t batch = 256;
   bool bandwidth = false;
   PrecisionFlags precision;
+  std::string image;
+  std::string mmproj;
 };
 
 struct Summary {
@@ -55,9 +58,47 @@ std::vector<double> repeat(int reps, int64_t tokens, const std::function<void()>
   return rates;
 }
 
+// One image through the vision encoder (median of the repetitions after a warm-up), then the prefill of
+// its soft tokens as one bidirectional block, with the share of the FMA peak the encoder reaches.
+void bench_image(const BenchOptions& o, loader::LoadedModel& m, kernels::ThreadPool& pool) {
+  if (!m.vision)
+    throw std::runtime_error("--image: " + o.model + " reads text only (no vision tower" +
+                             (loader::is_gguf(o.model) ? "; give its mmproj file with --mmproj)" : ")"));
+  loader::VisionPart& v = *m.vision;
+  const auto image = runtime::prepare_image_file(o.image, v.processor, false, v.config.mm_tokens_per_image);
+  siglip::Gemma3VisionEncoder& encoder = v.bind();
+  gemma::Model& model = *m.model;
+  const int64_t tokens = v.config.mm_tokens_per_image, hidden = model.config().hidden_size;
+  std::vector<float> features(tokens * hidden);
+  const auto encode = [&] { encoder.encode(image.pixels.data.data(), pool, features.data()); };
+  const Summary enc = summarize(repeat(o.repetitions, 1, encode));  // images per second
+
+  std::vector<int32_t> ids = {v.config.boi_token_id};
+  ids.insert(ids.end(), tokens, v.config.image_token_id);
+  ids.push_back(v.config.eoi_token_id);
+  const gemma::EmbeddingBlock block{1, tokens, features.data()};
+  auto cache = model.make_cache(static_cast<int64_t>(ids.size()));
+  std::vector<float> logits(model.config().vocab_size);
+  const Summary prefill = summarize(repeat(o.repetitions, static_cast<int64_t>(ids.size()), [&] {
+    model.forward(ids, 0, cache, pool, logits.data(), false, nullptr, std::span(&block, 1));
+  }));
+  const double seconds = 1.0 / enc.median, gflop = encoder.flops_per_image() / 1e9;
+  const double peak = kernels::measure_fma_peak_gflops(pool);
+  const auto& vc = v.config.vision;
+  std::printf("image encode (%lld layers, hidden %lld, %lld patches of %lldx%lld, %s): %.2f s per image (median of %d), "
+              "%.0f GFLOP -> %.1f GFLOP/s = %.0f%% of the %.0f GFLOP/s f32 FMA peak of %d thread(s)\n",
+              static_cast<long long>(vc.num_layers), static_cast<long long>(vc.hidden_size),
+              static_cast<long long>(vc.num_patches()), static_cast<long long>(vc.image_size),
+              static_cast<long long>(vc.image_size), kernels::matmul_target(), seconds, o.repetitions, gflop,
+              gflop / seconds, 100.0 * gflop / seconds / peak, peak, o.threads);
+  std::printf("image prefill: %zu tokens (<start_of_image>, %lld soft tokens, <end_of_image>) at %.2f tok/s\n",
+              ids.size(), static_cast<long long>(tokens), prefill.median);
+}
+
 void bench(const BenchOptions& o) {
   kernels::ThreadPool pool(o.threads);
-  auto m = loader::load_model(o.model, o.batch);
+  auto m = loader::load_model(o.model, o.batch, o.mmproj);
+  if (!o.image.empty()) return bench_image(o, m, pool);
   gemma::Model& model = *m.model;
   apply_precision(model, o.precision);
   const auto& c = model.config();
@@ -72,6 +113,7 @@ void bench(const BenchOptions& o) {
   size_t bytes = 0;
   int64_t params = 0;
   for (const Tensor* t : m.tensors->all()) {
+    if (siglip::is_vision_tensor(t->name)) continue;  // never read per decoded token
     bytes += t->nbytes;
     params += m.layers->parameter_count(*t);
   }
@@ -143,6 +185,8 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::Range(1, 8192));
   cmd->add_flag("--bandwidth", o->bandwidth,
                 "Also measure memory read bandwidth and the share decode reaches");
+  cmd->add_option("--image", o->image, "Measure the vision encoder on this image instead (and its tokens' prefill)");
+  cmd->add_option("--mmproj", o->mmproj, "llama.cpp vision file (clip GGUF) for a GGUF model");
   add_precision_flags(cmd, o->precision);
   cmd->callback([o] { bench(*o); });
 }

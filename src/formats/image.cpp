@@ -12,7 +12,8 @@ namespace image_detail {
 
 RgbImage allocate_rgb(int64_t width, int64_t height, const char* format) {
   const std::string size = std::to_string(width) + "x" + std::to_string(height);
-  if (width <= 0 || height <= 0) throw std::runtime_error(std::string(format) + ": empty image (" + size + ")");
+  if (width <= 0 || height <= 0)
+    throw std::runtime_error(std::string(format) + ": empty image (" + size + ")");
   // Each side is checked first, so that the product cannot overflow.
   if (width > kMaxImagePixels || height > kMaxImagePixels || width * height > kMaxImagePixels)
     throw std::runtime_error(std::string(format) + ": image too large (" + size + " pixels; at most " +

@@ -25,7 +25,7 @@ inline constexpr int64_t kMaxImagePixels = 100'000'000;
 //   - 16-bit PNG keeps the high byte, except 16-bit gray without alpha, which Pillow reads as a 32-bit
 //     integer image and clips to 255 (so most 16-bit gray PNGs come out nearly white: that is Pillow);
 //   - CMYK JPEG is read with Adobe's inverted polarity (Pillow assumes it for every CMYK JPEG), then
-//     R = 255 - C - K + C*K/255 in Pillow's integer rounding;
+//     R = (255 - K) - C * (255 - K) / 255 in Pillow's integer rounding (likewise G from M, B from Y);
 //   - GIF: the first frame on its logical screen, outside pixels at index 0 (or the frame's transparent
 //     index); WebP: the first frame as libwebp's animation decoder composes it.
 // EXIF orientation is not applied (Image.open does not; transformers' load_image() of a path or URL does).

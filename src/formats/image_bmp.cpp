@@ -18,10 +18,21 @@ enum Compression : uint32_t { kRaw = 0, kRle8 = 1, kRle4 = 2, kBitfields = 3 };
 class Reader {
  public:
   explicit Reader(std::span<const uint8_t> bytes) : bytes_(bytes) {}
-  uint32_t u16(size_t at) const { need(at, 2); return bytes_[at] | bytes_[at + 1] << 8; }
-  uint32_t u32(size_t at) const { need(at, 4); return u16(at) | u16(at + 2) << 16; }
-  uint8_t u8(size_t at) const { need(at, 1); return bytes_[at]; }
-  std::span<const uint8_t> from(size_t at) const { return at < bytes_.size() ? bytes_.subspan(at) : std::span<const uint8_t>{}; }
+  uint32_t u16(size_t at) const {
+    need(at, 2);
+    return bytes_[at] | bytes_[at + 1] << 8;
+  }
+  uint32_t u32(size_t at) const {
+    need(at, 4);
+    return u16(at) | u16(at + 2) << 16;
+  }
+  uint8_t u8(size_t at) const {
+    need(at, 1);
+    return bytes_[at];
+  }
+  std::span<const uint8_t> from(size_t at) const {
+    return at < bytes_.size() ? bytes_.subspan(at) : std::span<const uint8_t>{};
+  }
   void need(size_t at, size_t n) const {
     if (at > bytes_.size() || bytes_.size() - at < n) throw std::runtime_error("BMP: file is truncated");
   }
@@ -79,14 +90,16 @@ Header read_header(const Reader& in) {
   if (h.compression != kRaw && h.compression != kBitfields &&
       !((h.compression == kRle8 || h.compression == kRle4) && h.bits <= 8))
     throw std::runtime_error("BMP: unsupported compression " + std::to_string(h.compression));
-  if (h.compression == kBitfields && h.bits <= 8) throw std::runtime_error("BMP: unsupported bitfields layout");
+  if (h.compression == kBitfields && h.bits <= 8)
+    throw std::runtime_error("BMP: unsupported bitfields layout");
 
   const uint64_t n_colors = colors ? colors : uint64_t{1} << h.bits;
   size_t offset = in.u32(10);
   if (h.bits <= 8) {
     if (n_colors > 256) throw std::runtime_error("BMP: palette of " + std::to_string(n_colors) + " colors");
     if (offset == 14 + size_t{header_size}) offset += 4 * n_colors;
-    const auto stored = in.from(next).first(std::min<size_t>(in.from(next).size(), palette_stride * n_colors));
+    const auto stored =
+        in.from(next).first(std::min<size_t>(in.from(next).size(), palette_stride * n_colors));
     h.palette = Palette(stored, palette_stride, /*bgr=*/true);
     next += palette_stride * n_colors;
   }
@@ -103,7 +116,8 @@ std::array<int, 3> rgb_bytes_32(const Header& h) {
   if (h.compression == kRaw || h.masks == M{}) return {2, 1, 0};
   if (std::find(std::begin(known), std::end(known), h.masks) == std::end(known))
     throw std::runtime_error("BMP: unsupported bitfields layout");
-  return {std::countr_zero(h.masks[0]) / 8, std::countr_zero(h.masks[1]) / 8, std::countr_zero(h.masks[2]) / 8};
+  return {std::countr_zero(h.masks[0]) / 8, std::countr_zero(h.masks[1]) / 8,
+          std::countr_zero(h.masks[2]) / 8};
 }
 
 // 16-bit pixels: 5-5-5 unless the masks say 5-6-5. Pillow scales each channel as v * 255 / max.
@@ -133,9 +147,15 @@ void decode_raw(const Reader& in, const Header& h, RgbImage& image) {
     uint8_t* out = &image.pixels[y * image.width * 3];
     for (int64_t x = 0; x < image.width; ++x, out += 3) {
       switch (h.bits) {
-        case 1: h.palette.put((p[x >> 3] >> (7 - (x & 7))) & 1, out); break;
-        case 4: h.palette.put((p[x >> 1] >> ((x & 1) ? 0 : 4)) & 15, out); break;
-        case 8: h.palette.put(p[x], out); break;
+        case 1:
+          h.palette.put((p[x >> 3] >> (7 - (x & 7))) & 1, out);
+          break;
+        case 4:
+          h.palette.put((p[x >> 1] >> ((x & 1) ? 0 : 4)) & 15, out);
+          break;
+        case 8:
+          h.palette.put(p[x], out);
+          break;
         case 16: {
           const unsigned v = p[2 * x] | p[2 * x + 1] << 8;
           out[2] = (v & 31) * 255 / 31;
@@ -143,7 +163,9 @@ void decode_raw(const Reader& in, const Header& h, RgbImage& image) {
           out[0] = ((v >> (wide_green ? 11 : 10)) & 31) * 255 / 31;
           break;
         }
-        case 24: out[0] = p[3 * x + 2], out[1] = p[3 * x + 1], out[2] = p[3 * x]; break;
+        case 24:
+          out[0] = p[3 * x + 2], out[1] = p[3 * x + 1], out[2] = p[3 * x];
+          break;
         default:
           for (int c = 0; c < 3; ++c) out[c] = p[4 * x + at32[c]];
       }
@@ -218,8 +240,10 @@ RgbImage decode_bmp(std::span<const uint8_t> bytes) {
   const Reader in(bytes);
   const Header h = read_header(in);
   RgbImage image = allocate_rgb(h.width, h.height, "BMP");
-  if (h.compression == kRle8 || h.compression == kRle4) decode_rle(in, h, image);
-  else decode_raw(in, h, image);
+  if (h.compression == kRle8 || h.compression == kRle4)
+    decode_rle(in, h, image);
+  else
+    decode_raw(in, h, image);
   return image;
 }
 

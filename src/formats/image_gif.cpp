@@ -75,7 +75,8 @@ Palette frame_palette(const GifFile& gif) {
 
 RgbImage read_first_frame(const GifFile& gif, int transparent) {
   const GifImageDesc& d = gif->Image;
-  if (d.Left < 0 || d.Top < 0 || d.Width < 0 || d.Height < 0) throw std::runtime_error("GIF: bad frame extent");
+  if (d.Left < 0 || d.Top < 0 || d.Width < 0 || d.Height < 0)
+    throw std::runtime_error("GIF: bad frame extent");
   RgbImage image = allocate_rgb(std::max<int64_t>(gif->SWidth, int64_t{d.Left} + d.Width),
                                 std::max<int64_t>(gif->SHeight, int64_t{d.Top} + d.Height), "GIF");
   const Palette palette = frame_palette(gif);

@@ -1,13 +1,16 @@
 // JPEG through libjpeg-turbo with the settings Pillow uses (its defaults: islow DCT, fancy upsampling),
 // so the pixels are Pillow's bit for bit when both link the same libjpeg-turbo.
+// jpeglib.h needs FILE and size_t declared before it.
+// clang-format off
+#include <cstdio>
+#include <jpeglib.h>
+#include <jerror.h>
+// clang-format on
+
 #include <csetjmp>
-#include <cstdio>  // jpeglib.h needs FILE
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <jerror.h>
-#include <jpeglib.h>
 
 #include "formats/image_codecs.h"
 
@@ -73,10 +76,18 @@ bool read_jpeg(JpegRead& r, std::span<const uint8_t> bytes) {
   jpeg_mem_src(&r.cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&r.cinfo, TRUE);
   switch (r.cinfo.num_components) {  // Pillow's modes: L, RGB, CMYK
-    case 1: r.cinfo.out_color_space = JCS_GRAYSCALE; break;
-    case 3: r.cinfo.out_color_space = JCS_RGB; break;
-    case 4: r.cinfo.out_color_space = JCS_CMYK; break;  // libjpeg turns YCCK into CMYK
-    default: throw std::runtime_error("JPEG: cannot handle " + std::to_string(r.cinfo.num_components) + " components");
+    case 1:
+      r.cinfo.out_color_space = JCS_GRAYSCALE;
+      break;
+    case 3:
+      r.cinfo.out_color_space = JCS_RGB;
+      break;
+    case 4:
+      r.cinfo.out_color_space = JCS_CMYK;
+      break;  // libjpeg turns YCCK into CMYK
+    default:
+      throw std::runtime_error("JPEG: cannot handle " + std::to_string(r.cinfo.num_components) +
+                               " components");
   }
   r.image = allocate_rgb(r.cinfo.image_width, r.cinfo.image_height, "JPEG");
   jpeg_start_decompress(&r.cinfo);

@@ -53,7 +53,9 @@ void convert_row(const PngRead& r, const uint8_t* in, uint8_t* out) {
   const int64_t width = r.image.width;
   const bool wide = r.bit_depth == 16;
   const int channels = png_get_channels(r.png, r.info);
-  auto sample = [&](int64_t x, int c) { return in[(x * channels + c) << (wide ? 1 : 0)]; };  // high byte first
+  auto sample = [&](int64_t x, int c) {
+    return in[(x * channels + c) << (wide ? 1 : 0)];
+  };  // high byte first
   for (int64_t x = 0; x < width; ++x, out += 3) {
     switch (r.color_type) {
       case PNG_COLOR_TYPE_PALETTE:
@@ -85,8 +87,10 @@ bool read_png(PngRead& r) {
   r.bit_depth = png_get_bit_depth(r.png, r.info);
   if (r.bit_depth < 8) {
     // Gray is scaled (a 2-bit 3 becomes 255, as Pillow's "L;2"), palette indices are only unpacked.
-    if (r.color_type == PNG_COLOR_TYPE_GRAY) png_set_expand_gray_1_2_4_to_8(r.png);
-    else png_set_packing(r.png);
+    if (r.color_type == PNG_COLOR_TYPE_GRAY)
+      png_set_expand_gray_1_2_4_to_8(r.png);
+    else
+      png_set_packing(r.png);
   }
   if (r.color_type == PNG_COLOR_TYPE_PALETTE) {
     png_colorp entries = nullptr;

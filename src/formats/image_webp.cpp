@@ -22,7 +22,8 @@ RgbImage decode_webp(std::span<const uint8_t> bytes) {
       WebPAnimDecoderNew(&data, nullptr), WebPAnimDecoderDelete);  // default options: RGBA, as Pillow asks
   if (!decoder) throw std::runtime_error("WebP: corrupt or truncated file");
   WebPAnimInfo info;
-  if (!WebPAnimDecoderGetInfo(decoder.get(), &info) || info.canvas_width != static_cast<uint32_t>(image.width) ||
+  if (!WebPAnimDecoderGetInfo(decoder.get(), &info) ||
+      info.canvas_width != static_cast<uint32_t>(image.width) ||
       info.canvas_height != static_cast<uint32_t>(image.height))
     throw std::runtime_error("WebP: canvas size disagrees with the header");
   uint8_t* rgba = nullptr;

@@ -50,4 +50,18 @@ void release_pages(const std::byte* data, size_t n) {
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+void populate_pages(const std::byte* data, size_t n) {
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + n + page - 1) & ~(page - 1);
+  if (end <= begin) return;
+#ifdef MADV_POPULATE_READ
+  if (madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ) == 0) return;
+#endif
+  // Kernels before 5.14: read ahead, then touch one byte per page.
+  madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
+  volatile std::byte sink{};
+  for (uintptr_t p = begin; p < end; p += page) sink = *reinterpret_cast<const std::byte*>(p);
+}
+
 }  // namespace ge::formats

@@ -29,4 +29,8 @@ class MappedFile {
 // so that streaming through a whole mmapped checkpoint does not add up in the resident set.
 void release_pages(const std::byte* data, size_t n);
 
+// Maps the pages of [data, data + n) now (what `populate` does for a whole file), for the tensors of a
+// file that are about to be used when others in it may never be.
+void populate_pages(const std::byte* data, size_t n);
+
 }  // namespace ge::formats

@@ -33,12 +33,48 @@ float SumStreams(const float* p, size_t n) {
   return hn::GetLane(hn::SumOfLanes(d, hn::Add(acc0, acc1)));
 }
 
+// `iterations` x kChains FMAs on vectors of lanes; returns the lane count, and a value the compiler must
+// keep (so that it cannot drop the loop).
+size_t FmaChains(size_t iterations, float* sink) {
+  constexpr size_t kChains = 10;  // enough independent chains to cover the FMA latency on 2 ports
+  const hn::ScalableTag<float> d;
+  const auto a = hn::Set(d, 0.999999f), b = hn::Set(d, 1e-7f);
+  hn::Vec<decltype(d)> acc[kChains];
+  for (size_t c = 0; c < kChains; ++c) acc[c] = hn::Set(d, static_cast<float>(c));
+  for (size_t i = 0; i < iterations; ++i)
+    for (size_t c = 0; c < kChains; ++c) acc[c] = hn::MulAdd(acc[c], a, b);
+  auto sum = acc[0];
+  for (size_t c = 1; c < kChains; ++c) sum = hn::Add(sum, acc[c]);
+  *sink = hn::GetLane(sum);
+  return hn::Lanes(d) * kChains;
+}
+
 }  // namespace ge::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace ge::kernels {
 HWY_EXPORT(SumStreams);
+HWY_EXPORT(FmaChains);
+
+double measure_fma_peak_gflops(ThreadPool& pool) {
+  constexpr size_t kIterations = 20'000'000;
+  constexpr int kPasses = 3;
+  std::vector<float> sinks(static_cast<size_t>(pool.size()));
+  std::vector<size_t> fmas(static_cast<size_t>(pool.size()));
+  double best_seconds = 1e30;
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const auto start = std::chrono::steady_clock::now();
+    pool.run(pool.size(), [&](int64_t t) {
+      fmas[static_cast<size_t>(t)] = HWY_DYNAMIC_DISPATCH(FmaChains)(kIterations, &sinks[static_cast<size_t>(t)]);
+    });
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    best_seconds = std::min(best_seconds, elapsed.count());
+  }
+  double flops = 0;
+  for (size_t f : fmas) flops += 2.0 * static_cast<double>(f) * kIterations;
+  return flops / best_seconds / 1e9;
+}
 
 double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes) {
   constexpr size_t kChunkFloats = size_t{1} << 20;  // 4 MiB per task

@@ -1,5 +1,5 @@
-// How fast this machine streams memory into the cores: the ceiling for decoding, where every weight is
-// read once per token.
+// How fast this machine streams memory into the cores (the ceiling for decoding, where every weight is
+// read once per token) and how fast it multiplies (the ceiling for batched work: prefill, image encoding).
 #pragma once
 #include <cstddef>
 
@@ -11,5 +11,9 @@ namespace ge::kernels {
 // larger than the last-level cache), summed by all of the pool's threads; the best of a few passes.
 // Returns 0 if a pass read the buffer wrongly (a bug, not a measurement).
 double measure_read_bandwidth_gbs(ThreadPool& pool, size_t bytes = size_t{1} << 30);
+
+// Peak f32 fused multiply-add rate in GFLOP/s (2 per lane per FMA) of the best SIMD target, summed over
+// the pool's threads: independent FMA chains held in registers, the best of a few passes.
+double measure_fma_peak_gflops(ThreadPool& pool);
 
 }  // namespace ge::kernels

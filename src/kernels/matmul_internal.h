@@ -18,6 +18,11 @@ void matmul_highway(ThreadPool& pool, const Tensor& w, const float* x, int64_t n
 void matmul_highway_mlx(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y);
 const char* highway_target_name();
 
+// matmul() hands exact products of F32, F16 and BF16 weights with at least this many tokens to gemm()
+// (kernels/gemm.h), which packs the weights into f32 panels first; fewer tokens take matmul_highway,
+// which reads the weights in place.
+inline constexpr int64_t kMinGemmTokens = 32;
+
 // vdpbf16ps kernel for BF16 weights only, activations rounded to bf16 first (Precision::kReducedActivations).
 // Call only where cpu_has_avx512bf16(). matmul() takes it from kMinBf16Tokens tokens on: it computes
 // 16 tokens at a time, so fewer run mostly on padding. With weights streamed from DRAM (BM_FewTokens) it

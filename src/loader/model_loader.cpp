@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "formats/json_file.h"
+#include "formats/mapped_file.h"
 #include "formats/safetensors.h"
 #include "loader/gguf_model.h"
 #include "loader/mmproj.h"
@@ -164,10 +165,16 @@ LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk, cons
   if (!mmproj.empty())
     throw std::runtime_error("--mmproj " + mmproj.string() + ": only a GGUF text model takes an mmproj file; " +
                              dir.string() + " is a folder, whose vision tower (if any) is in its own weights");
-  auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir, /*populate=*/true);
-  auto layers = std::make_unique<nn::LayerSource>(*tensors, load_quantization_config(dir));
   const auto config_path = dir / "config.json";
   const nlohmann::json config_json = formats::read_json_file(config_path);
+  // A multimodal checkpoint maps its text weights now and its vision weights on the first image: text-only
+  // prompts never read them.
+  const bool multimodal = siglip::has_vision_config(config_json);
+  auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir, /*populate=*/!multimodal);
+  if (multimodal)
+    for (const Tensor* t : tensors->all())
+      if (!siglip::is_vision_tensor(t->name)) formats::populate_pages(t->data, t->nbytes);
+  auto layers = std::make_unique<nn::LayerSource>(*tensors, load_quantization_config(dir));
   auto model = std::make_unique<gemma::Model>(gemma::resolve_config(config_json, config_path.string()), *layers, max_chunk);
   auto tokenizer = Tokenizer::load(dir);
   auto defaults = load_generation_defaults(dir);

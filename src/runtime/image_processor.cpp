@@ -51,15 +51,19 @@ void apply_fields(const nlohmann::json& fields, const std::string& source, Image
     c.resample = static_cast<int>(f.integer("resample", 0));
     if (c.resample > kHamming) f.fail("resample", "must be a PIL resampling filter, 0 to 5");
   }
-  for (auto [key, flag] : {std::pair{"do_resize", &c.do_resize}, {"do_rescale", &c.do_rescale},
-                           {"do_normalize", &c.do_normalize}, {"do_convert_rgb", &c.do_convert_rgb},
+  for (auto [key, flag] : {std::pair{"do_resize", &c.do_resize},
+                           {"do_rescale", &c.do_rescale},
+                           {"do_normalize", &c.do_normalize},
+                           {"do_convert_rgb", &c.do_convert_rgb},
                            {"do_pan_and_scan", &c.do_pan_and_scan}})
     if (f.has(key)) *flag = f.boolean(key);
   if (f.has("rescale_factor")) c.rescale_factor = f.number("rescale_factor");
   if (f.has("image_mean")) read_mean_or_std(f, "image_mean", c.image_mean);
   if (f.has("image_std")) read_mean_or_std(f, "image_std", c.image_std);
-  if (f.has("pan_and_scan_min_crop_size")) c.pan_and_scan_min_crop_size = f.integer("pan_and_scan_min_crop_size");
-  if (f.has("pan_and_scan_max_num_crops")) c.pan_and_scan_max_num_crops = f.integer("pan_and_scan_max_num_crops");
+  if (f.has("pan_and_scan_min_crop_size"))
+    c.pan_and_scan_min_crop_size = f.integer("pan_and_scan_min_crop_size");
+  if (f.has("pan_and_scan_max_num_crops"))
+    c.pan_and_scan_max_num_crops = f.integer("pan_and_scan_max_num_crops");
   if (f.has("pan_and_scan_min_ratio_to_activate"))
     c.pan_and_scan_min_ratio_to_activate = f.number("pan_and_scan_min_ratio_to_activate");
 }
@@ -71,7 +75,9 @@ struct Filter {
   double support;
 };
 
-double box_weight(double x) { return x > -0.5 && x <= 0.5 ? 1.0 : 0.0; }
+double box_weight(double x) {
+  return x > -0.5 && x <= 0.5 ? 1.0 : 0.0;
+}
 
 double bilinear_weight(double x) {
   x = std::fabs(x);
@@ -100,15 +106,22 @@ double sinc(double x) {
   return std::sin(x) / x;
 }
 
-double lanczos_weight(double x) { return -3.0 <= x && x < 3.0 ? sinc(x) * sinc(x / 3) : 0.0; }
+double lanczos_weight(double x) {
+  return -3.0 <= x && x < 3.0 ? sinc(x) * sinc(x / 3) : 0.0;
+}
 
 Filter filter_for(int resample) {
   switch (resample) {
-    case kBox: return {box_weight, 0.5};
-    case kBilinear: return {bilinear_weight, 1.0};
-    case kHamming: return {hamming_weight, 1.0};
-    case kBicubic: return {bicubic_weight, 2.0};
-    case kLanczos: return {lanczos_weight, 3.0};
+    case kBox:
+      return {box_weight, 0.5};
+    case kBilinear:
+      return {bilinear_weight, 1.0};
+    case kHamming:
+      return {hamming_weight, 1.0};
+    case kBicubic:
+      return {bicubic_weight, 2.0};
+    case kLanczos:
+      return {lanczos_weight, 3.0};
   }
   throw std::invalid_argument("resize: unknown resample filter " + std::to_string(resample));
 }
@@ -224,7 +237,8 @@ RgbImage resize_nearest(const RgbImage& in, int64_t width, int64_t height) {
     if (yi < 0 || yi >= in.height) continue;
     for (int64_t x = 0; x < width; ++x)
       if (xs[x] >= 0 && xs[x] < in.width)
-        for (int c = 0; c < 3; ++c) out.pixels[(y * width + x) * 3 + c] = in.pixels[(yi * in.width + xs[x]) * 3 + c];
+        for (int c = 0; c < 3; ++c)
+          out.pixels[(y * width + x) * 3 + c] = in.pixels[(yi * in.width + xs[x]) * 3 + c];
   }
   return out;
 }
@@ -260,7 +274,8 @@ void to_pixel_values(const RgbImage& image, const ImageProcessorConfig& c, float
 ImageProcessorConfig load_image_processor_config(const std::filesystem::path& dir) {
   ImageProcessorConfig c;
   const auto preprocessor = dir / "preprocessor_config.json";
-  if (std::filesystem::exists(preprocessor)) apply_fields(formats::read_json_file(preprocessor), preprocessor.string(), c);
+  if (std::filesystem::exists(preprocessor))
+    apply_fields(formats::read_json_file(preprocessor), preprocessor.string(), c);
   const auto processor = dir / "processor_config.json";
   if (std::filesystem::exists(processor)) {
     const auto j = formats::read_json_file(processor);
@@ -275,6 +290,9 @@ RgbImage resize_like_pillow(const RgbImage& image, int64_t width, int64_t height
     throw std::invalid_argument("resize: sizes must be positive (" + std::to_string(image.width) + "x" +
                                 std::to_string(image.height) + " -> " + std::to_string(width) + "x" +
                                 std::to_string(height) + ")");
+  if (width > formats::kMaxImagePixels / height)
+    throw std::invalid_argument("resize: " + std::to_string(width) + "x" + std::to_string(height) +
+                                " is over the image size limit");
   if (resample < kNearest || resample > kHamming)
     throw std::invalid_argument("resize: unknown resample filter " + std::to_string(resample));
   if (width == image.width && height == image.height) return image;
@@ -283,15 +301,17 @@ RgbImage resize_like_pillow(const RgbImage& image, int64_t width, int64_t height
 }
 
 std::vector<CropBox> pan_and_scan_crops(int64_t width, int64_t height, const ImageProcessorConfig& c) {
-  if (c.pan_and_scan_min_crop_size < 1 || c.pan_and_scan_max_num_crops < 1)
-    throw std::invalid_argument("pan-and-scan: min crop size and max number of crops must be positive");
+  if (width < 1 || height < 1 || c.pan_and_scan_min_crop_size < 1 || c.pan_and_scan_max_num_crops < 1)
+    throw std::invalid_argument(
+        "pan-and-scan: image size, min crop size and max number of crops must be positive");
   // The long side is cut into about as many crops as the aspect ratio, each at least the min crop size.
   const bool landscape = width >= height;
   const int64_t long_side = landscape ? width : height, short_side = landscape ? height : width;
   const double ratio = static_cast<double>(long_side) / static_cast<double>(short_side);
   if (ratio < c.pan_and_scan_min_ratio_to_activate) return {};
   int64_t n = static_cast<int64_t>(std::floor(ratio + 0.5));
-  n = std::min(static_cast<int64_t>(std::floor(static_cast<double>(long_side) / c.pan_and_scan_min_crop_size)), n);
+  n = std::min(
+      static_cast<int64_t>(std::floor(static_cast<double>(long_side) / c.pan_and_scan_min_crop_size)), n);
   n = std::min(c.pan_and_scan_max_num_crops, std::max<int64_t>(2, n));
   const int64_t n_w = landscape ? n : 1, n_h = landscape ? 1 : n;
   const auto crop_w = static_cast<int64_t>(std::ceil(static_cast<double>(width) / n_w));
@@ -312,7 +332,8 @@ PixelValues preprocess_image(const RgbImage& image, const ImageProcessorConfig& 
   if (pan_and_scan) {
     for (const CropBox& b : pan_and_scan_crops(image.width, image.height, c)) {
       // transformers hands such a crop to PIL, which refuses it; only tiny min crop sizes get here
-      if (b.width == 0 || b.height == 0) throw std::invalid_argument("pan-and-scan: a crop of the image is empty");
+      if (b.width == 0 || b.height == 0)
+        throw std::invalid_argument("pan-and-scan: a crop of the image is empty");
       images.push_back(crop(image, b));
     }
   }
@@ -325,7 +346,8 @@ PixelValues preprocess_image(const RgbImage& image, const ImageProcessorConfig& 
   const int64_t per_image = 3 * pv.height * pv.width;
   pv.data.resize(pv.count * per_image);
   for (int64_t i = 0; i < pv.count; ++i) {
-    const RgbImage sized = c.do_resize ? resize_like_pillow(images[i], pv.width, pv.height, c.resample) : images[i];
+    const RgbImage sized =
+        c.do_resize ? resize_like_pillow(images[i], pv.width, pv.height, c.resample) : images[i];
     to_pixel_values(sized, c, &pv.data[i * per_image]);
   }
   return pv;
@@ -336,7 +358,8 @@ std::string image_prompt_text(int64_t n_crops, int64_t mm_tokens_per_image) {
   for (int64_t i = 0; i < mm_tokens_per_image; ++i) image += "<image_soft_token>";
   image += "<end_of_image>\n\n";
   if (n_crops == 0) return image;
-  std::string text = "Here is the original image " + image + " and here are some crops to help you see better ";
+  std::string text =
+      "Here is the original image " + image + " and here are some crops to help you see better ";
   for (int64_t i = 0; i < n_crops; ++i) text += (i ? " " : "") + image;
   return text;
 }

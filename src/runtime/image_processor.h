@@ -39,7 +39,8 @@ ImageProcessorConfig load_image_processor_config(const std::filesystem::path& di
 // point; horizontal pass over the rows the vertical pass needs, then vertical; each pass skipped when its
 // dimension does not change), and for kNearest its affine nearest-neighbour mapping. Same size -> a copy.
 // Throws std::invalid_argument for a non-positive size or an unknown resample.
-formats::RgbImage resize_like_pillow(const formats::RgbImage& image, int64_t width, int64_t height, int resample);
+formats::RgbImage resize_like_pillow(const formats::RgbImage& image, int64_t width, int64_t height,
+                                     int resample);
 
 struct CropBox {
   int64_t x, y, width, height;
@@ -59,7 +60,8 @@ struct PixelValues {
 // the unresized image, each resized, rescaled (float32(double(u8) * rescale_factor)) and normalized
 // ((x - mean) / std in float32), channels first. With do_resize false the image keeps its size, and
 // crops (whose sizes differ) are refused with std::invalid_argument.
-PixelValues preprocess_image(const formats::RgbImage& image, const ImageProcessorConfig& c, bool pan_and_scan);
+PixelValues preprocess_image(const formats::RgbImage& image, const ImageProcessorConfig& c,
+                             bool pan_and_scan);
 
 // What Gemma3Processor writes in the prompt for an image with n_crops crops. With
 // F = "\n\n<start_of_image>" + mm_tokens_per_image x "<image_soft_token>" + "<end_of_image>\n\n":

@@ -58,6 +58,11 @@ bool has_vision_config(const json& config) {
   return config.is_object() && config.contains("vision_config") && config["vision_config"].is_object();
 }
 
+bool is_vision_tensor(std::string_view name) {
+  return name.starts_with("vision_tower.") || name.starts_with("multi_modal_projector.") ||
+         name.starts_with("model.vision_tower.") || name.starts_with("model.multi_modal_projector.");
+}
+
 int64_t Gemma3VisionConfig::tokens_per_side() const {
   return static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(mm_tokens_per_image))));
 }

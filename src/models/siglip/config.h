@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -50,5 +51,8 @@ Gemma3VisionConfig resolve_gemma3_vision_config(const nlohmann::json& config, in
 
 // Whether a config.json describes a model with a vision tower.
 bool has_vision_config(const nlohmann::json& config);
+// Whether a checkpoint tensor belongs to the tower or the projector (under any of the prefixes
+// transformers versions save them with).
+bool is_vision_tensor(std::string_view name);
 
 }  // namespace ge::siglip
