@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "kernels/attention.h"
 #include "kernels/ops.h"
 
 namespace ge::siglip {
@@ -98,14 +99,9 @@ void VisionTower::attention_block(const EncoderLayer& w, kernels::ThreadPool& po
   w.q_proj(pool, normed_.data(), n, q_.data());
   w.k_proj(pool, normed_.data(), n, k_.data());
   w.v_proj(pool, normed_.data(), n, v_.data());
-  // Every patch attends to every patch (no mask); online softmax over the keys, so no n x n score matrix.
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  pool.run(n * c.num_heads, [&](int64_t task) {
-    const int64_t t = task / c.num_heads, h = task % c.num_heads;
-    const kernels::KVRows kv{reinterpret_cast<const std::byte*>(k_.data() + h * hd),
-                             reinterpret_cast<const std::byte*>(v_.data() + h * hd), DType::F32, d, n};
-    kernels::attend(q_.data() + t * d + h * hd, kv, 0, n - 1, hd, scale, 0.0f, attn_.data() + t * d + h * hd);
-  });
+  // Every patch attends to every patch (no mask).
+  kernels::attend_all(pool, q_.data(), k_.data(), v_.data(), n, c.num_heads, hd, 1.0f / std::sqrt(static_cast<float>(hd)),
+                      attn_.data());
   w.out_proj(pool, attn_.data(), n, normed_.data());
   kernels::add_inplace(hidden_.data(), normed_.data(), n * d);
 }

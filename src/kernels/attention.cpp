@@ -1,0 +1,72 @@
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/attention.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+// foreach_target must come first
+#include <hwy/contrib/math/math-inl.h>
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/gemm.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace ge::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+void SoftmaxRows(float* s, int64_t rows, int64_t n, int64_t ld, float scale) {
+  const hn::ScalableTag<float> d;
+  const auto lanes = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = s + r * ld;
+    float max = *std::max_element(row, row + n);
+    const auto vscale = hn::Set(d, scale), vshift = hn::Set(d, -scale * max);
+    auto vsum = hn::Zero(d);
+    int64_t i = 0;
+    for (; i + lanes <= n; i += lanes) {
+      const auto e = hn::Exp(d, hn::MulAdd(hn::LoadU(d, row + i), vscale, vshift));
+      hn::StoreU(e, d, row + i);
+      vsum = hn::Add(vsum, e);
+    }
+    float sum = hn::GetLane(hn::SumOfLanes(d, vsum));
+    for (; i < n; ++i) sum += row[i] = std::exp(scale * (row[i] - max));
+    const auto inv = hn::Set(d, 1.0f / sum);
+    for (i = 0; i + lanes <= n; i += lanes) hn::StoreU(hn::Mul(hn::LoadU(d, row + i), inv), d, row + i);
+    for (; i < n; ++i) row[i] *= 1.0f / sum;
+  }
+}
+
+}  // namespace ge::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace ge::kernels {
+
+HWY_EXPORT(SoftmaxRows);
+
+void softmax_rows(float* s, int64_t rows, int64_t n, int64_t ld, float scale) {
+  HWY_DYNAMIC_DISPATCH(SoftmaxRows)(s, rows, n, ld, scale);
+}
+
+void attend_all(ThreadPool& pool, const float* q, const float* k, const float* v, int64_t n, int64_t heads,
+                int64_t head_dim, float scale, float* out) {
+  // 256 queries per task: large enough that packing K and V (n x head_dim each) is a few percent of the
+  // block's products, small enough that the score rows of a task stay a few MB.
+  constexpr int64_t kQueries = 256;
+  const int64_t width = heads * head_dim, blocks = (n + kQueries - 1) / kQueries;
+  pool.run(heads * blocks, [&](int64_t task) {
+    const int64_t h = task / blocks, q0 = (task % blocks) * kQueries, m = std::min(kQueries, n - q0);
+    thread_local std::vector<float> scores;
+    scores.resize(static_cast<size_t>(kQueries * n));
+    const MatrixView keys{k + h * head_dim, DType::F32, n, head_dim, width};
+    gemm(q + q0 * width + h * head_dim, width, m, keys, /*w_k_major=*/false, scores.data(), n);
+    softmax_rows(scores.data(), m, n, n, scale);
+    const MatrixView values{v + h * head_dim, DType::F32, n, head_dim, width};
+    gemm(scores.data(), n, m, values, /*w_k_major=*/true, out + q0 * width + h * head_dim, width);
+  });
+}
+
+}  // namespace ge::kernels
+#endif  // HWY_ONCE
