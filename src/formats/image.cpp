@@ -1,5 +1,6 @@
 #include "formats/image.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string_view>

@@ -21,7 +21,7 @@ RgbImage allocate_rgb(int64_t width, int64_t height, const char* format);
 // A palette as Pillow holds one: 256 entries, those the file does not give left at Pillow's gray ramp.
 class Palette {
  public:
-  // `rgb`: the file's entries as R, G, B triplets; `stride` bytes apart (BMP pads them to 4, as B, G, R, 0).
+  // `entries`: the file's colours, `stride` bytes apart, R, G, B (or B, G, R: BMP, which pads them to 4).
   Palette(std::span<const uint8_t> entries, int stride = 3, bool bgr = false);
   Palette();  // no palette at all: index i is gray (i, i, i), as Pillow's "L" mode reads it
   void put(uint8_t index, uint8_t* rgb_out) const {
