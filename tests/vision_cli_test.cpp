@@ -56,6 +56,33 @@ TEST(VisionCli, LogitsFromAGgufAndItsMmprojMatchTheReference) {
   EXPECT_NE(no_mmproj.output.find("--mmproj"), std::string::npos) << no_mmproj.output;
 }
 
+// transformers >= 4.52 saves Gemma3ForConditionalGeneration as model.vision_tower.*,
+// model.multi_modal_projector.* and model.language_model.*: the same weights must give the same logits.
+TEST(VisionCli, TheNestedLayoutOfNewerTransformersLoadsToo) {
+  test::ScratchDir dir;
+  test::copy_files(fixture(), dir.path());
+  test::edit_safetensors_header(dir.path() / "model.safetensors", [](nlohmann::json& header) {
+    nlohmann::json renamed;
+    for (auto& [name, info] : header.items()) {
+      std::string to = name;
+      if (name.starts_with("vision_tower.") || name.starts_with("multi_modal_projector."))
+        to = "model." + name;
+      else if (name.starts_with("language_model.model."))
+        to = "model.language_model." + name.substr(std::string("language_model.model.").size());
+      renamed[to] = info;
+    }
+    header = renamed;
+  });
+  const auto out = dir.path() / "logits.f32";
+  const auto r = test::run_gemma("logits -m " + quoted(dir.path()) + " --ids " + joined(reference_ids()) +
+                                 " --image " + image() + " -o " + quoted(out) + " -t 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto got = test::read_f32(out);
+  const auto expected = test::read_f32(fixture() / "reference_logits.f32");
+  ASSERT_EQ(got.size(), expected.size());
+  EXPECT_LT(test::max_abs_diff(got.data(), expected.data(), got.size()), 1e-3f);
+}
+
 TEST(VisionCli, PreprocessWritesTheProcessorsPixelValues) {
   test::ScratchDir dir;
   const auto out = dir.path() / "pixels.f32";
