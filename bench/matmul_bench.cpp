@@ -2,8 +2,11 @@
 //   decode (n_tokens = 1): GB/s of weights streamed, against measured read bandwidth;
 //   prefill (n_tokens = 64, 256): GFLOP/s (2 * rows * cols * n_tokens per call);
 //   few tokens (n_tokens = 4 .. 16, weights streamed): GFLOP/s.
-// "fma" is the exact f32-FMA path on bf16 weights, "fma_q8_0" / "fma_q4_0" the same path on ggml's block
-// formats (decode GB/s count the quantized bytes: 34 / 18 per 32 weights against bf16's 64);
+//   gemm (BM_Gemm): GFLOP/s of gemm() on the vision tower's shapes.
+// "fma" is the exact f32-FMA path on bf16 weights (matmul_highway), "exact" matmul() itself (gemm() from
+// detail::min_gemm_tokens tokens on), "gemm" gemm() at every token count ("_f32": on f32 weights);
+// "fma_q8_0" / "fma_q4_0" the fma path on ggml's block formats (decode GB/s count the quantized bytes:
+// 34 / 18 per 32 weights against bf16's 64);
 // "bf16_activations" is matmul() with Precision::kReducedActivations on bf16 weights, "reduced_q8_0" /
 // "reduced_q4_0" the same on Q8_0 / Q4_0 weights (the vpdpbusd kernel, activations quantized to 8-bit
 // blocks).
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "kernels/bandwidth.h"
+#include "kernels/gemm.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/quantize.h"
@@ -37,7 +41,7 @@ ThreadPool& bench_pool() {
   return pool;
 }
 
-// One matrix of random weights in (-1, 1), stored as dtype (BF16, Q8_0 or Q4_0).
+// One matrix of random weights in (-1, 1), stored as dtype (F32, BF16, Q8_0 or Q4_0).
 std::vector<std::byte> random_weight_bytes(DType dtype, int64_t rows, int64_t cols) {
   // A cheap xorshift generator keeps the setup of large matrices short.
   uint32_t state = 42;
@@ -53,6 +57,9 @@ std::vector<std::byte> random_weight_bytes(DType dtype, int64_t rows, int64_t co
     }
     std::byte* out = bytes.data() + static_cast<size_t>(r) * row_bytes;
     switch (dtype) {
+      case DType::F32:
+        std::memcpy(out, row.data(), row_bytes);
+        break;
       case DType::BF16:
         for (int64_t i = 0; i < cols; ++i) {
           const uint16_t bits = f32_to_bf16(row[i]);
@@ -170,6 +177,26 @@ void matmul_reduced_quantized(ThreadPool& pool, const Tensor& w, const float* x,
   matmul(pool, w, x, n_tokens, y, Precision::kReducedActivations);
 }
 
+// matmul() itself with Precision::kExact: gemm() from detail::min_gemm_tokens on, otherwise the fma path.
+void matmul_exact(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
+  matmul(pool, w, x, n_tokens, y, Precision::kExact);
+}
+
+// gemm() on a Linear weight whatever the token count: against "fma" on crossover_shapes (bf16 and f32
+// weights), where it starts to win decides detail::min_gemm_tokens.
+void matmul_gemm(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y) {
+  const MatrixView view{w.data, w.dtype, w.rows(), w.cols(), w.cols()};
+  gemm(pool, x, w.cols(), n_tokens, view, /*w_k_major=*/false, y, w.rows());
+}
+
+void crossover_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "cols", "tokens"});
+  for (int64_t tokens : {8, 16, 32, 48, 64, 96})
+    b->Args({1024, 640, tokens})->Args({2048, 640, tokens})->Args({640, 2048, tokens})
+        ->Args({6912, 1152, tokens})->Args({1152, 6912, tokens});
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 // The tied LM head (262144 x 640) over a 64-token chunk, as run when every position's logits are wanted;
 // only for the Q8_0 and Q4_0 paths, whose comparison it is.
 void lm_head_prefill_shape(benchmark::internal::Benchmark* b) {
@@ -209,6 +236,11 @@ BENCHMARK_CAPTURE(BM_DecodeCached, fma_q8_0, &detail::matmul_highway, DType::Q8_
 BENCHMARK_CAPTURE(BM_DecodeCached, fma_q4_0, &detail::matmul_highway, DType::Q4_0)
     ->Apply(cached_decode_shapes);
 BENCHMARK_CAPTURE(BM_Prefill, fma, &detail::matmul_highway, DType::BF16)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, exact, &matmul_exact, DType::BF16)->Apply(prefill_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, fma, &detail::matmul_highway, DType::BF16)->Apply(crossover_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, gemm, &matmul_gemm, DType::BF16)->Apply(crossover_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, fma_f32, &detail::matmul_highway, DType::F32)->Apply(crossover_shapes);
+BENCHMARK_CAPTURE(BM_Prefill, gemm_f32, &matmul_gemm, DType::F32)->Apply(crossover_shapes);
 BENCHMARK_CAPTURE(BM_Prefill, fma_q8_0, &detail::matmul_highway, DType::Q8_0)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Prefill, reduced_q8_0, &matmul_reduced_quantized, DType::Q8_0)->Apply(prefill_shapes);
 BENCHMARK_CAPTURE(BM_Prefill, fma_q8_0, &detail::matmul_highway, DType::Q8_0)->Apply(lm_head_prefill_shape);
@@ -226,6 +258,43 @@ BENCHMARK_CAPTURE(BM_FewTokens, fma_q8_0, &detail::matmul_highway, DType::Q8_0)-
 BENCHMARK_CAPTURE(BM_FewTokensVnniKernel, q8_0, DType::Q8_0)->Apply(few_token_shapes);
 BENCHMARK_CAPTURE(BM_FewTokens, fma_q4_0, &detail::matmul_highway, DType::Q4_0)->Apply(few_token_shapes);
 BENCHMARK_CAPTURE(BM_FewTokensVnniKernel, q4_0, DType::Q4_0)->Apply(few_token_shapes);
+
+// The SigLIP vision tower's products as GEMMs, M = 4096 patches: y = x w^T with w [N, K] (the Linear
+// layers; "dot_tiles" is the same product on the fma path of matmul_highway), and attention per head:
+// S = Q K^T (M = 256 queries, N = 4096 keys, K = 72) and O = P V (N = 72, K = 4096, V k-major).
+void BM_Gemm(benchmark::State& state, DType dtype) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const bool k_major = state.range(3) != 0;
+  const int64_t rows = k_major ? k : n, cols = k_major ? n : k;
+  const std::vector<std::byte> w_bytes = random_weight_bytes(dtype, rows, cols);
+  const MatrixView w{w_bytes.data(), dtype, rows, cols, cols};
+  std::vector<float> x(static_cast<size_t>(m * k), 0.5f), y(static_cast<size_t>(m * n));
+  ThreadPool& pool = bench_pool();
+  for (auto _ : state) {
+    gemm(pool, x.data(), k, m, w, k_major, y.data(), n);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["threads"] = pool.size();
+  state.counters["FLOP/s"] = benchmark::Counter(2.0 * static_cast<double>(m * n * k) * state.iterations(),
+                                                benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+
+void BM_GemmDotTiles(benchmark::State& state, DType dtype) {
+  if (state.range(3) != 0) return state.SkipWithError("matmul_highway takes w as [N, K] only");
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  run_matmul(state, &detail::matmul_highway, dtype, n, k, m, 0);
+}
+
+void gemm_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "N", "K", "k_major"});
+  b->Args({4096, 1152, 1152, 0})->Args({4096, 4304, 1152, 0})->Args({4096, 1152, 4304, 0});
+  b->Args({256, 4096, 72, 0})->Args({256, 72, 4096, 1});
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+BENCHMARK_CAPTURE(BM_Gemm, f32, DType::F32)->Apply(gemm_shapes);
+BENCHMARK_CAPTURE(BM_Gemm, bf16, DType::BF16)->Apply(gemm_shapes);
+BENCHMARK_CAPTURE(BM_GemmDotTiles, f32, DType::F32)->Apply(gemm_shapes);
 
 void BM_ReadBandwidth(benchmark::State& state) {
   double gbs = 0;

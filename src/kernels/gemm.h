@@ -29,7 +29,7 @@ void gemm(const float* x, int64_t ldx, int64_t m, const MatrixView& w, bool w_k_
 
 // The same, split over the pool: by output columns, and also by rows of x where there are too few columns
 // to keep every thread busy.
-void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const MatrixView& w, bool w_k_major, float* y,
-          int64_t ldy, bool accumulate = false);
+void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const MatrixView& w, bool w_k_major,
+          float* y, int64_t ldy, bool accumulate = false);
 
 }  // namespace ge::kernels

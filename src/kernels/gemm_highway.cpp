@@ -2,8 +2,8 @@
 //
 // Loops of one task, outermost first: its output columns in blocks of at most kMaxBlockCols; k in steps of
 // at most kMaxKc, whose slice of B is packed (widened to f32, and transposed where w is [n, k]) into panels
-// of kNR columns, [kc][kNR] each, zero-padded past n: a block of panels (<= 256 KiB) stays in L2; then the
-// rows of x kMR at a time, whose kMR x kc slice (6 KiB) stays in L1 while the microkernel runs it against
+// of kNR columns, [kc][kNR] each, zero-padded past n: a block of panels (<= 480 KiB) stays in L2; then the
+// rows of x kMR at a time, whose kMR x kc slice (<= 9 KiB) stays in L1 while the microkernel runs it against
 // every panel of the block. The microkernel keeps a kMR x kNR tile of y in 2 * kMR vector registers: per k,
 // two aligned loads of B, kMR broadcasts of x and 2 * kMR FMAs (AVX2: 6 x 16, 12 accumulators of 16
 // registers; AVX-512: 6 x 32).
@@ -13,6 +13,7 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 // foreach_target must come first
 #include <hwy/aligned_allocator.h>
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <algorithm>
@@ -58,9 +59,10 @@ using VF = hn::Vec<DF>;
 constexpr size_t kLanes = hn::MaxLanes(DF());
 constexpr size_t kMR = 6;           // rows of x per microkernel tile
 constexpr size_t kNR = 2 * kLanes;  // columns of y per microkernel tile: one panel
-// Zen 3: a 256 x 256 f32 block of B is 256 KiB of its 512 KiB L2, and a kMR x 256 slice of x 6 KiB of 32 KiB L1.
-constexpr size_t kMaxKc = 256;
-constexpr size_t kMaxBlockCols = std::max<size_t>(kNR, 256 / kNR * kNR);
+// Zen 3 (512 KiB L2, 32 KiB L1d): a 384 x 320 f32 block of B is 480 KiB, a kMR x 384 slice of x 9 KiB.
+// Against 256 x 256 blocks, 3-6% faster (fewer passes over y, fewer calls) though the block fills L2.
+constexpr size_t kMaxKc = 384;
+constexpr size_t kMaxBlockCols = std::max<size_t>(kNR, 320 / kNR * kNR);
 
 constexpr size_t DivCeil(size_t a, size_t b) {
   return (a + b - 1) / b;
@@ -114,56 +116,53 @@ void PackKMajor(const T* HWY_RESTRICT w, size_t stride, size_t p0, size_t kc, si
   }
 }
 
-// The same from w = [n, k]: B's column j is w's row j, so 4 x 4 blocks of w are transposed in 128-bit
-// vectors (every target has them), 4 columns of a panel row per store.
+#if HWY_TARGET != HWY_SCALAR
+// out[r * kNR + j] = w[j * stride + r] for r, j < 4: a 4 x 4 block of w transposed in 128-bit vectors
+// (every target but HWY_SCALAR has them).
+template <class T>
+HWY_INLINE void Transpose4x4(const T* HWY_RESTRICT w, size_t stride, float* HWY_RESTRICT out) {
+  const hn::FixedTag<float, 4> d4;
+  const hn::Repartition<uint64_t, decltype(d4)> d64;
+  const auto v0 = LoadWidened(d4, w), v1 = LoadWidened(d4, w + stride);
+  const auto v2 = LoadWidened(d4, w + 2 * stride), v3 = LoadWidened(d4, w + 3 * stride);
+  // t01_lo = (w0[0], w1[0], w0[1], w1[1]), t01_hi the same for elements 2, 3; likewise rows 2, 3.
+  const auto t01_lo = hn::BitCast(d64, hn::InterleaveLower(d4, v0, v1));
+  const auto t23_lo = hn::BitCast(d64, hn::InterleaveLower(d4, v2, v3));
+  const auto t01_hi = hn::BitCast(d64, hn::InterleaveUpper(d4, v0, v1));
+  const auto t23_hi = hn::BitCast(d64, hn::InterleaveUpper(d4, v2, v3));
+  hn::Store(hn::BitCast(d4, hn::InterleaveLower(d64, t01_lo, t23_lo)), d4, out);
+  hn::Store(hn::BitCast(d4, hn::InterleaveUpper(d64, t01_lo, t23_lo)), d4, out + kNR);
+  hn::Store(hn::BitCast(d4, hn::InterleaveLower(d64, t01_hi, t23_hi)), d4, out + 2 * kNR);
+  hn::Store(hn::BitCast(d4, hn::InterleaveUpper(d64, t01_hi, t23_hi)), d4, out + 3 * kNR);
+}
+#endif
+
+// The same from w = [n, k]: B's column j is w's row j. A whole panel is transposed 4 k at a time across
+// all its kNR rows of w, so each row of the panel is written whole while its line is in L1; each row of
+// w gives only kc weights per k step, too short a run for the hardware prefetcher, so the next panel's
+// rows are prefetched meanwhile. The last, partial panel of a block goes one weight at a time.
 template <class T>
 void PackTransposed(const T* HWY_RESTRICT w, size_t stride, size_t p0, size_t kc, size_t col0, size_t cols,
                     float* HWY_RESTRICT packed) {
-#if HWY_TARGET == HWY_SCALAR
-  // One-lane vectors: panels are 2 columns wide, packed one weight at a time.
   for (size_t q = 0; q * kNR < cols; ++q) {
     float* HWY_RESTRICT panel = packed + q * kc * kNR;
-    for (size_t p = 0; p < kc; ++p)
-      for (size_t j = 0; j < kNR; ++j) {
-        const size_t col = q * kNR + j;
-        panel[p * kNR + j] = col < cols ? ToF32(w + (col0 + col) * stride + p0 + p) : 0.0f;
+    const T* HWY_RESTRICT rows = w + (col0 + q * kNR) * stride + p0;
+    const size_t valid = std::min(kNR, cols - q * kNR);
+    size_t p = 0;
+#if HWY_TARGET != HWY_SCALAR
+    if (valid == kNR) {
+      const T* HWY_RESTRICT next = (q + 2) * kNR <= cols ? rows + kNR * stride : nullptr;
+      for (; p + 4 <= kc; p += 4) {
+        if (next != nullptr && p % (64 / sizeof(T)) == 0)
+          for (size_t j = 0; j < kNR; ++j) hwy::Prefetch(next + j * stride + p);
+        for (size_t j0 = 0; j0 < kNR; j0 += 4)
+          Transpose4x4(rows + j0 * stride + p, stride, panel + p * kNR + j0);
       }
-  }
-#else
-  const hn::FixedTag<float, 4> d4;
-  const hn::Repartition<uint64_t, decltype(d4)> d64;
-  for (size_t q = 0; q * kNR < cols; ++q) {
-    float* HWY_RESTRICT panel = packed + q * kc * kNR;
-    for (size_t j0 = 0; j0 < kNR; j0 += 4) {
-      const size_t col = q * kNR + j0;
-      const size_t valid = col < cols ? std::min<size_t>(4, cols - col) : 0;
-      const T* HWY_RESTRICT r0 = w + (col0 + col) * stride + p0;
-      size_t p = 0;
-      if (valid == 4) {
-        const T* HWY_RESTRICT r1 = r0 + stride;
-        const T* HWY_RESTRICT r2 = r1 + stride;
-        const T* HWY_RESTRICT r3 = r2 + stride;
-        for (; p + 4 <= kc; p += 4) {
-          const auto v0 = LoadWidened(d4, r0 + p), v1 = LoadWidened(d4, r1 + p);
-          const auto v2 = LoadWidened(d4, r2 + p), v3 = LoadWidened(d4, r3 + p);
-          // t01_lo = (w0[p], w1[p], w0[p+1], w1[p+1]), t01_hi the same for p+2, p+3; likewise rows 2, 3.
-          const auto t01_lo = hn::BitCast(d64, hn::InterleaveLower(d4, v0, v1));
-          const auto t23_lo = hn::BitCast(d64, hn::InterleaveLower(d4, v2, v3));
-          const auto t01_hi = hn::BitCast(d64, hn::InterleaveUpper(d4, v0, v1));
-          const auto t23_hi = hn::BitCast(d64, hn::InterleaveUpper(d4, v2, v3));
-          float* HWY_RESTRICT out = panel + p * kNR + j0;
-          hn::Store(hn::BitCast(d4, hn::InterleaveLower(d64, t01_lo, t23_lo)), d4, out);
-          hn::Store(hn::BitCast(d4, hn::InterleaveUpper(d64, t01_lo, t23_lo)), d4, out + kNR);
-          hn::Store(hn::BitCast(d4, hn::InterleaveLower(d64, t01_hi, t23_hi)), d4, out + 2 * kNR);
-          hn::Store(hn::BitCast(d4, hn::InterleaveUpper(d64, t01_hi, t23_hi)), d4, out + 3 * kNR);
-        }
-      }
-      // The k tail of whole columns, or every k of the panel's last (partial or absent) columns.
-      for (; p < kc; ++p)
-        for (size_t j = 0; j < 4; ++j) panel[p * kNR + j0 + j] = j < valid ? ToF32(r0 + j * stride + p) : 0.0f;
     }
-  }
 #endif
+    for (; p < kc; ++p)
+      for (size_t j = 0; j < kNR; ++j) panel[p * kNR + j] = j < valid ? ToF32(rows + j * stride + p) : 0.0f;
+  }
 }
 
 template <class T>
@@ -191,8 +190,9 @@ void Pack(const GemmOperands& o, size_t p0, size_t kc, size_t col0, size_t cols,
 // y[i, j] (+)= sum_p a[i * lda + p] * panel[p * kNR + j] for i < MR, j < cols (<= kNR). The tile lives in
 // 2 * MR accumulators (fully unrolled arrays of vectors, which the compiler keeps in registers).
 template <size_t MR>
-HWY_NOINLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t lda, const float* HWY_RESTRICT panel,
-                              float* HWY_RESTRICT y, size_t ldy, size_t cols, bool add) {
+HWY_NOINLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t lda,
+                              const float* HWY_RESTRICT panel, float* HWY_RESTRICT y, size_t ldy, size_t cols,
+                              bool add) {
   const DF d;
   VF acc0[MR], acc1[MR];
   const float* HWY_RESTRICT rows[MR];
@@ -201,6 +201,11 @@ HWY_NOINLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t lda
     acc0[i] = hn::Zero(d);
     acc1[i] = hn::Zero(d);
     rows[i] = a + i * lda;
+    // The tile of y was last touched a whole k step ago, and is in L3 at best: fetched during the loop,
+    // its lines are there when the sums are added to it (3-5% on the 4096-row products).
+    hwy::Prefetch(y + i * ldy);
+    if constexpr (kNR > 16) hwy::Prefetch(y + i * ldy + std::min<size_t>(cols - 1, 16));
+    hwy::Prefetch(y + i * ldy + cols - 1);
   }
 #pragma GCC unroll 2
   for (size_t p = 0; p < kc; ++p) {
@@ -226,8 +231,10 @@ HWY_NOINLINE void MicroKernel(size_t kc, const float* HWY_RESTRICT a, size_t lda
     }
     return;
   }
-  // The last panel's columns past n are padding: computed, never written.
+  // The last panel's columns past n are padding: computed, never written. (Unrolled like every loop over
+  // the accumulators: indexing them at run time would keep them in memory, stored on every k.)
   HWY_ALIGN float tile[kNR];
+#pragma GCC unroll 16
   for (size_t i = 0; i < MR; ++i) {
     hn::Store(acc0[i], d, tile);
     hn::Store(acc1[i], d, tile + kLanes);
@@ -292,21 +299,29 @@ void GemmSingle(const GemmOperands& o) {
 
 // Tasks of kMR-multiple rows x kNR-multiple columns. Splitting columns finer makes each task stream its
 // rows of x once more; splitting rows makes each task pack its columns of B once more. The grid is the one
-// of least estimated time (in cycles of one core: FMAs at two per cycle, ~0.5 cycle per packed weight,
-// ~0.1 per activation streamed, ~2000 per task) among column splits that keep blocks in L2.
+// of least estimated time (in cycles of one core: FMAs at two per cycle, ~0.7 cycle per packed weight,
+// ~0.1 per activation streamed, ~2000 per task) among those of at least kTasksPerThread tasks per thread
+// whose column blocks fit in L2. Several tasks per thread let threads slowed by other work (a shared
+// machine) hand theirs over: with one task each, a 640 x 2048 product of 64 tokens ran ~20% slower.
 void GemmThreaded(ThreadPool& pool, const GemmOperands& o) {
+  constexpr size_t kTasksPerThread = 4;
   const size_t threads = static_cast<size_t>(pool.size());
+  if (threads == 1) return GemmSingle(o);
   const size_t panels = DivCeil(o.n, kNR), row_tiles = DivCeil(o.m, kMR);
   const size_t min_col_tasks = DivCeil(panels, kMaxBlockCols / kNR);
+  const size_t wanted_tasks = std::min(kTasksPerThread * threads, panels * row_tiles);
   double best_time = std::numeric_limits<double>::infinity();
   size_t best_panels = panels, best_tiles = row_tiles;
-  for (size_t col_tasks = min_col_tasks; col_tasks <= std::min(panels, min_col_tasks + 4 * threads); ++col_tasks) {
-    for (size_t row_tasks = 1; row_tasks <= std::min(row_tiles, 4 * threads); ++row_tasks) {
+  for (size_t col_tasks = min_col_tasks; col_tasks <= std::min(panels, min_col_tasks + wanted_tasks);
+       ++col_tasks) {
+    for (size_t row_tasks = 1; row_tasks <= std::min(row_tiles, wanted_tasks); ++row_tasks) {
       const size_t task_panels = DivCeil(panels, col_tasks), task_tiles = DivCeil(row_tiles, row_tasks);
       const size_t tasks = DivCeil(panels, task_panels) * DivCeil(row_tiles, task_tiles);
-      const double cols = static_cast<double>(task_panels * kNR), rows = static_cast<double>(task_tiles * kMR);
+      if (tasks < wanted_tasks) continue;
+      const double cols = static_cast<double>(task_panels * kNR),
+                   rows = static_cast<double>(task_tiles * kMR);
       const double k = static_cast<double>(o.k);
-      const double task = rows * cols * k / (2 * kLanes) + 0.5 * cols * k + 0.1 * rows * k + 2000;
+      const double task = rows * cols * k / (2 * kLanes) + 0.7 * cols * k + 0.1 * rows * k + 2000;
       const double time = static_cast<double>(DivCeil(tasks, threads)) * task;
       if (time < best_time) {
         best_time = time;
@@ -336,16 +351,17 @@ HWY_EXPORT(GemmThreaded);
 
 namespace {
 
-detail::GemmOperands check_operands(const float* x, int64_t ldx, int64_t m, const MatrixView& w, bool w_k_major,
-                                    float* y, int64_t ldy, bool accumulate) {
+detail::GemmOperands check_operands(const float* x, int64_t ldx, int64_t m, const MatrixView& w,
+                                    bool w_k_major, float* y, int64_t ldy, bool accumulate) {
   if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16)
     throw std::invalid_argument("gemm: unsupported weight dtype " + std::string(dtype_info(w.dtype).name) +
                                 " (F32, F16 or BF16)");
   const int64_t k = w_k_major ? w.rows : w.cols, n = w_k_major ? w.cols : w.rows;
   if (m < 0 || w.rows < 0 || w.cols < 0 || w.stride < w.cols || ldx < k || ldy < n)
-    throw std::invalid_argument("gemm: bad shape or stride: m=" + std::to_string(m) + " k=" + std::to_string(k) +
-                                " n=" + std::to_string(n) + " ldx=" + std::to_string(ldx) + " ldy=" +
-                                std::to_string(ldy) + " w.stride=" + std::to_string(w.stride));
+    throw std::invalid_argument("gemm: bad shape or stride: m=" + std::to_string(m) +
+                                " k=" + std::to_string(k) + " n=" + std::to_string(n) +
+                                " ldx=" + std::to_string(ldx) + " ldy=" + std::to_string(ldy) +
+                                " w.stride=" + std::to_string(w.stride));
   return {x,
           static_cast<size_t>(ldx),
           static_cast<size_t>(m),
@@ -377,8 +393,8 @@ void gemm(const float* x, int64_t ldx, int64_t m, const MatrixView& w, bool w_k_
   if (!trivial(o)) HWY_DYNAMIC_DISPATCH(GemmSingle)(o);
 }
 
-void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const MatrixView& w, bool w_k_major, float* y,
-          int64_t ldy, bool accumulate) {
+void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const MatrixView& w, bool w_k_major,
+          float* y, int64_t ldy, bool accumulate) {
   const detail::GemmOperands o = check_operands(x, ldx, m, w, w_k_major, y, ldy, accumulate);
   if (!trivial(o)) HWY_DYNAMIC_DISPATCH(GemmThreaded)(pool, o);
 }

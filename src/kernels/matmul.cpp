@@ -84,7 +84,7 @@ void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens,
   // The default stays exact: bf16 activations move the logits ~5e-3, past the 1e-3 bar. An exact-enough
   // vdpbf16ps variant (x split into bf16 hi + lo parts) measured no faster on Zen 4 (two vdpbf16ps per 32
   // products is the same instruction count as two FMAs), so it was removed.
-  if (!is_block_quantized(w.dtype) && n_tokens >= detail::kMinGemmTokens)
+  if (!is_block_quantized(w.dtype) && n_tokens >= detail::min_gemm_tokens(w.dtype))
     return gemm(pool, x, w.cols(), n_tokens, MatrixView{w.data, w.dtype, w.rows(), w.cols(), w.cols()},
                 /*w_k_major=*/false, y, w.rows());
   detail::matmul_highway(pool, w, x, n_tokens, y);

@@ -20,7 +20,9 @@ enum class Precision {
 };
 
 // y[t, o] = sum_i x[t, i] * w[o, i] for t < n_tokens, o < w.rows(); x is [n_tokens, w.cols()] and y is
-// [n_tokens, w.rows()], both dense row-major. Work is split over output rows across the pool. Weights
+// [n_tokens, w.rows()], both dense row-major. Work is split over output rows across the pool; exact
+// products of F32, F16 and BF16 weights with many tokens (detail::min_gemm_tokens) go through gemm()
+// (kernels/gemm.h), which first widens the weights into f32 panels. Weights
 // must be F32, F16, BF16, Q8_0 or Q4_0 (see kernels/quantize.h; columns a multiple of 32); other dtypes
 // throw std::invalid_argument. With kExact, the products are those of x with the f32 value of each stored
 // weight (for Q8_0 and Q4_0, d * q exactly), accumulated in f32; activations are never quantized.

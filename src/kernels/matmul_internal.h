@@ -19,9 +19,15 @@ void matmul_highway_mlx(ThreadPool& pool, const QuantizedMatrix& w, const float*
 const char* highway_target_name();
 
 // matmul() hands exact products of F32, F16 and BF16 weights with at least this many tokens to gemm()
-// (kernels/gemm.h), which packs the weights into f32 panels first; fewer tokens take matmul_highway,
-// which reads the weights in place.
-inline constexpr int64_t kMinGemmTokens = 32;
+// (kernels/gemm.h), which packs the weights into f32 panels first (~0.7 cycle per weight) and then runs
+// near the FMA peak; fewer tokens take matmul_highway, which reads the weights in place. Measured on the
+// BM_Prefill crossover shapes (Zen 3, 2 threads): with F32 weights gemm wins from 32 tokens on 4 of 5
+// shapes and on all from 48; BF16 weights, half the bytes for the dot-product kernels, break even around
+// 48 tokens and gemm wins from 64 on 4 of 5 (1.05-1.2x; N = 640, K = 2048 evens out at ~96). F16 weights
+// go with BF16.
+inline int64_t min_gemm_tokens(DType dtype) {
+  return dtype == DType::F32 ? 32 : 64;
+}
 
 // vdpbf16ps kernel for BF16 weights only, activations rounded to bf16 first (Precision::kReducedActivations).
 // Call only where cpu_has_avx512bf16(). matmul() takes it from kMinBf16Tokens tokens on: it computes
