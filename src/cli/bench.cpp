@@ -61,10 +61,7 @@ std::vector<double> repeat(int reps, int64_t tokens, const std::function<void()>
 // One image through the vision encoder (median of the repetitions after a warm-up), then the prefill of
 // its soft tokens as one bidirectional block, with the share of the FMA peak the encoder reaches.
 void bench_image(const BenchOptions& o, loader::LoadedModel& m, kernels::ThreadPool& pool) {
-  if (!m.vision)
-    throw std::runtime_error("--image: " + o.model + " reads text only (no vision tower" +
-                             (loader::is_gguf(o.model) ? "; give its mmproj file with --mmproj)" : ")"));
-  loader::VisionPart& v = *m.vision;
+  loader::VisionPart& v = vision_of(m, o.model);
   const auto image = runtime::prepare_image_file(o.image, v.processor, false, v.config.mm_tokens_per_image);
   siglip::Gemma3VisionEncoder& encoder = v.bind();
   gemma::Model& model = *m.model;

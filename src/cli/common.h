@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/matmul.h"
+#include "loader/model_loader.h"
 #include "models/gemma/model.h"
 
 namespace ge::cli {
@@ -30,6 +31,10 @@ DType kv_cache_type(const std::string& kv_type);
 // MB and the time left at the rate so far.
 void print_progress(std::chrono::steady_clock::time_point start, size_t tensors_done, size_t tensors_total,
                     uint64_t bytes_done, uint64_t bytes_total);
+
+// The model's vision side, or an error for --image on a model that reads text only (naming --mmproj for a
+// GGUF file, whose tower lives in a separate file).
+loader::VisionPart& vision_of(loader::LoadedModel& m, const std::string& model);
 
 void add_run_command(CLI::App& app);
 void add_tool_commands(CLI::App& app);  // tokenize, logits, inspect

@@ -52,6 +52,13 @@ void print_progress(std::chrono::steady_clock::time_point start, size_t tensors_
   std::fflush(stderr);
 }
 
+loader::VisionPart& vision_of(loader::LoadedModel& m, const std::string& model) {
+  if (!m.vision)
+    throw std::runtime_error("--image: " + model + " reads text only (no vision tower" +
+                             (loader::is_gguf(model) ? "; give its mmproj file with --mmproj)" : ")"));
+  return *m.vision;
+}
+
 void apply_precision(gemma::Model& model, const PrecisionFlags& flags) {
   const auto precision = [](bool fast) {
     return fast ? kernels::Precision::kReducedActivations : kernels::Precision::kExact;

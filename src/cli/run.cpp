@@ -88,13 +88,10 @@ class Chat {
 
   // Reads and preprocesses an image for the next message.
   void attach(const std::string& path) {
-    if (!m_.vision)
-      throw std::runtime_error("--image " + path + ": " + o_.model + " reads text only (no vision tower" +
-                               (loader::is_gguf(o_.model) ? "; give its mmproj file with --mmproj)" : ")"));
-    const auto& v = *m_.vision;
+    loader::VisionPart& v = vision_of(m_, o_.model);
     pending_.push_back(runtime::prepare_image_file(path, v.processor, o_.pan_and_scan || v.processor.do_pan_and_scan,
                                                    v.config.mm_tokens_per_image));
-    generator_.set_vision_encoder(&m_.vision->bind());
+    generator_.set_vision_encoder(&v.bind());
   }
 
   // One user turn: renders the whole conversation; the slot reuses the cached prefix of earlier turns

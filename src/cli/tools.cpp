@@ -74,10 +74,7 @@ std::vector<runtime::PreparedImage> prepare_images(loader::LoadedModel& m, const
                                                    const std::vector<std::string>& paths, bool pan_and_scan) {
   std::vector<runtime::PreparedImage> images;
   if (paths.empty()) return images;
-  if (!m.vision)
-    throw std::runtime_error("--image: " + model + " reads text only (no vision tower" +
-                             (loader::is_gguf(model) ? "; give its mmproj file with --mmproj)" : ")"));
-  const loader::VisionPart& v = *m.vision;
+  const loader::VisionPart& v = vision_of(m, model);
   for (const std::string& path : paths)
     images.push_back(runtime::prepare_image_file(path, v.processor, pan_and_scan || v.processor.do_pan_and_scan,
                                                  v.config.mm_tokens_per_image));
