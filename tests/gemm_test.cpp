@@ -19,19 +19,13 @@
 #include "kernels/matmul.h"
 #include "kernels/matmul_internal.h"
 #include "tensor/dtype.h"
+#include "test_util.h"
 
 namespace ge::kernels {
 namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-std::vector<float> random_values(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  std::vector<float> v(n);
-  for (float& f : v) f = dist(rng);
-  return v;
-}
 
 // The f32 value that v has once stored as dtype.
 float stored(DType dtype, float v) {
@@ -95,11 +89,11 @@ void expect_gemm_matches_reference(const Case& c, const std::vector<Call>& calls
   std::vector<int64_t> targets = {0};  // 0: the best target, as dispatched normally
   if (every_target) targets = hwy::SupportedAndGeneratedTargets();
   const int64_t ldx = c.k + c.pad, ldy = c.n + c.pad;
-  std::vector<float> x = random_values(static_cast<size_t>(c.m * ldx), seed);
+  std::vector<float> x = test::uniform_values(static_cast<size_t>(c.m * ldx), seed);
   for (int64_t i = 0; i < c.m; ++i)
     for (int64_t p = c.k; p < ldx; ++p) x[i * ldx + p] = kNaN;
-  const std::vector<float> b_values = random_values(static_cast<size_t>(c.k * c.n), seed + 1);
-  const std::vector<float> y0 = random_values(static_cast<size_t>(c.m * ldy), seed + 2);
+  const std::vector<float> b_values = test::uniform_values(static_cast<size_t>(c.k * c.n), seed + 1);
+  const std::vector<float> y0 = test::uniform_values(static_cast<size_t>(c.m * ldy), seed + 2);
   for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
     std::vector<float> b_stored(b_values.size());
     for (size_t i = 0; i < b_values.size(); ++i) b_stored[i] = stored(dtype, b_values[i]);
@@ -177,8 +171,8 @@ TEST(Gemm, MatchesReferenceOnAttentionShapes) {
 // reproducible bit for bit across thread counts.
 TEST(Gemm, ResultsDoNotDependOnThreads) {
   const int64_t m = 300, n = 600, k = 600;
-  const std::vector<float> x = random_values(static_cast<size_t>(m * k), 21);
-  const StoredMatrix w = store_b(DType::BF16, random_values(static_cast<size_t>(k * n), 22), k, n, false, 0);
+  const std::vector<float> x = test::uniform_values(static_cast<size_t>(m * k), 21);
+  const StoredMatrix w = store_b(DType::BF16, test::uniform_values(static_cast<size_t>(k * n), 22), k, n, false, 0);
   std::vector<float> single(static_cast<size_t>(m * n));
   gemm(x.data(), k, m, w.view, false, single.data(), n);
   for (int threads : {1, 2, 3, 4}) {
@@ -214,7 +208,7 @@ TEST(Gemm, MatmulTakesGemmForLargeBatches) {
   ThreadPool pool(2);
   const int64_t rows = 40, cols = 257;
   for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
-    const std::vector<float> values = random_values(static_cast<size_t>(rows * cols), 31);
+    const std::vector<float> values = test::uniform_values(static_cast<size_t>(rows * cols), 31);
     // A Linear weight [out, in] is gemm's w with w_k_major = false; store_b takes B = w^T.
     std::vector<float> b(values.size());
     for (int64_t o = 0; o < rows; ++o)
@@ -224,7 +218,7 @@ TEST(Gemm, MatmulTakesGemmForLargeBatches) {
     const int64_t min_tokens = detail::min_gemm_tokens(dtype);
     for (int64_t n_tokens : {min_tokens - 1, min_tokens, int64_t{100}}) {
       SCOPED_TRACE(testing::Message() << dtype_info(dtype).name << " n_tokens=" << n_tokens);
-      const std::vector<float> x = random_values(static_cast<size_t>(n_tokens * cols), 32);
+      const std::vector<float> x = test::uniform_values(static_cast<size_t>(n_tokens * cols), 32);
       std::vector<float> y(static_cast<size_t>(n_tokens * rows)), expected(y.size());
       matmul(pool, t, x.data(), n_tokens, y.data());
       if (n_tokens >= min_tokens)

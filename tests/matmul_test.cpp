@@ -21,6 +21,7 @@
 #include "kernels/ops.h"
 #include "kernels/quantize.h"
 #include "tensor/dtype.h"
+#include "test_util.h"
 
 namespace ge::kernels {
 namespace {
@@ -62,13 +63,6 @@ OwnedTensor make_weights(DType dtype, int64_t rows, int64_t cols, const std::vec
   return o;
 }
 
-std::vector<float> random_values(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  std::vector<float> v(n);
-  for (float& f : v) f = dist(rng);
-  return v;
-}
 
 std::vector<float> abs_values(std::vector<float> v) {
   for (float& f : v) f = std::fabs(f);
@@ -134,8 +128,8 @@ void expect_matches_reference(const MatmulFn& fn, std::initializer_list<DType> d
   constexpr size_t kGuard = 16;
   uint32_t seed = 1;
   for (const Shape& s : shapes) {
-    const std::vector<float> w_values = random_values(static_cast<size_t>(s.out * s.in), seed++);
-    const std::vector<float> x = random_values(static_cast<size_t>(s.n_tokens * s.in), seed++);
+    const std::vector<float> w_values = test::uniform_values(static_cast<size_t>(s.out * s.in), seed++);
+    const std::vector<float> x = test::uniform_values(static_cast<size_t>(s.n_tokens * s.in), seed++);
     const std::vector<float> x_ref = activations == Activations::kRoundedToBf16 ? rounded_to_bf16(x) : x;
     const std::vector<float> x_abs = abs_values(x_ref);
     const size_t n_out = static_cast<size_t>(s.n_tokens * s.out);
@@ -194,8 +188,8 @@ TEST(Matmul, QuantizedWeightsMultiplyAsTheirDequantizedValues) {
   ThreadPool pool(2);
   uint32_t seed = 100;
   for (const Shape& s : std::vector<Shape>{{2048, 301, 1}, {2048, 301, 17}, {96, 5, 64}}) {
-    const std::vector<float> x = random_values(static_cast<size_t>(s.n_tokens * s.in), seed++);
-    const std::vector<float> w_values = random_values(static_cast<size_t>(s.out * s.in), seed++);
+    const std::vector<float> x = test::uniform_values(static_cast<size_t>(s.n_tokens * s.in), seed++);
+    const std::vector<float> w_values = test::uniform_values(static_cast<size_t>(s.out * s.in), seed++);
     for (DType dtype : {DType::Q8_0, DType::Q4_0}) {
       SCOPED_TRACE(testing::Message() << dtype_info(dtype).name << " in=" << s.in << " out=" << s.out
                                       << " n_tokens=" << s.n_tokens);
@@ -234,8 +228,8 @@ TEST(Matmul, Bf16ActivationKernelMatchesReferenceOnLargeShapes) {
 // weights, whose rows are whole blocks).
 std::vector<float> outputs_of(const MatmulFn& fn, DType dtype, int64_t n_tokens) {
   const int64_t in = dtype_info(dtype).block_elems > 1 ? 640 : 645, out = 300;
-  const OwnedTensor w = make_weights(dtype, out, in, random_values(static_cast<size_t>(out * in), 7));
-  const std::vector<float> x = random_values(static_cast<size_t>(n_tokens * in), 8);
+  const OwnedTensor w = make_weights(dtype, out, in, test::uniform_values(static_cast<size_t>(out * in), 7));
+  const std::vector<float> x = test::uniform_values(static_cast<size_t>(n_tokens * in), 8);
   std::vector<float> y(static_cast<size_t>(n_tokens * out));
   ThreadPool pool(2);
   fn(pool, w.t, x.data(), n_tokens, y.data());
@@ -388,9 +382,9 @@ void expect_vnni_kernel_matches_references(DType dtype, const std::vector<Shape>
   constexpr size_t kGuard = 16;
   uint32_t seed = 300;
   for (const Shape& s : shapes) {
-    const std::vector<float> w_values = random_values(static_cast<size_t>(s.out * s.in), seed++);
+    const std::vector<float> w_values = test::uniform_values(static_cast<size_t>(s.out * s.in), seed++);
     const size_t n_x = static_cast<size_t>(s.n_tokens * s.in);
-    const std::vector<float> x = kind == Q8_0Activations::kTies ? tie_activations(n_x) : random_values(n_x, seed++);
+    const std::vector<float> x = kind == Q8_0Activations::kTies ? tie_activations(n_x) : test::uniform_values(n_x, seed++);
     OwnedTensor w = make_weights(dtype, s.out, s.in, w_values);
     set_extreme_codes(dtype, w.bytes);
     const std::vector<float> w_stored = stored_values(w.t);

@@ -144,6 +144,15 @@ inline std::vector<float> normal_values(size_t n, uint32_t seed, float sigma = 1
   return v;
 }
 
+// The same numbers for a seed as every other test: n values drawn uniformly from [-1, 1).
+inline std::vector<float> uniform_values(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  std::vector<float> v(n);
+  for (float& f : v) f = dist(rng);
+  return v;
+}
+
 // Runs `body` in a child process and returns its wait status (for tests of signals and exits).
 inline int run_in_child(const std::function<void()>& body) {
   const pid_t pid = fork();

@@ -1,5 +1,6 @@
 #include "loader/gguf_model.h"
 
+#include <functional>
 #include <map>
 #include <stdexcept>
 
@@ -87,10 +88,12 @@ std::string hf_name(const GgufFile& f, Family family, const std::string& name) {
               " text model");
 }
 
-class HfNamedTensors final : public TensorSource {
+// A GGUF file's tensors under the names a model binds.
+class RenamedTensors final : public TensorSource {
  public:
-  HfNamedTensors(std::unique_ptr<GgufFile> file, Family family) : file_(std::move(file)) {
-    for (const Tensor* t : file_->all()) by_hf_name_[hf_name(*file_, family, t->name)] = t;
+  RenamedTensors(std::unique_ptr<GgufFile> file, const std::function<std::string(const std::string&)>& name_of)
+      : file_(std::move(file)) {
+    for (const Tensor* t : file_->all()) by_hf_name_[name_of(t->name)] = t;
   }
   const Tensor* find(std::string_view name) const override {
     const auto it = by_hf_name_.find(name);
@@ -155,8 +158,14 @@ gemma::Config config_from_gguf(const GgufFile& f) {
   return c;
 }
 
+std::unique_ptr<TensorSource> renamed_tensors(std::unique_ptr<GgufFile> file,
+                                              const std::function<std::string(const std::string&)>& name_of) {
+  return std::make_unique<RenamedTensors>(std::move(file), name_of);
+}
+
 std::unique_ptr<TensorSource> hf_named_tensors(std::unique_ptr<GgufFile> file, Family family) {
-  return std::make_unique<HfNamedTensors>(std::move(file), family);
+  const GgufFile& f = *file;
+  return renamed_tensors(std::move(file), [&](const std::string& name) { return hf_name(f, family, name); });
 }
 
 Tokenizer tokenizer_from_gguf(const GgufFile& f) {

@@ -2,6 +2,7 @@
 // seen as the model expects a checkpoint: the config rebuilt from the metadata, the tensors under their
 // Hugging Face names, the vocabulary from the tokenizer.ggml.* arrays.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,6 +17,10 @@ namespace ge::loader {
 // sliding window, Gemma 2 on even layers; the attention scale is head_dim^-0.5 except for the 27B shapes
 // (hidden / heads), as no GGUF key carries query_pre_attn_scalar. Norm weights are stored as w + 1.
 gemma::Config config_from_gguf(const formats::GgufFile& file);
+
+// The file's tensors under the names `name_of` gives them (it throws for a name it cannot place).
+std::unique_ptr<TensorSource> renamed_tensors(std::unique_ptr<formats::GgufFile> file,
+                                              const std::function<std::string(const std::string&)>& name_of);
 
 // The file's tensors under the names the model binds ("model.layers.3.mlp.up_proj.weight" for
 // "blk.3.ffn_up.weight"); throws for a tensor name it cannot place.

@@ -3,6 +3,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "loader/gguf_model.h"
+
 namespace ge::loader {
 namespace {
 
@@ -93,24 +95,6 @@ std::string hf_name(const GgufFile& f, const std::string& name, int64_t hidden) 
   fail(f, "tensor '" + name + "' is not part of a Gemma 3 vision tower or projector");
 }
 
-class HfNamedVisionTensors final : public TensorSource {
- public:
-  explicit HfNamedVisionTensors(std::unique_ptr<GgufFile> file) : file_(std::move(file)) {
-    check_gemma3_clip(*file_);
-    const int64_t hidden = positive(*file_, "clip.vision.embedding_length");
-    for (const Tensor* t : file_->all()) by_hf_name_[hf_name(*file_, t->name, hidden)] = t;
-  }
-  const Tensor* find(std::string_view name) const override {
-    const auto it = by_hf_name_.find(name);
-    return it == by_hf_name_.end() ? nullptr : it->second;
-  }
-  std::vector<const Tensor*> all() const override { return file_->all(); }
-  std::string describe() const override { return file_->describe(); }
-
- private:
-  std::unique_ptr<GgufFile> file_;
-  std::map<std::string, const Tensor*, std::less<>> by_hf_name_;
-};
 
 std::array<float, 3> rgb_values(const GgufFile& f, const std::string& key) {
   const std::vector<float>& v = f.metadata().get_array<float>(key);
@@ -164,7 +148,10 @@ siglip::Gemma3VisionConfig vision_config_from_mmproj(const GgufFile& f, int64_t 
 }
 
 std::unique_ptr<TensorSource> hf_named_vision_tensors(std::unique_ptr<GgufFile> file) {
-  return std::make_unique<HfNamedVisionTensors>(std::move(file));
+  check_gemma3_clip(*file);
+  const int64_t hidden = positive(*file, "clip.vision.embedding_length");
+  const GgufFile& f = *file;
+  return renamed_tensors(std::move(file), [&](const std::string& name) { return hf_name(f, name, hidden); });
 }
 
 ImageNormalization image_normalization_from_mmproj(const GgufFile& f) {
