@@ -24,6 +24,18 @@ std::string joined(const std::vector<int32_t>& ids) {
   return s;
 }
 
+// The f32 file `out` against the fixture's `reference`: same size and every value within `tolerance`.
+::testing::AssertionResult matches_reference(const std::filesystem::path& out, const std::string& reference,
+                                             float tolerance) {
+  const auto got = test::read_f32(out);
+  const auto expected = test::read_f32(fixture() / reference);
+  if (got.size() != expected.size())
+    return ::testing::AssertionFailure() << got.size() << " values, " << reference << " has " << expected.size();
+  const float diff = test::max_abs_diff(got.data(), expected.data(), got.size());
+  if (diff < tolerance) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "max |diff| " << diff << " to " << reference << " >= " << tolerance;
+}
+
 TEST(VisionCli, LogitsWithAnImageMatchTheReference) {
   test::ScratchDir dir;
   const auto out = dir.path() / "logits.f32";
@@ -31,10 +43,7 @@ TEST(VisionCli, LogitsWithAnImageMatchTheReference) {
   const auto r = test::run_gemma("logits -m " + quoted(fixture()) + " --ids " + joined(reference_ids()) +
                                  " --image " + image() + " -o " + quoted(out) + " -t 2 -b 5");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto got = test::read_f32(out);
-  const auto expected = test::read_f32(fixture() / "reference_logits.f32");
-  ASSERT_EQ(got.size(), expected.size());
-  EXPECT_LT(test::max_abs_diff(got.data(), expected.data(), got.size()), 1e-3f);
+  EXPECT_TRUE(matches_reference(out, "reference_logits.f32", 1e-3f));
 }
 
 // The same from the f32 GGUF + mmproj pair `gemma convert` writes (the pair llama.cpp's mtmd reads).
@@ -47,10 +56,7 @@ TEST(VisionCli, LogitsFromAGgufAndItsMmprojMatchTheReference) {
   const auto r = test::run_gemma("logits -m " + quoted(text) + " --mmproj " + quoted(mmproj) + " --ids " +
                                  joined(reference_ids()) + " --image " + image() + " -o " + quoted(out) + " -t 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto got = test::read_f32(out);
-  const auto expected = test::read_f32(fixture() / "reference_logits.f32");
-  ASSERT_EQ(got.size(), expected.size());
-  EXPECT_LT(test::max_abs_diff(got.data(), expected.data(), got.size()), 1e-3f);
+  EXPECT_TRUE(matches_reference(out, "reference_logits.f32", 1e-3f));
   const auto no_mmproj = test::run_gemma("run -m " + quoted(text) + " --image " + image() + " -p hi -n 1");
   EXPECT_NE(no_mmproj.exit_code, 0);
   EXPECT_NE(no_mmproj.output.find("--mmproj"), std::string::npos) << no_mmproj.output;
@@ -77,10 +83,7 @@ TEST(VisionCli, TheNestedLayoutOfNewerTransformersLoadsToo) {
   const auto r = test::run_gemma("logits -m " + quoted(dir.path()) + " --ids " + joined(reference_ids()) +
                                  " --image " + image() + " -o " + quoted(out) + " -t 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto got = test::read_f32(out);
-  const auto expected = test::read_f32(fixture() / "reference_logits.f32");
-  ASSERT_EQ(got.size(), expected.size());
-  EXPECT_LT(test::max_abs_diff(got.data(), expected.data(), got.size()), 1e-3f);
+  EXPECT_TRUE(matches_reference(out, "reference_logits.f32", 1e-3f));
 }
 
 TEST(VisionCli, PreprocessWritesTheProcessorsPixelValues) {
@@ -90,10 +93,7 @@ TEST(VisionCli, PreprocessWritesTheProcessorsPixelValues) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("shape: [1, 3, 224, 224]"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("<start_of_image><image_soft_token>"), std::string::npos) << r.output;
-  const auto got = test::read_f32(out);
-  const auto expected = test::read_f32(fixture() / "reference_pixel_values.f32");
-  ASSERT_EQ(got.size(), expected.size());
-  EXPECT_LT(test::max_abs_diff(got.data(), expected.data(), got.size()), 1e-6f);
+  EXPECT_TRUE(matches_reference(out, "reference_pixel_values.f32", 1e-6f));
 }
 
 // The fixture's prompt is Gemma3Processor's rendering of one user turn [image, "What is shown in this
