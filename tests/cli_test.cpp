@@ -29,7 +29,7 @@ class CliLogits : public ::testing::TestWithParam<std::string> {};
 TEST_P(CliLogits, ReproduceTheReferenceWithinTolerance) {
   test::ScratchDir dir;
   const auto out = dir.path() / "logits.f32";
-  const auto r = gemma("logits -m " + quoted(test::fixture_model_dir(GetParam())) + " --ids " + ids_of(GetParam()) +
+  const auto r = gemma("logits --exact -m " + quoted(test::fixture_model_dir(GetParam())) + " --ids " + ids_of(GetParam()) +
                        " -o " + quoted(out) + " -t 2 -b 7");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto got = test::read_f32(out);

@@ -141,6 +141,11 @@ TEST(Convert, Gemma3TinyBf16MetadataTensorsAndVocab) {
   EXPECT_EQ(m.get_u32("gemma3.attention.key_length"), c["head_dim"].get<uint32_t>());
   EXPECT_EQ(m.get_u32("gemma3.attention.value_length"), c["head_dim"].get<uint32_t>());
   EXPECT_EQ(m.get_u32("gemma3.attention.sliding_window"), c["sliding_window"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma3.attention.sliding_window_pattern"),
+            c["sliding_window_pattern"].get<uint32_t>());
+  EXPECT_EQ(m.value("gemma3.attention.sliding_window_layers"), nullptr);  // only where no period fits
+  EXPECT_FLOAT_EQ(m.get_f32("gemma3.attention.query_pre_attn_scalar"),
+                  c["query_pre_attn_scalar"].get<float>());
   EXPECT_FLOAT_EQ(m.get_f32("gemma3.attention.layer_norm_rms_epsilon"), c["rms_norm_eps"].get<float>());
   EXPECT_FLOAT_EQ(m.get_f32("gemma3.rope.freq_base"), c["rope_theta"].get<float>());
   EXPECT_FLOAT_EQ(m.get_f32("gemma3.rope.freq_base_swa"), c["rope_local_base_freq"].get<float>());
@@ -240,6 +245,8 @@ TEST(Convert, Gemma1TinyFimIdsPreNormsOnlyAndNoSlidingWindow) {
   EXPECT_EQ(m.get_u32("tokenizer.ggml.fsep_token_id"), 70u);  // llama.cpp's GemmaModel
   EXPECT_EQ(m.value("gemma.attention.sliding_window"), nullptr);
   EXPECT_EQ(m.value("gemma.final_logit_softcapping"), nullptr);
+  EXPECT_EQ(m.value("gemma.attention.sliding_window_pattern"), nullptr);  // no sliding layers
+  EXPECT_EQ(m.value("gemma.attention.query_pre_attn_scalar"), nullptr);   // always head_dim
   EXPECT_EQ(m.get_array<std::string>("tokenizer.ggml.tokens").size(), c["vocab_size"].get<size_t>());
   const Norms pre_only{.sandwich = false, .qk = false};
   expect_tensors(g, c, c["vocab_size"], DType::BF16, pre_only);
@@ -259,6 +266,9 @@ TEST(Convert, Gemma2TinySoftCapsSlidingWindowAndFourNormsShifted) {
   EXPECT_FLOAT_EQ(m.get_f32("gemma2.attn_logit_softcapping"), c["attn_logit_softcapping"].get<float>());
   EXPECT_FLOAT_EQ(m.get_f32("gemma2.final_logit_softcapping"), c["final_logit_softcapping"].get<float>());
   EXPECT_EQ(m.get_u32("gemma2.attention.sliding_window"), c["sliding_window"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma2.attention.sliding_window_pattern"), 2u);  // even layers slide
+  EXPECT_FLOAT_EQ(m.get_f32("gemma2.attention.query_pre_attn_scalar"),
+                  c["query_pre_attn_scalar"].get<float>());
   EXPECT_EQ(m.value("gemma2.rope.freq_base_swa"), nullptr);
   const Norms sandwich{.sandwich = true, .qk = false};
   expect_tensors(g, c, c["vocab_size"], DType::F32, sandwich);

@@ -4,14 +4,18 @@
 // printed (the fixtures' random weights make it large, see README).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <map>
 
 #include "convert/gguf_convert.h"
 #include "formats/safetensors.h"
 #include "kernels/quantize.h"
+#include "kernels/ggml_blocks.h"
 #include "kernels/thread_pool.h"
+#include "loader/gguf_model.h"
 #include "loader/model_loader.h"
 #include "tensor/dtype.h"
 #include "test_util.h"
@@ -47,10 +51,10 @@ class QuantizedRoundTrip final : public TensorSource {
       std::vector<float>& out = storage_.emplace_back(values.size());
       if (block == DType::Q8_0) {
         kernels::quantize_row_q8_0(values.data(), t->numel(), blocks.data());
-        kernels::dequantize_row_q8_0(blocks.data(), t->numel(), out.data());
+        kernels::dequantize_blocks(DType::Q8_0, blocks.data(), t->numel(), out.data());
       } else {
         kernels::quantize_row_q4_0(values.data(), t->numel(), blocks.data());
-        kernels::dequantize_row_q4_0(blocks.data(), t->numel(), out.data());
+        kernels::dequantize_blocks(DType::Q4_0, blocks.data(), t->numel(), out.data());
       }
       Tensor copy = *t;
       copy.dtype = DType::F32;
@@ -85,21 +89,33 @@ std::vector<float> all_logits(gemma::Model& model, const std::vector<int32_t>& i
   return out;
 }
 
-std::vector<float> folder_logits(const std::string& fixture, const TensorSource* tensors = nullptr) {
-  const fs::path dir = test::fixture_model_dir(fixture);
+std::vector<float> checkpoint_logits(const fs::path& dir, const std::vector<int32_t>& ids,
+                                     const TensorSource* tensors = nullptr) {
   const formats::SafetensorsCheckpoint ckpt(dir);
   gemma::Model model(loader::load_config(dir), tensors ? *tensors : ckpt, 64);
-  return all_logits(model, reference_ids(fixture));
+  return all_logits(model, ids);
+}
+
+std::vector<float> folder_logits(const std::string& fixture, const TensorSource* tensors = nullptr) {
+  return checkpoint_logits(test::fixture_model_dir(fixture), reference_ids(fixture), tensors);
+}
+
+std::vector<float> file_logits(const fs::path& file, const std::vector<int32_t>& ids) {
+  loader::LoadedModel m = loader::load_model(file, 64);
+  return all_logits(*m.model, ids);
+}
+
+fs::path convert_to(const fs::path& checkpoint, const fs::path& out_dir, OutType type) {
+  const fs::path file = out_dir / "model.gguf";
+  convert::ConvertOptions options;
+  options.out_type = type;
+  convert::convert_to_gguf(checkpoint, file, options);
+  return file;
 }
 
 std::vector<float> gguf_logits(const std::string& fixture, OutType type) {
   test::ScratchDir dir;
-  const fs::path file = dir.path() / "model.gguf";
-  convert::ConvertOptions options;
-  options.out_type = type;
-  convert::convert_to_gguf(test::fixture_model_dir(fixture), file, options);
-  loader::LoadedModel m = loader::load_model(file, 64);
-  return all_logits(*m.model, reference_ids(fixture));
+  return file_logits(convert_to(test::fixture_model_dir(fixture), dir.path(), type), reference_ids(fixture));
 }
 
 struct Case {
@@ -130,7 +146,10 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, ConvertedModel,
                                            Case{"gemma3-tiny-rope", OutType::F32, 1e-4f},
                                            Case{"gemma3-tiny-rope", OutType::BF16, 1e-4f},
                                            Case{"gemma3-tiny-rope", OutType::F16, 1e-3f},
-                                           Case{"gemma-tiny", OutType::BF16, 1e-4f}));
+                                           Case{"gemma-tiny", OutType::BF16, 1e-4f},
+                                           // query_pre_attn_scalar 16, not head_dim 32.
+                                           Case{"gemma2-tiny", OutType::F32, 1e-4f},
+                                           Case{"gemma2-tiny", OutType::BF16, 1e-4f}));
 
 class ConvertedQuantizedModel : public ::testing::TestWithParam<Case> {};
 
@@ -200,6 +219,133 @@ TEST(ConvertedModelLoad, AnUnknownTensorIsNamedWithTheFile) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("blk.0.ffn_xx.weight"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find(file.string()), std::string::npos) << e.what();
+  }
+}
+
+// A copy of gemma3-tiny-rope (explicit layer_types, 8 layers, head_dim 32) with its own layer pattern and
+// query_pre_attn_scalar: what llama.cpp's keys cannot carry unless the pattern is periodic.
+class EditedGemma3 {
+ public:
+  EditedGemma3(const std::vector<std::string>& layer_types, double query_pre_attn_scalar)
+      : src_(dir_.path() / "ckpt") {
+    fs::create_directories(src_);
+    test::copy_files(test::fixture_model_dir(kFixture), src_);
+    nlohmann::json config = test::read_json(src_ / "config.json");
+    config["layer_types"] = layer_types;
+    config["query_pre_attn_scalar"] = query_pre_attn_scalar;
+    std::ofstream(src_ / "config.json") << config.dump(2);
+  }
+  const fs::path& checkpoint() const { return src_; }
+  fs::path convert(OutType type) const { return convert_to(src_, dir_.path(), type); }
+  static std::vector<int32_t> ids() { return reference_ids(kFixture); }
+
+  static constexpr const char* kFixture = "gemma3-tiny-rope";
+
+ private:
+  test::ScratchDir dir_;
+  fs::path src_;
+};
+
+constexpr const char* kS = "sliding_attention";
+constexpr const char* kF = "full_attention";
+
+std::vector<bool> sliding_of(const gemma::Config& c) {
+  std::vector<bool> out;
+  for (const gemma::LayerConfig& l : c.layers) out.push_back(l.sliding);
+  return out;
+}
+
+// The converted file's logits against the edited folder's, f32 so only the summation order differs.
+void expect_round_trip_exact(const EditedGemma3& ckpt, const fs::path& file) {
+  const auto expected = checkpoint_logits(ckpt.checkpoint(), EditedGemma3::ids());
+  const auto got = file_logits(file, EditedGemma3::ids());
+  ASSERT_EQ(got.size(), expected.size());
+  const float diff = test::max_abs_diff(got.data(), expected.data(), got.size());
+  std::printf("%s: max |logit(gguf) - logit(folder)| = %.3g\n", file.filename().c_str(), diff);
+  EXPECT_LT(diff, 1e-4f);
+}
+
+// No period gives sliding, full, sliding, sliding, full, ...: the file lists the layers in a key of ours, and
+// carries query_pre_attn_scalar (20, not head_dim) in another; both reach the loaded model.
+TEST(ConvertedModelLoad, IrregularLayerTypesAndQueryScalarSurviveTheRoundTrip) {
+  const std::vector<std::string> types = {kS, kF, kS, kS, kF, kS, kS, kS};
+  const EditedGemma3 ckpt(types, 20);
+  const fs::path file = ckpt.convert(OutType::F32);
+  const formats::GgufFile g(file);
+  const auto& m = g.metadata();
+  const std::vector<bool> sliding = {true, false, true, true, false, true, true, true};
+  EXPECT_EQ(m.get_array<bool>("gemma3.attention.sliding_window_layers"), sliding);
+  EXPECT_EQ(m.value("gemma3.attention.sliding_window_pattern"), nullptr);
+  EXPECT_FLOAT_EQ(m.get_f32("gemma3.attention.query_pre_attn_scalar"), 20.0f);
+  const gemma::Config c = loader::config_from_gguf(g);
+  EXPECT_EQ(sliding_of(c), sliding);
+  EXPECT_DOUBLE_EQ(c.query_pre_attn_scalar, 20.0);
+
+  // The edits matter: the edited folder is far from the fixture's own model.
+  const auto edited = checkpoint_logits(ckpt.checkpoint(), EditedGemma3::ids());
+  const auto original = folder_logits(EditedGemma3::kFixture);
+  EXPECT_GT(test::max_abs_diff(edited.data(), original.data(), edited.size()), 0.1f);
+  expect_round_trip_exact(ckpt, file);
+}
+
+// A pattern some period gives is written as llama.cpp's sliding_window_pattern (layer l slides unless
+// l % period == period - 1; 0: every layer slides), and no per-layer key.
+TEST(ConvertedModelLoad, PeriodicLayerTypesAreWrittenAsLlamaCppsPeriod) {
+  struct Periodic {
+    std::vector<std::string> types;
+    uint32_t period;
+  };
+  for (const Periodic& p : {Periodic{{kS, kS, kF, kS, kS, kF, kS, kS}, 3},
+                            Periodic{{kS, kS, kS, kS, kS, kS, kS, kS}, 0},
+                            Periodic{{kS, kS, kS, kS, kS, kS, kS, kF}, 8}}) {
+    SCOPED_TRACE("period " + std::to_string(p.period));
+    const EditedGemma3 ckpt(p.types, 32);
+    const fs::path file = ckpt.convert(OutType::F32);
+    {
+      const formats::GgufFile g(file);
+      EXPECT_EQ(g.metadata().get_u32("gemma3.attention.sliding_window_pattern"), p.period);
+      EXPECT_EQ(g.metadata().value("gemma3.attention.sliding_window_layers"), nullptr);
+      std::vector<bool> sliding;
+      for (const std::string& t : p.types) sliding.push_back(t == kS);
+      EXPECT_EQ(sliding_of(loader::config_from_gguf(g)), sliding);
+    }
+    expect_round_trip_exact(ckpt, file);
+  }
+}
+
+// A copy of `file` without the metadata `keys` (tensors byte for byte), as another converter would write it.
+fs::path without_keys(const fs::path& file, const std::vector<std::string>& keys, const fs::path& out) {
+  const formats::GgufFile g(file);
+  formats::GgufWriter w;
+  for (const auto& [k, v] : g.metadata().entries())
+    if (std::find(keys.begin(), keys.end(), k) == keys.end()) w.add(k, v);
+  const std::vector<const Tensor*> tensors = g.all();
+  for (const Tensor* t : tensors) w.add_tensor(t->name, t->dtype, t->shape);
+  w.write(out, [&](size_t i, std::ostream& os) {
+    os.write(reinterpret_cast<const char*>(tensors[i]->data),
+             static_cast<std::streamsize>(tensors[i]->nbytes));
+  });
+  return out;
+}
+
+// Without the keys (a file from llama.cpp's converter), llama.cpp's reading holds: Gemma 2 slides on even
+// layers, Gemma 3 on 5 of every 6, and both scale by head_dim.
+TEST(ConvertedModelLoad, FileWithoutTheLayerAndScaleKeysReadsAsLlamaCppDoes) {
+  struct Family {
+    std::string fixture, arch;
+    std::vector<bool> sliding;
+  };
+  for (const Family& f : {Family{"gemma2-tiny", "gemma2", {true, false, true, false, true, false}},
+                          Family{"gemma3-tiny", "gemma3", {true, true, true, true, true, false, true, true}}}) {
+    SCOPED_TRACE(f.fixture);
+    test::ScratchDir dir;
+    const fs::path full = convert_to(test::fixture_model_dir(f.fixture), dir.path(), OutType::F32);
+    const fs::path bare = without_keys(
+        full, {f.arch + ".attention.sliding_window_pattern", f.arch + ".attention.query_pre_attn_scalar"},
+        dir.path() / "bare.gguf");
+    const gemma::Config c = loader::config_from_gguf(formats::GgufFile(bare));
+    EXPECT_EQ(sliding_of(c), f.sliding);
+    EXPECT_DOUBLE_EQ(c.query_pre_attn_scalar, static_cast<double>(c.head_dim));
   }
 }
 

@@ -322,9 +322,7 @@ namespace ge::kernels {
 namespace {
 
 // What the integer kernel computes, in double: activations rounded to 8-bit blocks, one per weight group
-// of 4-bit codes, of 32 values for 8-bit codes: d = max|x| / 127, codes round(x / d); times the stored weights,
-// except the affine offset, which takes the exact sum of x: the bias, and for 8-bit codes (multiplied as
-// q - 128) also 128 * scale.
+// of 4-bit codes, of 32 values for 8-bit codes: d = max|x| / 127, codes round(x / d); times the stored weights.
 std::vector<double> reduced_activations_reference(const QuantizedMatrix& m, const std::vector<float>& x,
                                                   int64_t n_tokens) {
   std::vector<double> y(static_cast<size_t>(n_tokens * m.rows));
@@ -341,14 +339,7 @@ std::vector<double> reduced_activations_reference(const QuantizedMatrix& m, cons
     for (int64_t r = 0; r < m.rows; ++r) {
       dequantize_row(m, r, w.data());
       double sum = 0;
-      for (int64_t g = 0; g < m.groups(); ++g) {
-        double offset = 0;
-        if (m.biases) {
-          offset = load_float(m.biases + r * m.scale_row_bytes(), m.scale_dtype, g);
-          if (m.params.bits == 8) offset += 128 * load_float(m.scales + r * m.scale_row_bytes(), m.scale_dtype, g);
-        }
-        for (int64_t i = g * group; i < (g + 1) * group; ++i) sum += (w[i] - offset) * xq[i] + offset * xt[i];
-      }
+      for (int64_t i = 0; i < m.cols; ++i) sum += static_cast<double>(w[i]) * xq[i];
       y[t * m.rows + r] = sum;
     }
   }

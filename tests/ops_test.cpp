@@ -9,6 +9,7 @@
 
 #include "kernels/ops.h"
 #include "kernels/quantize.h"
+#include "kernels/ggml_blocks.h"
 #include "test_util.h"
 
 namespace ge::kernels {
@@ -139,7 +140,7 @@ TEST(Ops, DequantizeRowOfBlockQuantizedTensors) {
     for (int64_t r = 0; r < rows; ++r) {
       std::vector<float> out(cols), expected(cols);
       dequantize_row(t, r, scale, out.data());
-      (q8 ? dequantize_row_q8_0 : dequantize_row_q4_0)(bytes.data() + r * row_bytes, cols, expected.data());
+      dequantize_blocks(q8 ? DType::Q8_0 : DType::Q4_0, bytes.data() + r * row_bytes, cols, expected.data());
       for (float& e : expected) e *= scale;
       EXPECT_EQ(out, expected) << "row " << r;
     }

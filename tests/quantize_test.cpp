@@ -1,6 +1,7 @@
 // Q8_0 / Q4_0 quantization: bit-exact against a plain transcription of ggml's reference formulas written
 // here, and dequantize(quantize(x)) within the formats' rounding bounds.
 #include "kernels/quantize.h"
+#include "kernels/ggml_blocks.h"
 
 #include <gtest/gtest.h>
 
@@ -122,8 +123,8 @@ TEST(Quantize, DequantizeOfQuantizeIsWithinTheStepBound) {
   const auto n = static_cast<int64_t>(x.size());
   kernels::quantize_row_q8_0(x.data(), n, q8.data());
   kernels::quantize_row_q4_0(x.data(), n, q4.data());
-  kernels::dequantize_row_q8_0(q8.data(), n, y8.data());
-  kernels::dequantize_row_q4_0(q4.data(), n, y4.data());
+  kernels::dequantize_blocks(DType::Q8_0, q8.data(), n, y8.data());
+  kernels::dequantize_blocks(DType::Q4_0, q4.data(), n, y4.data());
   for (size_t i = 0; i < x.size(); ++i) {
     const float d8 = block_scale(q8, i / 32, kQ8_0BlockBytes);
     const float d4 = std::fabs(block_scale(q4, i / 32, kQ4_0BlockBytes));

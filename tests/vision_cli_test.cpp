@@ -40,7 +40,7 @@ TEST(VisionCli, LogitsWithAnImageMatchTheReference) {
   test::ScratchDir dir;
   const auto out = dir.path() / "logits.f32";
   // -b 5 cuts the image block; it must still run as one.
-  const auto r = test::run_gemma("logits -m " + quoted(fixture()) + " --ids " + joined(reference_ids()) +
+  const auto r = test::run_gemma("logits --exact -m " + quoted(fixture()) + " --ids " + joined(reference_ids()) +
                                  " --image " + image() + " -o " + quoted(out) + " -t 2 -b 5");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(matches_reference(out, "reference_logits.f32", 1e-3f));
@@ -53,7 +53,7 @@ TEST(VisionCli, LogitsFromAGgufAndItsMmprojMatchTheReference) {
   const auto c = test::run_gemma("convert " + quoted(fixture()) + " -o " + quoted(text) + " --outtype f32 --mmproj " +
                                  quoted(mmproj));
   ASSERT_EQ(c.exit_code, 0) << c.output;
-  const auto r = test::run_gemma("logits -m " + quoted(text) + " --mmproj " + quoted(mmproj) + " --ids " +
+  const auto r = test::run_gemma("logits --exact -m " + quoted(text) + " --mmproj " + quoted(mmproj) + " --ids " +
                                  joined(reference_ids()) + " --image " + image() + " -o " + quoted(out) + " -t 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(matches_reference(out, "reference_logits.f32", 1e-3f));
@@ -80,7 +80,7 @@ TEST(VisionCli, TheNestedLayoutOfNewerTransformersLoadsToo) {
     header = renamed;
   });
   const auto out = dir.path() / "logits.f32";
-  const auto r = test::run_gemma("logits -m " + quoted(dir.path()) + " --ids " + joined(reference_ids()) +
+  const auto r = test::run_gemma("logits --exact -m " + quoted(dir.path()) + " --ids " + joined(reference_ids()) +
                                  " --image " + image() + " -o " + quoted(out) + " -t 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(matches_reference(out, "reference_logits.f32", 1e-3f));
@@ -154,7 +154,7 @@ TEST(VisionCli, ACorruptImageIsAnErrorNamingTheFile) {
 }
 
 TEST(VisionCli, MoreImagesThanSoftTokenRunsIsAnError) {
-  const auto r = test::run_gemma("logits -m " + quoted(fixture()) + " --ids " + joined(reference_ids()) + " --image " +
+  const auto r = test::run_gemma("logits --exact -m " + quoted(fixture()) + " --ids " + joined(reference_ids()) + " --image " +
                                  image() + " --image " + image() + " -o /dev/null");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("the prompt has 1 image(s)"), std::string::npos) << r.output;

@@ -117,7 +117,7 @@ void bench(const BenchOptions& o) {
   const std::string dtype = nn::weight_format(model.weights().layers[0].q_proj.weight());
   char name[128];
   std::snprintf(name, sizeof name, "%s %.0fM %s%s", c.family_name(), static_cast<double>(params) / 1e6,
-                dtype.c_str(), o.precision.fast ? " (fast)" : o.precision.fast_prefill ? " (fast prefill)" : "");
+                dtype.c_str(), o.precision.exact ? " (exact)" : "");
 
   std::printf(
       "| model                          |       size |     params | backend    | threads |  test |"

@@ -15,10 +15,11 @@ namespace ge::cli {
 std::string default_model_dir();
 int default_threads();
 
-// --fast-prefill and --fast: the opt-in llama.cpp-style arithmetic, shared by run, logits and bench.
+// --exact: every activation in f32 (the default rounds activations as llama.cpp does where a faster
+// kernel takes them); shared by run, logits and bench.
 struct PrecisionFlags {
-  bool fast_prefill = false;
-  bool fast = false;  // prefill and decode
+  bool exact = false;
+  bool legacy_fast = false;  // --fast / --fast-prefill: the default now, accepted for one release
 };
 void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags);
 void apply_precision(gemma::Model& model, const PrecisionFlags& flags);

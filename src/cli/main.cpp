@@ -18,14 +18,13 @@ int default_threads() {
 }
 
 void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags) {
-  cmd->add_flag(
-      "--fast-prefill,--prefill-bf16", flags.fast_prefill,
-      "Round prompt activations as llama.cpp does: to bf16 for bf16 weights (AVX512_BF16 CPUs, ~2x "
-      "faster, ~5e-3 on logits), to 8-bit blocks for q8_0/q4_0 weights (AVX512-VNNI CPUs, ~3x faster) and "
-      "MLX 4/8-bit weights (AVX2). Default: exact f32");
-  cmd->add_flag("--fast", flags.fast,
-                "--fast-prefill, and decode with activations in 8-bit blocks for MLX-quantized weights "
-                "(affine 4/8-bit, nvfp4, mxfp4; AVX2): 2-4x faster decode. Default: exact f32");
+  cmd->add_flag("--exact", flags.exact,
+                "Keep every activation in f32 (what the tests compare with the float64 reference). Default: "
+                "round activations as llama.cpp does where that is faster: 8-bit blocks with integer dot "
+                "products for quantized weights (GGUF block types, MLX affine 4/8-bit, nvfp4, mxfp4; AVX2), "
+                "bf16 for bf16 weights in prompts (AVX512_BF16 CPUs); bf16/f16/f32 decode stays f32");
+  cmd->add_flag("--fast,--fast-prefill,--prefill-bf16", flags.legacy_fast, "The default now (ignored)")
+      ->group("");
 }
 
 void add_kv_type_option(CLI::App* cmd, std::string& kv_type) {
@@ -60,11 +59,9 @@ loader::VisionPart& vision_of(loader::LoadedModel& m, const std::string& model) 
 }
 
 void apply_precision(gemma::Model& model, const PrecisionFlags& flags) {
-  const auto precision = [](bool fast) {
-    return fast ? kernels::Precision::kReducedActivations : kernels::Precision::kExact;
-  };
-  model.set_prefill_precision(precision(flags.fast_prefill || flags.fast));
-  model.set_decode_precision(precision(flags.fast));
+  const auto precision = flags.exact ? kernels::Precision::kExact : kernels::Precision::kReducedActivations;
+  model.set_prefill_precision(precision);
+  model.set_decode_precision(precision);
 }
 
 }  // namespace ge::cli

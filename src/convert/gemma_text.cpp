@@ -1,9 +1,12 @@
 // Gemma 1, 2 and 3 text checkpoints -> GGUF (arch "gemma", "gemma2", "gemma3"), following llama.cpp's
 // converter (GemmaModel, Gemma2Model, Gemma3Model) and Ollama's (the FIM/EOT ids): metadata keys, tensor
 // names, every norm stored as w + 1 (Gemma's RMSNorm multiplies by 1 + w, GGUF runtimes by w), and the
-// embedding table cut to the vocabulary. The hyperparameters come from the model's own config resolution
+// embedding table cut to the vocabulary; plus keys of ours for what llama.cpp has no key for (see
+// add_layer_pattern_and_scale). The hyperparameters come from the model's own config resolution
 // (models/gemma/config: transformers' defaults per family), not the forward pass.
 #include <algorithm>
+#include <optional>
+#include <vector>
 
 #include "convert/conversion.h"
 #include "convert/vocab.h"
@@ -45,6 +48,44 @@ const gemma::LayerConfig* first_layer(const gemma::Config& c, bool sliding) {
   return it == c.layers.end() ? nullptr : &*it;
 }
 
+// llama.cpp's reading of `<arch>.attention.sliding_window_pattern` (llama_hparams::set_swa_pattern): layer
+// l slides unless it is the last of its period; period 0 makes every layer slide, 1 none.
+bool slides_in_period(uint32_t period, size_t layer) {
+  return period == 0 || layer % period < period - 1;
+}
+
+// The period that gives exactly these layers under llama.cpp's rule (0 when all slide), or nullopt for a
+// pattern no period describes (layer_types such as sliding, full, sliding, sliding, full).
+std::optional<uint32_t> sliding_period(const std::vector<bool>& sliding) {
+  const auto gives = [&](uint32_t period) {
+    for (size_t l = 0; l < sliding.size(); ++l)
+      if (sliding[l] != slides_in_period(period, l)) return false;
+    return true;
+  };
+  for (uint32_t period = 0; period <= sliding.size(); ++period)
+    if (gives(period)) return period;
+  return std::nullopt;
+}
+
+// Which layers slide, and the attention scale, for llama.cpp and for our loader. llama.cpp's gemma2 and
+// gemma3 loaders read the period (defaulting to 2 and 6), so a periodic pattern is written as one; a
+// pattern no period describes cannot reach llama.cpp (it applies its default), and goes in a key of ours
+// instead. llama.cpp has no key for query_pre_attn_scalar (it derives head_dim, or hidden/heads for the 27B
+// layer counts), so that too is a key of ours. Our keys, which llama.cpp ignores and loader/gguf_model
+// reads:
+//   <arch>.attention.query_pre_attn_scalar  FLOAT32: queries are scaled by its inverse square root.
+//   <arch>.attention.sliding_window_layers  ARRAY of BOOL, one per layer, true where the layer attends
+//                                           through the sliding window; only where no period fits.
+void add_layer_pattern_and_scale(formats::GgufWriter& w, const std::string& a, const gemma::Config& c) {
+  w.add(a + "attention.query_pre_attn_scalar", static_cast<float>(c.query_pre_attn_scalar));
+  std::vector<bool> sliding;
+  for (const gemma::LayerConfig& l : c.layers) sliding.push_back(l.sliding);
+  if (const auto period = sliding_period(sliding))
+    w.add(a + "attention.sliding_window_pattern", *period);
+  else
+    w.add(a + "attention.sliding_window_layers", sliding);
+}
+
 void add_hyperparameters(formats::GgufWriter& w, const std::string& arch, const gemma::Config& c,
                          OutType out) {
   const std::string a = arch + ".";
@@ -73,6 +114,8 @@ void add_hyperparameters(formats::GgufWriter& w, const std::string& arch, const 
     w.add(a + "final_logit_softcapping", static_cast<float>(*c.final_logit_softcapping));
   // Gemma 2 always slides; llama.cpp leaves the window out of a Gemma 3 whose layers are all global.
   if (local) w.add(a + "attention.sliding_window", static_cast<uint32_t>(c.sliding_window));
+  // Gemma 1 has neither: no sliding layers, and it scales by head_dim as llama.cpp does.
+  if (c.family != Family::kGemma) add_layer_pattern_and_scale(w, a, c);
   w.add("general.quantization_version", uint32_t{2});
 }
 

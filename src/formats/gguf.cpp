@@ -107,11 +107,21 @@ struct GgmlType {
   uint32_t id;
   DType dtype;
 };
-constexpr std::array<GgmlType, 6> kGgmlTypes{{
+constexpr std::array<GgmlType, 16> kGgmlTypes{{
     {0, DType::F32},
     {1, DType::F16},
     {2, DType::Q4_0},
+    {3, DType::Q4_1},
+    {6, DType::Q5_0},
+    {7, DType::Q5_1},
     {8, DType::Q8_0},
+    {10, DType::Q2_K},
+    {11, DType::Q3_K},
+    {12, DType::Q4_K},
+    {13, DType::Q5_K},
+    {14, DType::Q6_K},
+    {20, DType::IQ4_NL},
+    {23, DType::IQ4_XS},
     {26, DType::I32},
     {30, DType::BF16},
 }};

@@ -7,23 +7,18 @@
 
 #include "kernels/gemm.h"
 #include "kernels/matmul_internal.h"
-#include "kernels/quantize.h"
+#include "kernels/ggml_blocks.h"
 #include "tensor/dtype.h"
 
 namespace ge::kernels {
 namespace {
 
-bool is_block_quantized(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0;
-}
-
 void check_supported(const Tensor& w) {
-  if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16 &&
-      !is_block_quantized(w.dtype))
+  if (w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16 && !is_ggml_block(w.dtype))
     throw std::invalid_argument("matmul: unsupported weight dtype " + std::string(dtype_info(w.dtype).name) +
                                 " for " + w.name);
   // The kernels read quantized rows block by block; a partial block would mean a malformed tensor.
-  if (is_block_quantized(w.dtype) && w.cols() % kQuantBlock != 0)
+  if (is_ggml_block(w.dtype) && w.cols() % dtype_info(w.dtype).block_elems != 0)
     throw std::invalid_argument("matmul: " + w.name + " has " + std::to_string(w.cols()) +
                                 " columns, not a whole number of " + std::string(dtype_info(w.dtype).name) +
                                 " blocks");
@@ -45,12 +40,8 @@ void widen_row(const Tensor& w, int64_t row, float* out) {
         out[i] = w.dtype == DType::F16 ? f16_to_f32(bits) : bf16_to_f32(bits);
       }
       return;
-    case DType::Q8_0:
-      return dequantize_row_q8_0(p, cols, out);
-    case DType::Q4_0:
-      return dequantize_row_q4_0(p, cols, out);
     default:
-      throw std::logic_error("widen_row: unchecked dtype");
+      return dequantize_blocks(w.dtype, p, cols, out);
   }
 }
 
@@ -71,20 +62,24 @@ void reference_product(int64_t rows, int64_t cols, RowValues row_values, const f
 
 }  // namespace
 
+bool has_reduced_kernel(const Tensor& w, int64_t n_tokens) {
+  if (w.dtype == DType::BF16) return n_tokens >= detail::kMinBf16Tokens && detail::cpu_has_avx512bf16();
+  if (w.dtype == DType::Q8_0 || w.dtype == DType::Q4_0)
+    return n_tokens >= detail::kMinVnniTokens && detail::cpu_has_avx512vnni();
+  return false;
+}
+
 void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens, float* y,
             Precision precision) {
   check_supported(w);
   if (n_tokens <= 0 || w.rows() == 0) return;
-  if (precision == Precision::kReducedActivations && w.dtype == DType::BF16 &&
-      n_tokens >= detail::kMinBf16Tokens && detail::cpu_has_avx512bf16())
-    return detail::matmul_avx512bf16(pool, w, x, n_tokens, y);
-  if (precision == Precision::kReducedActivations && is_block_quantized(w.dtype) &&
-      n_tokens >= detail::kMinVnniTokens && detail::cpu_has_avx512vnni())
-    return detail::matmul_vnni(pool, w, x, n_tokens, y);
+  if (precision == Precision::kReducedActivations && has_reduced_kernel(w, n_tokens))
+    return w.dtype == DType::BF16 ? detail::matmul_avx512bf16(pool, w, x, n_tokens, y)
+                                  : detail::matmul_vnni(pool, w, x, n_tokens, y);
   // The default stays exact: bf16 activations move the logits ~5e-3, past the 1e-3 bar. An exact-enough
   // vdpbf16ps variant (x split into bf16 hi + lo parts) measured no faster on Zen 4 (two vdpbf16ps per 32
   // products is the same instruction count as two FMAs), so it was removed.
-  if (!is_block_quantized(w.dtype) && n_tokens >= detail::min_gemm_tokens(w.dtype))
+  if (!is_ggml_block(w.dtype) && n_tokens >= detail::min_gemm_tokens(w.dtype))
     return gemm(pool, x, w.cols(), n_tokens, MatrixView{w.data, w.dtype, w.rows(), w.cols(), w.cols()},
                 /*w_k_major=*/false, y, w.rows());
   detail::matmul_highway(pool, w, x, n_tokens, y);

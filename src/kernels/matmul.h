@@ -37,35 +37,57 @@ void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens,
 // x times scale * q + bias (affine) or scale * element (fp modes) in f32, summed per group first.
 void matmul(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y);
 
-// An MLX-quantized matrix (affine 4 or 8-bit, nvfp4, mxfp4) repacked once for the integer kernels of
-// Precision::kReducedActivations: rows interleaved 8 at a time so that one vpmaddubsw multiplies 8 rows,
-// scales and affine offsets widened to f32 (see matmul_mlx_avx2.cpp). Owns its bytes: about the size of
-// the codes, plus 4-8 bytes of scales and offsets per group and row.
+// A quantized matrix repacked once for the integer kernels of Precision::kReducedActivations: MLX affine
+// 4/8-bit, nvfp4 and mxfp4 matrices, and every ggml block type. Rows are interleaved 8 at a time so that one
+// vpmaddubsw multiplies 8 rows; each unit of values shares one f32 scale per row, each group one f32
+// offset per row (the affine minimum or zero point; see matmul_repacked_avx2.cpp). Owns its bytes: the
+// codes at 4 or 8 bits a value, plus 4-8 bytes of scale and offset per unit and row.
 class RepackedMatrix {
  public:
+  // How a code becomes the value its scale multiplies.
+  enum class Codes : uint8_t {
+    kNibbles,      // 4-bit, the unsigned code itself (MLX affine 4-bit; Q4_0, Q4_1, Q4_K)
+    kFp4Nibbles,   // 4-bit E2M1 (nvfp4, mxfp4)
+    kIq4Nibbles,   // 4-bit index into kIq4Values (IQ4_NL, IQ4_XS)
+    kSignedBytes,  // int8 (MLX 8-bit as q - 128; Q8_0)
+    kSmallBytes,   // 8-bit holding an unsigned code below 64 (Q5_0, Q5_1, Q5_K, Q6_K, Q2_K, Q3_K)
+  };
+
   // nullopt where the kernels do not apply: other modes or bit widths, or a CPU without AVX2.
   static std::optional<RepackedMatrix> repack(const QuantizedMatrix& m);
+  // A ggml block-quantized tensor (any type is_ggml_block accepts); nullopt for other dtypes or no AVX2.
+  static std::optional<RepackedMatrix> repack(const Tensor& w);
 
-  const QuantParams& params() const { return params_; }
+  Codes codes_kind() const { return codes_kind_; }
+  int bits() const { return codes_kind_ == Codes::kSignedBytes || codes_kind_ == Codes::kSmallBytes ? 8 : 4; }
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
-  int64_t unit() const { return unit_; }  // activation values per scale
+  int64_t unit() const { return unit_; }    // activation values per scale
+  int64_t group() const { return group_; }  // activation values per offset (a multiple of unit)
   const std::byte* codes() const { return codes_.data(); }
   const float* scales() const { return scales_.data(); }
   const float* offsets() const { return offsets_.empty() ? nullptr : offsets_.data(); }
   size_t bytes() const { return codes_.size() + (scales_.size() + offsets_.size()) * sizeof(float); }
 
  private:
-  QuantParams params_;
-  int64_t rows_ = 0, cols_ = 0, unit_ = 0;
+  template <class RowCodes>
+  static RepackedMatrix build(Codes kind, int64_t rows, int64_t cols, int64_t unit, int64_t group,
+                              bool has_offsets, RowCodes&& row_codes);
+
+  Codes codes_kind_ = Codes::kNibbles;
+  int64_t rows_ = 0, cols_ = 0, unit_ = 0, group_ = 0;
   std::vector<std::byte> codes_;
   std::vector<float> scales_, offsets_;
 };
 
-// y = x w^T with x's rows quantized to 8-bit blocks (one per 4-bit group, or per 32 values for 8-bit
-// codes: d = max|x| / 127, codes round(x / d)) and integer dot products, as llama.cpp computes; the affine
-// offset bias * sum(x) takes the exact sums of x.
+// y = x w^T with x's rows quantized to 8-bit blocks of w.unit() values (d = max|x| / 127, codes round(x / d))
+// and integer dot products, as llama.cpp computes (the offset term multiplies the sums of the rounded
+// activations, so that the result is exactly the product of the rounded activations with the weights).
 void matmul(ThreadPool& pool, const RepackedMatrix& w, const float* x, int64_t n_tokens, float* y);
+
+// Whether matmul(pool, w, ..., kReducedActivations) has a kernel of its own for n_tokens tokens of this
+// weight on this CPU (vdpbf16ps for BF16, vpdpbusd for Q8_0/Q4_0), which then beats a RepackedMatrix.
+bool has_reduced_kernel(const Tensor& w, int64_t n_tokens);
 
 // The same products without SIMD or threads: the references every SIMD kernel is tested against.
 void matmul_reference(const Tensor& w, const float* x, int64_t n_tokens, float* y);

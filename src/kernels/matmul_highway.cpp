@@ -1,7 +1,8 @@
 // f32-FMA matmul kernels for every Highway target. A tile of weight rows x tokens keeps one vector
 // accumulator per (row, token) pair, so each widened (or dequantized) weight vector is reused across the
 // tile's tokens and each activation vector across its rows; the horizontal sums happen once per tile.
-// The formats: plain floats, ggml's Q8_0/Q4_0 blocks, and MLX's packed codes with per-group scales.
+// The formats: plain floats, ggml's blocks (Q8_0/Q4_0 decoded in registers, the other types per block on
+// the stack), and MLX's packed codes with per-group scales.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/matmul_highway.cpp"
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "kernels/matmul_internal.h"
+#include "kernels/ggml_blocks.h"
 #include "kernels/mlx_quant.h"
 #include "kernels/quantize.h"
 #include "tensor/dtype.h"
@@ -171,6 +173,27 @@ struct Q4_0Format : BlockFormat<Q4_0Format, kQ4_0BlockBytes> {
 #endif
   }
 };
+
+// The other ggml block types (kernels/ggml_blocks.h): a step is one block, dequantized to f32 on the
+// stack when a row opens it and then reused across the tile's tokens. Written for exactness, not speed:
+// the default path multiplies these types with the integer kernels (RepackedMatrix).
+template <DType kType, size_t kElems, size_t kBytes>
+struct DecodedBlockFormat {
+  static constexpr size_t kStepElems = kElems, kStepBytes = kBytes;
+  static constexpr bool kBlocks = true, kPermutedX = false, kHasBias = false, kDecoded = true;
+  struct Step {
+    HWY_ALIGN float values[kElems];
+  };
+  static HWY_INLINE Step Open(DF, const RowPtrs& row, const GroupLayout&, size_t s) {
+    Step step;
+    dequantize_blocks(kType, row.w + s * kBytes, kElems, step.values);
+    return step;
+  }
+  static HWY_INLINE VF Widen(DF d, const Step& s, size_t v) { return hn::Load(d, s.values + v * kLanes); }
+};
+
+template <class Format>
+constexpr bool kSumsPerBlock = Format::kBlocks && !requires { Format::kDecoded; };
 
 // MLX's packed codes (kernels/mlx_quant.h). A step is 32 codes (16 for nvfp4, whose groups are 16), so a
 // step never spans two groups; vector v holds codes [v * kLanes, + kLanes) of the step in natural order.
@@ -424,7 +447,7 @@ HWY_NOINLINE void DotTile(const TileArgs& a) {
     typename Format::Step step[R];
 #pragma GCC unroll 16
     for (size_t r = 0; r < R; ++r) step[r] = Format::Open(d, rows[r], a.m->layout, s);
-    if constexpr (Format::kBlocks && T == 1)
+    if constexpr (kSumsPerBlock<Format> && T == 1)
       AccumulateBlockSums<Format, R>(d, step, x + s * Format::kStepElems, acc);
     else
       AccumulateWidened<Format, R, T>(d, step, x + s * Format::kStepElems, k, acc);
@@ -534,6 +557,26 @@ void MatmulHighway(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_
       return MatmulTensor<Q8_0Format>(pool, w, x, n_tokens, y);
     case DType::Q4_0:
       return MatmulTensor<Q4_0Format>(pool, w, x, n_tokens, y);
+    case DType::Q4_1:
+      return MatmulTensor<DecodedBlockFormat<DType::Q4_1, 32, 20>>(pool, w, x, n_tokens, y);
+    case DType::Q5_0:
+      return MatmulTensor<DecodedBlockFormat<DType::Q5_0, 32, 22>>(pool, w, x, n_tokens, y);
+    case DType::Q5_1:
+      return MatmulTensor<DecodedBlockFormat<DType::Q5_1, 32, 24>>(pool, w, x, n_tokens, y);
+    case DType::Q2_K:
+      return MatmulTensor<DecodedBlockFormat<DType::Q2_K, 256, 84>>(pool, w, x, n_tokens, y);
+    case DType::Q3_K:
+      return MatmulTensor<DecodedBlockFormat<DType::Q3_K, 256, 110>>(pool, w, x, n_tokens, y);
+    case DType::Q4_K:
+      return MatmulTensor<DecodedBlockFormat<DType::Q4_K, 256, 144>>(pool, w, x, n_tokens, y);
+    case DType::Q5_K:
+      return MatmulTensor<DecodedBlockFormat<DType::Q5_K, 256, 176>>(pool, w, x, n_tokens, y);
+    case DType::Q6_K:
+      return MatmulTensor<DecodedBlockFormat<DType::Q6_K, 256, 210>>(pool, w, x, n_tokens, y);
+    case DType::IQ4_NL:
+      return MatmulTensor<DecodedBlockFormat<DType::IQ4_NL, 32, 18>>(pool, w, x, n_tokens, y);
+    case DType::IQ4_XS:
+      return MatmulTensor<DecodedBlockFormat<DType::IQ4_XS, 256, 136>>(pool, w, x, n_tokens, y);
     default:
       HWY_ABORT("matmul_highway: unsupported weight dtype");
   }

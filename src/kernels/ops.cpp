@@ -5,7 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "kernels/quantize.h"
+#include "kernels/ggml_blocks.h"
 
 namespace ge::kernels {
 
@@ -38,16 +38,8 @@ void widen(const Tensor& t, int64_t first, int64_t n, float scale, float* out) {
 
 void dequantize_row(const Tensor& t, int64_t row, float scale, float* out) {
   const int64_t n = t.cols();
-  switch (t.dtype) {
-    case DType::Q8_0:
-      dequantize_row_q8_0(t.row(row), n, out);
-      break;
-    case DType::Q4_0:
-      dequantize_row_q4_0(t.row(row), n, out);
-      break;
-    default:
-      return widen(t, row * n, n, scale, out);
-  }
+  if (!is_ggml_block(t.dtype)) return widen(t, row * n, n, scale, out);
+  dequantize_blocks(t.dtype, t.row(row), n, out);
   for (int64_t i = 0; i < n; ++i) out[i] *= scale;
 }
 

@@ -14,12 +14,6 @@ void store_scale(float d, std::byte* block) {
   std::memcpy(block, &h, 2);
 }
 
-float load_scale(const std::byte* block) {
-  uint16_t h;
-  std::memcpy(&h, block, 2);
-  return f16_to_f32(h);
-}
-
 // The codes use the f32 scale; only the stored one is rounded to fp16, as in ggml.
 void quantize_block_q8_0(const float* x, std::byte* block) {
   float amax = 0.0f;
@@ -64,28 +58,6 @@ void quantize_row_q8_0(const float* x, int64_t n, std::byte* out) {
 void quantize_row_q4_0(const float* x, int64_t n, std::byte* out) {
   for (int64_t b = 0; b < n / kQuantBlock; ++b)
     quantize_block_q4_0(x + b * kQuantBlock, out + b * kQ4_0BlockBytes);
-}
-
-void dequantize_row_q8_0(const std::byte* in, int64_t n, float* y) {
-  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
-    const std::byte* block = in + b * kQ8_0BlockBytes;
-    const float d = load_scale(block);
-    for (int64_t j = 0; j < kQuantBlock; ++j)
-      y[b * kQuantBlock + j] = d * static_cast<float>(static_cast<int8_t>(block[2 + j]));
-  }
-}
-
-void dequantize_row_q4_0(const std::byte* in, int64_t n, float* y) {
-  constexpr int64_t half = kQuantBlock / 2;
-  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
-    const std::byte* block = in + b * kQ4_0BlockBytes;
-    const float d = load_scale(block);
-    for (int64_t j = 0; j < half; ++j) {
-      const auto byte = static_cast<uint8_t>(block[2 + j]);
-      y[b * kQuantBlock + j] = d * static_cast<float>((byte & 0x0f) - 8);
-      y[b * kQuantBlock + j + half] = d * static_cast<float>((byte >> 4) - 8);
-    }
-  }
 }
 
 }  // namespace ge::kernels

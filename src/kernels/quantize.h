@@ -19,8 +19,6 @@ inline constexpr size_t kQ8_0BlockBytes = 2 + 32, kQ4_0BlockBytes = 2 + 16;
 void quantize_row_q8_0(const float* x, int64_t n, std::byte* out);
 void quantize_row_q4_0(const float* x, int64_t n, std::byte* out);
 
-// The inverse: n / 32 blocks -> n floats.
-void dequantize_row_q8_0(const std::byte* in, int64_t n, float* y);
-void dequantize_row_q4_0(const std::byte* in, int64_t n, float* y);
+// The inverse is kernels::dequantize_blocks (kernels/ggml_blocks.h), shared by every ggml block type.
 
 }  // namespace ge::kernels

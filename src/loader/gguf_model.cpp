@@ -3,6 +3,7 @@
 #include <functional>
 #include <map>
 #include <stdexcept>
+#include <vector>
 
 namespace ge::loader {
 namespace {
@@ -31,16 +32,39 @@ int64_t positive(const GgufFile& f, const std::string& key, std::optional<uint32
   return n;
 }
 
-// The layer pattern llama.cpp's loader assumes for each architecture (no key carries it for these).
-bool sliding(Family family, bool has_window, int64_t layer) {
-  if (!has_window) return false;
-  if (family == Family::kGemma2) return layer % 2 == 0;
-  return (layer + 1) % 6 != 0;
+// llama.cpp's reading of `<arch>.attention.sliding_window_pattern` (llama_hparams::set_swa_pattern): layer
+// l slides unless it is the last of its period; period 0 makes every layer slide, 1 none.
+bool slides_in_period(uint32_t period, int64_t layer) {
+  return period == 0 || layer % period < period - 1;
 }
 
-// The 27B models scale queries by (hidden / heads)^-0.5 instead of head_dim^-0.5; llama.cpp recognizes
-// them by their layer count, and so must any reader of these files.
-double query_pre_attn_scalar(Family family, const gemma::Config& c) {
+// Which layers slide: none without a window (llama.cpp's gemma3 reading); else the per-layer key `gemma
+// convert` writes for a pattern no period describes; else the period, llama.cpp's key, defaulting as
+// llama.cpp does to every 2nd layer global for Gemma 2 and every 6th for Gemma 3.
+std::vector<bool> sliding_layers(const GgufFile& f, Family family, const std::string& a, int64_t n_layers) {
+  const GgufMetadata& m = f.metadata();
+  if (m.find<uint32_t>(a + "attention.sliding_window").value_or(0) == 0)
+    return std::vector<bool>(n_layers, false);
+  if (const auto layers = m.find<std::vector<bool>>(a + "attention.sliding_window_layers")) {
+    if (static_cast<int64_t>(layers->size()) != n_layers)
+      fail(f, "metadata key '" + a + "attention.sliding_window_layers' has " +
+                  std::to_string(layers->size()) + " entries for " + std::to_string(n_layers) + " layers");
+    return *layers;
+  }
+  const uint32_t period =
+      m.find<uint32_t>(a + "attention.sliding_window_pattern").value_or(family == Family::kGemma2 ? 2 : 6);
+  std::vector<bool> sliding(n_layers);
+  for (int64_t l = 0; l < n_layers; ++l) sliding[l] = slides_in_period(period, l);
+  return sliding;
+}
+
+// The key `gemma convert` writes, else llama.cpp's rule: the 27B models scale queries by (hidden /
+// heads)^-0.5 instead of head_dim^-0.5, recognized by their layer count.
+double query_pre_attn_scalar(const GgufFile& f, Family family, const std::string& a, const gemma::Config& c) {
+  if (const auto scalar = f.metadata().find<float>(a + "attention.query_pre_attn_scalar")) {
+    if (!(*scalar > 0)) fail(f, "metadata key '" + a + "attention.query_pre_attn_scalar' must be positive");
+    return *scalar;
+  }
   const bool is_27b =
       (family == Family::kGemma2 && c.num_layers == 46) || (family == Family::kGemma3 && c.num_layers == 62);
   return is_27b ? static_cast<double>(c.hidden_size / c.num_heads) : static_cast<double>(c.head_dim);
@@ -134,13 +158,12 @@ gemma::Config config_from_gguf(const GgufFile& f) {
   c.rms_norm_eps = m.get_f32(a + "attention.layer_norm_rms_epsilon");
   if (c.num_heads % c.num_kv_heads != 0) fail(f, a + "attention.head_count_kv must divide the head count");
   if (c.head_dim % 2 != 0) fail(f, a + "attention.key_length must be even for RoPE");
-  c.query_pre_attn_scalar = query_pre_attn_scalar(family, c);
+  c.query_pre_attn_scalar = query_pre_attn_scalar(f, family, a, c);
   if (const auto cap = m.find<float>(a + "attn_logit_softcapping"); cap && family == Family::kGemma2)
     c.attn_logit_softcapping = *cap;
   if (const auto cap = m.find<float>(a + "final_logit_softcapping"); cap && family != Family::kGemma)
     c.final_logit_softcapping = *cap;
-  const auto window = m.find<uint32_t>(a + "attention.sliding_window");
-  c.sliding_window = window.value_or(0);
+  c.sliding_window = m.find<uint32_t>(a + "attention.sliding_window").value_or(0);
   c.tie_word_embeddings = f.find("output.weight") == nullptr;
 
   const double base = m.find<float>(a + "rope.freq_base").value_or(10000.0f);
@@ -151,10 +174,9 @@ gemma::Config config_from_gguf(const GgufFile& f) {
   const bool own_local = family == Family::kGemma3;
   const double local_base = own_local ? m.find<float>(a + "rope.freq_base_swa").value_or(10000.0f) : base;
   const double local_scale = own_local ? 1.0 : scale;
-  for (int64_t l = 0; l < c.num_layers; ++l)
-    c.layers.push_back(sliding(family, window.has_value(), l)
-                           ? gemma::LayerConfig{true, local_base, local_scale}
-                           : gemma::LayerConfig{false, base, scale});
+  for (bool sliding : sliding_layers(f, family, a, c.num_layers))
+    c.layers.push_back(sliding ? gemma::LayerConfig{true, local_base, local_scale}
+                               : gemma::LayerConfig{false, base, scale});
   return c;
 }
 

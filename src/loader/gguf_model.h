@@ -13,9 +13,12 @@
 
 namespace ge::loader {
 
-// Hyperparameters with llama.cpp's reading of them: Gemma 3 slides on 5 of every 6 layers when it has a
-// sliding window, Gemma 2 on even layers; the attention scale is head_dim^-0.5 except for the 27B shapes
-// (hidden / heads), as no GGUF key carries query_pre_attn_scalar. Norm weights are stored as w + 1.
+// Hyperparameters with llama.cpp's reading of them, plus the keys of ours `gemma convert` writes where
+// llama.cpp has none (convert/gemma_text.cpp): the sliding layers are <arch>.attention.sliding_window_layers
+// when given, else those of the period <arch>.attention.sliding_window_pattern (default: Gemma 3 slides on 5
+// of every 6 layers, Gemma 2 on even layers), none without a sliding window; the attention scale is
+// <arch>.attention.query_pre_attn_scalar^-0.5 when given, else llama.cpp's head_dim^-0.5, or
+// (hidden / heads)^-0.5 for the 27B shapes. Norm weights are stored as w + 1.
 gemma::Config config_from_gguf(const formats::GgufFile& file);
 
 // The file's tensors under the names `name_of` gives them (it throws for a name it cannot place).

@@ -7,7 +7,6 @@ namespace ge::nn {
 namespace {
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-bool is_block(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
 }  // namespace
 
@@ -78,7 +77,7 @@ Weight LayerSource::weight(const std::string& path, int64_t out, int64_t in) con
   if (t.shape != std::vector<int64_t>{out, in})
     throw std::runtime_error(describe() + ": tensor '" + name + "' has shape " + shape_string(t.shape) +
                              ", expected " + shape_string({out, in}));
-  if (!is_float(t.dtype) && !is_block(t.dtype))
+  if (!is_float(t.dtype) && !is_ggml_block(t.dtype))
     throw std::runtime_error(describe() + ": tensor '" + name + "' has unsupported dtype " +
                              std::string(dtype_info(t.dtype).name));
   return t;

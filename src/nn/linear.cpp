@@ -47,7 +47,9 @@ Linear::Linear(Weight weight, const Tensor* bias) : weight_(std::move(weight)) {
 
 void Linear::operator()(kernels::ThreadPool& pool, const float* x, int64_t n, float* y,
                         kernels::Precision precision) const {
-  if (precision == kernels::Precision::kReducedActivations && repacked_)
+  const Tensor* tensor = std::get_if<Tensor>(&weight_);
+  if (precision == kernels::Precision::kReducedActivations && repacked_ &&
+      !(tensor && kernels::has_reduced_kernel(*tensor, n)))
     kernels::matmul(pool, *repacked_, x, n, y);
   else
     std::visit(Overloaded{[&](const Tensor& t) { kernels::matmul(pool, t, x, n, y, precision); },
@@ -60,9 +62,8 @@ void Linear::operator()(kernels::ThreadPool& pool, const float* x, int64_t n, fl
 
 void Linear::prepare_reduced_activations() {
   if (repacked_) return;
-  if (const auto* q = std::get_if<kernels::QuantizedMatrix>(&weight_))
-    if (auto r = kernels::RepackedMatrix::repack(*q))
-      repacked_ = std::make_shared<const kernels::RepackedMatrix>(std::move(*r));
+  auto r = std::visit([](const auto& w) { return kernels::RepackedMatrix::repack(w); }, weight_);
+  if (r) repacked_ = std::make_shared<const kernels::RepackedMatrix>(std::move(*r));
 }
 
 void Embedding::lookup(int32_t id, float scale, float* out) const {

@@ -39,9 +39,9 @@ class Linear {
   void operator()(kernels::ThreadPool& pool, const float* x, int64_t n, float* y,
                   kernels::Precision precision = kernels::Precision::kExact) const;
 
-  // Readies the layer for kReducedActivations: an MLX-quantized weight that the integer kernels take is
-  // repacked once (kernels::RepackedMatrix); until then, and for every other weight, the product is the
-  // exact one or the weight format's own reduced kernel.
+  // Readies the layer for kReducedActivations: a quantized weight (MLX or a ggml block type) that the
+  // integer kernels take is repacked once (kernels::RepackedMatrix); until then, and for every other weight,
+  // the product is the exact one or the weight format's own reduced kernel.
   void prepare_reduced_activations();
 
  private:

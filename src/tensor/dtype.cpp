@@ -6,7 +6,7 @@
 namespace ge {
 
 namespace {
-constexpr std::array<DTypeInfo, 8> kInfo{{
+constexpr std::array<DTypeInfo, 18> kInfo{{
     {"F32", 1, 4},
     {"F16", 1, 2},
     {"BF16", 1, 2},
@@ -15,6 +15,16 @@ constexpr std::array<DTypeInfo, 8> kInfo{{
     {"U32", 1, 4},
     {"Q8_0", 32, 34},  // fp16 scale + 32 int8
     {"Q4_0", 32, 18},  // fp16 scale + 16 bytes of nibbles
+    {"Q4_1", 32, 20},
+    {"Q5_0", 32, 22},
+    {"Q5_1", 32, 24},
+    {"Q2_K", 256, 84},
+    {"Q3_K", 256, 110},
+    {"Q4_K", 256, 144},
+    {"Q5_K", 256, 176},
+    {"Q6_K", 256, 210},
+    {"IQ4_NL", 32, 18},
+    {"IQ4_XS", 256, 136},
 }};
 }  // namespace
 

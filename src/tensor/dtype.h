@@ -8,7 +8,11 @@
 
 namespace ge {
 
-enum class DType : uint8_t { F32, F16, BF16, I32, U8, U32, Q8_0, Q4_0 };
+// Q* and IQ4_* are ggml's block formats (see kernels/ggml_blocks.h), named as ggml names them.
+enum class DType : uint8_t {
+  F32, F16, BF16, I32, U8, U32,
+  Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS,
+};
 
 struct DTypeInfo {
   std::string_view name;
@@ -17,6 +21,8 @@ struct DTypeInfo {
 };
 
 const DTypeInfo& dtype_info(DType t);
+// One of ggml's block-quantized formats (Q8_0 ... IQ4_XS).
+inline bool is_ggml_block(DType t) { return t >= DType::Q8_0; }
 std::optional<DType> dtype_from_safetensors(std::string_view name);
 
 // Bytes taken by n elements; nullopt when n is not a whole number of blocks.
