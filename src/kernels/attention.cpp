@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -66,6 +68,55 @@ void attend_all(ThreadPool& pool, const float* q, const float* k, const float* v
     const MatrixView values{v + h * head_dim, DType::F32, n, head_dim, width};
     gemm(scores.data(), n, m, values, /*w_k_major=*/true, out + q0 * width + h * head_dim, width);
   });
+}
+
+namespace {
+
+// Cached positions [p0, p1] of one head as contiguous f32 rows (the ring wraps at kv.capacity).
+void gather_rows(const std::byte* base, const KVRows& kv, int64_t p0, int64_t p1, int64_t head_dim, float* out) {
+  const size_t elem = kv.dtype == DType::F16 ? 2 : 4;
+  for (int64_t p = p0; p <= p1; ++p) {
+    const std::byte* row = base + static_cast<size_t>((p % kv.capacity) * kv.stride) * elem;
+    float* dst = out + (p - p0) * head_dim;
+    if (kv.dtype == DType::F16) {
+      for (int64_t i = 0; i < head_dim; ++i) {
+        uint16_t h;
+        std::memcpy(&h, row + i * 2, 2);
+        dst[i] = f16_to_f32(h);
+      }
+    } else {
+      std::memcpy(dst, row, static_cast<size_t>(head_dim) * 4);
+    }
+  }
+}
+
+}  // namespace
+
+void attend_rows(const float* q, int64_t ldq, int64_t m, const KVRows& kv, const int64_t* first,
+                 const int64_t* last, int64_t head_dim, float scale, float softcap, float* out, int64_t ldo) {
+  const int64_t p0 = *std::min_element(first, first + m), p1 = *std::max_element(last, last + m);
+  const int64_t n = p1 - p0 + 1;
+  thread_local std::vector<float> keys, values, scores;
+  keys.resize(static_cast<size_t>(n * head_dim));
+  values.resize(static_cast<size_t>(n * head_dim));
+  scores.resize(static_cast<size_t>(m * n));
+  gather_rows(kv.k, kv, p0, p1, head_dim, keys.data());
+  gather_rows(kv.v, kv, p0, p1, head_dim, values.data());
+  gemm(q, ldq, m, MatrixView{keys.data(), DType::F32, n, head_dim, head_dim}, /*w_k_major=*/false, scores.data(), n);
+  // Keys a query does not see get the lowest finite score, whose exp is 0 (Highway's Exp takes any finite
+  // input; -inf is outside its range).
+  constexpr float kUnseen = -std::numeric_limits<float>::max();
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = scores.data() + i * n;
+    const int64_t lo = first[i] - p0, hi = last[i] - p0;
+    for (int64_t j = 0; j < n; ++j) {
+      const float s = row[j] * scale;
+      row[j] = j < lo || j > hi ? kUnseen : softcap > 0 ? softcap * std::tanh(s / softcap) : s;
+    }
+  }
+  softmax_rows(scores.data(), m, n, n, 1.0f);
+  gemm(scores.data(), n, m, MatrixView{values.data(), DType::F32, n, head_dim, head_dim}, /*w_k_major=*/true, out,
+       ldo);
 }
 
 }  // namespace ge::kernels

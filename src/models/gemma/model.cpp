@@ -4,12 +4,19 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 
 namespace ge::gemma {
 
 namespace {
+
+// Prompt chunks of at least kMinBlockedAttention tokens attend in tiles of kAttentionTile queries per head:
+// two GEMMs over the keys the tile sees (kernels::attend_rows) instead of one pass over them per query
+// (270m q8_0 pp512: attention went from 32% of the time to 5%, 317 -> 428 tok/s). Tiles that would see kMaxBlockedKeys keys or
+// more (global layers deep into a long context) stream them per query, which needs no score buffer.
+constexpr int64_t kMinBlockedAttention = 8, kAttentionTile = 64, kMaxBlockedKeys = 4096;
 
 const char* const kPrefixes[] = {"model.", "language_model.model.", "model.language_model."};
 
@@ -91,6 +98,7 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   up_.resize(chunk * c.intermediate_size);
   block_first_.resize(chunk);
   block_last_.resize(chunk);
+  key_first_.resize(chunk);
 }
 
 void Model::set_prefill_precision(kernels::Precision p) {
@@ -261,14 +269,34 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
   const int64_t group = c.num_heads / c.num_kv_heads;
   const float scale = c.attention_scale();
   const float softcap = static_cast<float>(c.attn_logit_softcapping.value_or(0.0));
-  pool.run(n * c.num_heads, [&](int64_t task) {
-    const int64_t t = task / c.num_heads, h = task % c.num_heads;
+  for (int64_t t = 0; t < n; ++t) {
     const int64_t pos = start_pos + t;
-    const int64_t first =
-        sliding ? std::min(block_first_[t], std::max<int64_t>(0, pos - c.sliding_window + 1)) : 0;
-    kernels::attend(q_.data() + t * q_width + h * hd, cache.head(l, h / group), first, block_last_[t], hd, scale,
-                    softcap, attn_.data() + t * q_width + h * hd);
-  });
+    key_first_[t] = sliding ? std::min(block_first_[t], std::max<int64_t>(0, pos - c.sliding_window + 1)) : 0;
+  }
+  if (n < kMinBlockedAttention) {
+    pool.run(n * c.num_heads, [&](int64_t task) {
+      const int64_t t = task / c.num_heads, h = task % c.num_heads;
+      kernels::attend(q_.data() + t * q_width + h * hd, cache.head(l, h / group), key_first_[t], block_last_[t], hd,
+                      scale, softcap, attn_.data() + t * q_width + h * hd);
+    });
+  } else {
+    const int64_t tiles = (n + kAttentionTile - 1) / kAttentionTile;
+    pool.run(tiles * c.num_heads, [&](int64_t task) {
+      const int64_t t0 = task / c.num_heads * kAttentionTile, h = task % c.num_heads;
+      const int64_t m = std::min(kAttentionTile, n - t0);
+      const float* q = q_.data() + t0 * q_width + h * hd;
+      float* out = attn_.data() + t0 * q_width + h * hd;
+      const kernels::KVRows kv = cache.head(l, h / group);
+      if (block_last_[t0 + m - 1] - key_first_[t0] < kMaxBlockedKeys) {
+        kernels::attend_rows(q, q_width, m, kv, key_first_.data() + t0, block_last_.data() + t0, hd, scale, softcap,
+                             out, q_width);
+        return;
+      }
+      for (int64_t i = 0; i < m; ++i)
+        kernels::attend(q + i * q_width, kv, key_first_[t0 + i], block_last_[t0 + i], hd, scale, softcap,
+                        out + i * q_width);
+    });
+  }
 
   linear(pool, w.o_proj, attn_.data(), n, proj_.data());
   if (c.sandwich_norms()) w.post_attention_layernorm(proj_.data(), n, proj_.data());

@@ -127,6 +127,7 @@ class Model {
   // Per position of the chunk: the last key position it attends to and the first its block reaches back
   // to (itself, for a token outside any block).
   std::vector<int64_t> block_first_, block_last_;
+  std::vector<int64_t> key_first_;  // per query of the chunk: the first position its layer lets it see
 };
 
 }  // namespace ge::gemma
