@@ -39,9 +39,10 @@ void matmul(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t 
 
 // A quantized matrix repacked once for the integer kernels of Precision::kReducedActivations: MLX affine
 // 4/8-bit, nvfp4 and mxfp4 matrices, and every ggml block type. Rows are interleaved 8 at a time so that one
-// vpmaddubsw multiplies 8 rows; each unit of values shares one f32 scale per row, each group one f32
-// offset per row (the affine minimum or zero point; see matmul_repacked_avx2.cpp). Owns its bytes: the
-// codes at 4 or 8 bits a value, plus 4-8 bytes of scale and offset per unit and row.
+// vpmaddubsw multiplies 8 rows; each unit of values shares one scale per row (fp16 where the format's
+// scales are fp16, else f32), each group one f32 offset per row where the format has minimums, and a zero
+// point common to the matrix is taken out in integers (see matmul_repacked_avx2.cpp). Owns its bytes: the
+// codes at 4 or 8 bits a value, plus 2-8 bytes of scale and offset per unit and row.
 class RepackedMatrix {
  public:
   // How a code becomes the value its scale multiplies.
@@ -64,19 +65,32 @@ class RepackedMatrix {
   int64_t cols() const { return cols_; }
   int64_t unit() const { return unit_; }    // activation values per scale
   int64_t group() const { return group_; }  // activation values per offset (a multiple of unit)
+  int32_t zero_point() const { return zero_point_; }  // value = scale * (code - zero_point) (+ offset)
   const std::byte* codes() const { return codes_.data(); }
+  bool half_scales() const { return !scales16_.empty(); }
   const float* scales() const { return scales_.data(); }
+  const uint16_t* half_scale_bits() const { return scales16_.data(); }
   const float* offsets() const { return offsets_.empty() ? nullptr : offsets_.data(); }
-  size_t bytes() const { return codes_.size() + (scales_.size() + offsets_.size()) * sizeof(float); }
+  size_t bytes() const {
+    return codes_.size() + scales16_.size() * 2 + (scales_.size() + offsets_.size()) * sizeof(float);
+  }
 
  private:
+  // What build() needs to know of a format besides its rows' codes.
+  struct Layout {
+    Codes kind;
+    int64_t unit, group;
+    int32_t zero_point;
+    bool half_scales, offsets;
+  };
   template <class RowCodes>
-  static RepackedMatrix build(Codes kind, int64_t rows, int64_t cols, int64_t unit, int64_t group,
-                              bool has_offsets, RowCodes&& row_codes);
+  static RepackedMatrix build(const Layout& layout, int64_t rows, int64_t cols, RowCodes&& row_codes);
 
   Codes codes_kind_ = Codes::kNibbles;
   int64_t rows_ = 0, cols_ = 0, unit_ = 0, group_ = 0;
+  int32_t zero_point_ = 0;
   std::vector<std::byte> codes_;
+  std::vector<uint16_t> scales16_;
   std::vector<float> scales_, offsets_;
 };
 

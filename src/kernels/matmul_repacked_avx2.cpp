@@ -9,10 +9,13 @@
 // For 4-bit codes each lane's 4 bytes hold elements 8k..8k+3 in their low nibbles and 8k+4..8k+7 in their
 // high nibbles; 8-bit codes are stored 4 a lane.
 //
-// Every format becomes value = scale * code + offset with one scale per unit (16 or 32 values, or an MLX
-// 4-bit group) and one offset per group: ggml's zero points (Q4_0's 8, Q5_0's 16, Q3_K's 4, Q6_K's 32)
-// and minimums (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K) and MLX's biases are offsets, so the codes stay unsigned
-// and vpmaddubsw takes them as they are; the offset term multiplies the sum of the rounded activations. Codes
+// Every format becomes value = scale * (code - zero point) + offset with one scale per unit (16 or 32
+// values, or an MLX 4-bit group), a zero point for the whole matrix and one offset per group: ggml's zero
+// points (Q4_0's 8, Q5_0's 16, Q3_K's 4, Q6_K's 32) come out of the integer sums with the unit's sum of
+// activation codes, so the codes stay unsigned and vpmaddubsw takes them as they are; minimums (Q4_1,
+// Q5_1, Q2_K, Q4_K, Q5_K) and MLX's biases are offsets, which multiply the sum of the rounded activations.
+// Scales are kept as fp16 where the format stores fp16 (ggml's d: the repacked matrix is then no larger
+// than the file), else f32. Codes
 // that are not plain integers go through a 16-entry table (E2M1 made unsigned as twice their value plus
 // 12, see NibbleKernel; IQ4's signed values) and 8-bit signed codes through |w| * sign(x, w).
 //
@@ -56,20 +59,24 @@ struct RowCodes {
 }  // namespace
 
 template <class FillRow>
-RepackedMatrix RepackedMatrix::build(Codes kind, int64_t rows, int64_t cols, int64_t unit, int64_t group,
-                                     bool has_offsets, FillRow&& fill_row) {
+RepackedMatrix RepackedMatrix::build(const Layout& layout, int64_t rows, int64_t cols, FillRow&& fill_row) {
   RepackedMatrix r;
-  r.codes_kind_ = kind;
+  r.codes_kind_ = layout.kind;
   r.rows_ = rows;
   r.cols_ = cols;
-  r.unit_ = unit;
-  r.group_ = group;
-  const int64_t blocks = (rows + kRows - 1) / kRows, units = cols / unit, groups = cols / group;
+  r.unit_ = layout.unit;
+  r.group_ = layout.group;
+  r.zero_point_ = layout.zero_point;
+  const int64_t blocks = (rows + kRows - 1) / kRows, units = cols / layout.unit, groups = cols / layout.group;
   const bool nibbles = r.bits() == 4;
   const int64_t elems_per_step = nibbles ? 8 : 4;  // per lane per 32-byte vector
   r.codes_.assign(static_cast<size_t>(blocks * cols * kRows * r.bits() / 8), std::byte{0});
-  r.scales_.assign(static_cast<size_t>(blocks * units * kRows), 0.0f);
-  if (has_offsets) r.offsets_.assign(static_cast<size_t>(blocks * groups * kRows), 0.0f);
+  const auto scale_count = static_cast<size_t>(blocks * units * kRows);
+  if (layout.half_scales)
+    r.scales16_.assign(scale_count, 0);
+  else
+    r.scales_.assign(scale_count, 0.0f);
+  if (layout.offsets) r.offsets_.assign(static_cast<size_t>(blocks * groups * kRows), 0.0f);
   RowCodes row_codes{std::vector<uint8_t>(static_cast<size_t>(cols)), std::vector<float>(static_cast<size_t>(units)),
                      std::vector<float>(static_cast<size_t>(groups))};
   for (int64_t row = 0; row < rows; ++row) {
@@ -83,9 +90,14 @@ RepackedMatrix RepackedMatrix::build(Codes kind, int64_t rows, int64_t cols, int
       for (int64_t i = 0; i < 4; ++i)
         lane_bytes[i] = nibbles ? static_cast<uint8_t>(c[k * 8 + i] | c[k * 8 + 4 + i] << 4) : c[k * 4 + i];
     }
-    for (int64_t u = 0; u < units; ++u)
-      r.scales_[static_cast<size_t>((block * units + u) * kRows + lane)] = row_codes.scales[u];
-    if (has_offsets)
+    for (int64_t u = 0; u < units; ++u) {
+      const auto at = static_cast<size_t>((block * units + u) * kRows + lane);
+      if (layout.half_scales)
+        r.scales16_[at] = f32_to_f16(row_codes.scales[u]);  // exact: these formats store fp16 scales
+      else
+        r.scales_[at] = row_codes.scales[u];
+    }
+    if (layout.offsets)
       for (int64_t g = 0; g < groups; ++g)
         r.offsets_[static_cast<size_t>((block * groups + g) * kRows + lane)] = row_codes.offsets[g];
   }
@@ -100,6 +112,8 @@ std::optional<RepackedMatrix> RepackedMatrix::repack(const QuantizedMatrix& m) {
   const Codes kind = p.bits == 8 ? Codes::kSignedBytes
                      : p.mode == QuantMode::kAffine ? Codes::kNibbles
                                                     : Codes::kFp4Nibbles;
+  // E2M1 codes become twice their value plus 12 (see NibbleKernel): a zero point of 12.
+  const int32_t zero_point = kind == Codes::kFp4Nibbles ? 12 : 0;
   // Activation values per scale: a 4-bit group, or 32 for 8-bit codes (activation blocks of 64 measured
   // 0.28 against 0.18 on gemma3-tiny's logits: blocks of 32 keep them as close as llama.cpp's Q8_0).
   const int64_t unit = p.bits == 4 ? p.group_size : 32;
@@ -107,7 +121,8 @@ std::optional<RepackedMatrix> RepackedMatrix::repack(const QuantizedMatrix& m) {
   const float shift = p.bits == 8 ? 128.0f : 0.0f;  // 8-bit codes are stored as the signed q - 128
   const int64_t groups = m.groups();
   std::vector<float> scales(static_cast<size_t>(groups));
-  return build(kind, m.rows, m.cols, unit, p.group_size, m.biases != nullptr, [&](int64_t row, RowCodes& out) {
+  const Layout layout{kind, unit, p.group_size, zero_point, false, m.biases != nullptr};
+  return build(layout, m.rows, m.cols, [&](int64_t row, RowCodes& out) {
     const std::byte* src = m.codes + row * m.code_row_bytes();
     const std::byte* row_scales = m.scales + row * m.scale_row_bytes();
     for (int64_t g = 0; g < groups; ++g) {
@@ -125,22 +140,32 @@ std::optional<RepackedMatrix> RepackedMatrix::repack(const QuantizedMatrix& m) {
 
 namespace {
 
-// How a ggml block type repacks: its code kind, values per scale, and the zero point added to its signed
-// codes to make them unsigned (Q6_K's q - 32 back to q; the offset takes the zero point).
+// How a ggml block type repacks (besides unit == group): a shift that makes its signed codes unsigned
+// (Q6_K's q - 32 back to q), its zero point (Q4_0's 8, Q5_0's 16, Q3_K's 4, Q6_K's 32: taken out in integers),
+// fp16 scales where the format stores them so (d itself; a K type's scale d * sc is not an fp16), and f32
+// offsets for its minimums.
 struct BlockRepack {
   Codes kind;
   int64_t unit;
-  int zero_point;
+  int code_shift;
+  int32_t zero_point;
+  bool half_scales, offsets;
 };
 
 std::optional<BlockRepack> block_repack(DType t) {
   switch (t) {
-    case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: return BlockRepack{Codes::kNibbles, 32, 0};
-    case DType::Q5_0: case DType::Q5_1: case DType::Q5_K: return BlockRepack{Codes::kSmallBytes, 32, 0};
-    case DType::Q2_K: case DType::Q3_K: return BlockRepack{Codes::kSmallBytes, 16, 0};
-    case DType::Q6_K: return BlockRepack{Codes::kSmallBytes, 16, 32};
-    case DType::Q8_0: return BlockRepack{Codes::kSignedBytes, 32, 0};
-    case DType::IQ4_NL: case DType::IQ4_XS: return BlockRepack{Codes::kIq4Nibbles, 32, 0};
+    case DType::Q4_0: return BlockRepack{Codes::kNibbles, 32, 0, 8, true, false};
+    case DType::Q4_1: return BlockRepack{Codes::kNibbles, 32, 0, 0, true, true};
+    case DType::Q4_K: return BlockRepack{Codes::kNibbles, 32, 0, 0, false, true};
+    case DType::Q5_0: return BlockRepack{Codes::kSmallBytes, 32, 0, 16, true, false};
+    case DType::Q5_1: return BlockRepack{Codes::kSmallBytes, 32, 0, 0, true, true};
+    case DType::Q5_K: return BlockRepack{Codes::kSmallBytes, 32, 0, 0, false, true};
+    case DType::Q2_K: return BlockRepack{Codes::kSmallBytes, 16, 0, 0, false, true};
+    case DType::Q3_K: return BlockRepack{Codes::kSmallBytes, 16, 0, 4, false, false};
+    case DType::Q6_K: return BlockRepack{Codes::kSmallBytes, 16, 32, 32, false, false};
+    case DType::Q8_0: return BlockRepack{Codes::kSignedBytes, 32, 0, 0, true, false};
+    case DType::IQ4_NL: return BlockRepack{Codes::kIq4Nibbles, 32, 0, 0, true, false};
+    case DType::IQ4_XS: return BlockRepack{Codes::kIq4Nibbles, 32, 0, 0, false, false};
     default: return std::nullopt;
   }
 }
@@ -148,31 +173,26 @@ std::optional<BlockRepack> block_repack(DType t) {
 }  // namespace
 
 std::optional<RepackedMatrix> RepackedMatrix::repack(const Tensor& w) {
-  const auto layout = block_repack(w.dtype);
-  if (!layout || w.shape.size() != 2 || !detail::cpu_has_avx2()) return std::nullopt;
+  const auto f = block_repack(w.dtype);
+  if (!f || w.shape.size() != 2 || !detail::cpu_has_avx2()) return std::nullopt;
   const DTypeInfo& info = dtype_info(w.dtype);
   if (w.cols() % info.block_elems != 0) return std::nullopt;
-  const int64_t units_per_block = info.block_elems / layout->unit;
-  const bool has_offsets = layout->kind == Codes::kNibbles || layout->kind == Codes::kSmallBytes;
-  return build(layout->kind, w.rows(), w.cols(), layout->unit, layout->unit, has_offsets,
-               [&](int64_t row, RowCodes& out) {
-                 BlockCodes b;
-                 for (int64_t blk = 0; blk < w.cols() / info.block_elems; ++blk) {
-                   decode_block(w.dtype, w.row(row) + blk * info.block_bytes, b);
-                   const int64_t first = blk * info.block_elems;
-                   for (int i = 0; i < b.values; ++i)
-                     out.codes[first + i] = layout->kind == Codes::kIq4Nibbles
-                                                ? b.index[i]
-                                                : static_cast<uint8_t>(b.code[i] + layout->zero_point);
-                   for (int64_t u = 0; u < units_per_block; ++u) {
-                     const float scale = b.scale[u];
-                     out.scales[blk * units_per_block + u] = scale;
-                     if (has_offsets)
-                       out.offsets[blk * units_per_block + u] =
-                           b.has_offset ? b.offset[u] : -static_cast<float>(layout->zero_point) * scale;
-                   }
-                 }
-               });
+  const int64_t units_per_block = info.block_elems / f->unit;
+  const Layout layout{f->kind, f->unit, f->unit, f->zero_point, f->half_scales, f->offsets};
+  return build(layout, w.rows(), w.cols(), [&](int64_t row, RowCodes& out) {
+    BlockCodes b;
+    for (int64_t blk = 0; blk < w.cols() / info.block_elems; ++blk) {
+      decode_block(w.dtype, w.row(row) + blk * info.block_bytes, b);
+      const int64_t first = blk * info.block_elems;
+      for (int i = 0; i < b.values; ++i)
+        out.codes[first + i] =
+            f->kind == Codes::kIq4Nibbles ? b.index[i] : static_cast<uint8_t>(b.code[i] + f->code_shift);
+      for (int64_t u = 0; u < units_per_block; ++u) {
+        out.scales[blk * units_per_block + u] = b.scale[u];
+        if (f->offsets) out.offsets[blk * units_per_block + u] = b.offset[u];
+      }
+    }
+  });
 }
 
 namespace {
@@ -278,15 +298,14 @@ GE_AVX2 inline __m256i widen_sum(__m256i pairs) { return _mm256_madd_epi16(pairs
 //
 // 4-bit: each k step is one 32-byte vector, split into its low and high nibbles (elements 8k..8k+3 and
 // 8k+4..8k+7 of each row). Plain codes are unsigned bytes for vpmaddubsw as they are; E2M1 codes go through
-// a 16-entry table to twice their value plus 12 (0..24; kOffset = 12 of every product is taken back with
-// the unit's sum of activation codes, which spares the |w| * sign(x, w) pair). Pair sums stay in int16
+// a 16-entry table to twice their value plus 12 (0..24; a zero point of 12, taken back with the unit's sum
+// of activation codes, which spares the |w| * sign(x, w) pair). Pair sums stay in int16
 // for kWidenSteps steps: at most 2 * 2 * 15 * 127 per step and lane (4 steps: 30480 < 32767), or
 // 2 * 2 * 24 * 127 for E2M1 (2 steps: 24384). IQ4's table values are signed (-127..113): they take the
 // sign pair, and each product widens on its own (a pair sum reaches 2 * 127 * 127).
 template <Codes kKind>
 struct NibbleKernel {
   static constexpr bool kSigned = kKind == Codes::kIq4Nibbles;
-  static constexpr int32_t kOffset = kKind == Codes::kFp4Nibbles ? 12 : 0;
   static constexpr int64_t kWidenSteps = kKind == Codes::kNibbles ? 4 : kKind == Codes::kFp4Nibbles ? 2 : 1;
   GE_AVX2 static __m256i values(__m256i nibbles) {
     if constexpr (kKind == Codes::kFp4Nibbles) {
@@ -332,7 +351,6 @@ struct NibbleKernel {
 // share a widening (2 * 2 * 63 * 127 = 32004).
 template <bool kSigned>
 struct ByteKernel {
-  static constexpr int32_t kOffset = 0;
   static constexpr int64_t kWidenSteps = kSigned ? 1 : 2;
   template <int64_t T>
   GE_AVX2 static void unit(const std::byte* codes, const int8_t* const* x, int64_t unit, __m256i (&isum)[T]) {
@@ -350,12 +368,14 @@ struct ByteKernel {
 };
 
 // Row block `block` times tokens [t0, t0 + T): y[t * rows + row] for the block's rows.
-template <class Kernel, int64_t T>
+template <class Kernel, bool kHalfScales, int64_t T>
 GE_AVX2 void block_tile(const RepackedMatrix& m, const Activations& a, int64_t block, int64_t t0, float* y) {
   const int64_t unit = a.unit, units = a.units, groups = a.groups;
   const std::byte* codes = m.codes() + block * m.cols() * kRows * m.bits() / 8;
   const size_t unit_bytes = static_cast<size_t>(unit * kRows * m.bits() / 8);
-  const float* scales = m.scales() + block * units * kRows;
+  const float* scales = kHalfScales ? nullptr : m.scales() + block * units * kRows;
+  const uint16_t* scales16 = kHalfScales ? m.half_scale_bits() + block * units * kRows : nullptr;
+  const int32_t zero_point = m.zero_point();
   const int8_t* x[T];
   __m256 acc[T];
   for (int64_t t = 0; t < T; ++t) {
@@ -372,10 +392,11 @@ GE_AVX2 void block_tile(const RepackedMatrix& m, const Activations& a, int64_t b
     for (size_t ahead = 0; ahead < unit_bytes; ahead += 64)
       _mm_prefetch(reinterpret_cast<const char*>(codes + (u + kPrefetchUnits) * unit_bytes + ahead), _MM_HINT_T0);
     Kernel::template unit<T>(codes + u * unit_bytes, xu, unit, isum);
-    if constexpr (Kernel::kOffset != 0)
+    if (zero_point != 0)
       for (int64_t t = 0; t < T; ++t)
-        isum[t] = _mm256_sub_epi32(isum[t], _mm256_set1_epi32(Kernel::kOffset * a.code_sums[(t0 + t) * units + u]));
-    const __m256 s = _mm256_loadu_ps(scales + u * kRows);
+        isum[t] = _mm256_sub_epi32(isum[t], _mm256_set1_epi32(zero_point * a.code_sums[(t0 + t) * units + u]));
+    const __m256 s = kHalfScales ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales16 + u * kRows)))
+                                 : _mm256_loadu_ps(scales + u * kRows);
     for (int64_t t = 0; t < T; ++t)
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]),
                                _mm256_mul_ps(s, _mm256_set1_ps(a.scales[(t0 + t) * units + u])), acc[t]);
@@ -396,11 +417,11 @@ GE_AVX2 void block_tile(const RepackedMatrix& m, const Activations& a, int64_t b
   }
 }
 
-template <class Kernel, int64_t... T>
+template <class Kernel, bool kHalfScales, int64_t... T>
 GE_AVX2 void run_tiles(const RepackedMatrix& m, const Activations& a, int64_t block, int64_t n_tokens, float* y,
                        std::integer_sequence<int64_t, T...>) {
   using Tile = void (*)(const RepackedMatrix&, const Activations&, int64_t, int64_t, float*);
-  static constexpr Tile kTiles[] = {&block_tile<Kernel, T + 1>...};
+  static constexpr Tile kTiles[] = {&block_tile<Kernel, kHalfScales, T + 1>...};
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxTokens)
     kTiles[std::min(kMaxTokens, n_tokens - t0) - 1](m, a, block, t0, y);
 }
@@ -416,8 +437,12 @@ void matmul_kernel(ThreadPool& pool, const RepackedMatrix& m, const float* x, in
   const size_t block_bytes = static_cast<size_t>(m.cols() * kRows * m.bits() / 8);
   const int64_t chunk = detail::rows_per_task(blocks, block_bytes, pool.size(), 1, n_tokens > kMaxTokens);
   pool.run((blocks + chunk - 1) / chunk, [&](int64_t task) {
-    for (int64_t b = task * chunk; b < std::min(blocks, (task + 1) * chunk); ++b)
-      run_tiles<Kernel>(m, a, b, n_tokens, y, std::make_integer_sequence<int64_t, kMaxTokens>());
+    for (int64_t b = task * chunk; b < std::min(blocks, (task + 1) * chunk); ++b) {
+      if (m.half_scales())
+        run_tiles<Kernel, true>(m, a, b, n_tokens, y, std::make_integer_sequence<int64_t, kMaxTokens>());
+      else
+        run_tiles<Kernel, false>(m, a, b, n_tokens, y, std::make_integer_sequence<int64_t, kMaxTokens>());
+    }
   });
 }
 

@@ -14,8 +14,9 @@ namespace {
 
 // Prompt chunks of at least kMinBlockedAttention tokens attend in tiles of kAttentionTile queries per head:
 // two GEMMs over the keys the tile sees (kernels::attend_rows) instead of one pass over them per query
-// (270m q8_0 pp512: attention went from 32% of the time to 5%, 317 -> 428 tok/s). Tiles that would see kMaxBlockedKeys keys or
-// more (global layers deep into a long context) stream them per query, which needs no score buffer.
+// (270m q8_0 pp512: attention went from 32% of the time to 5%, 317 -> 428 tok/s). Tiles that would see
+// kMaxBlockedKeys keys or more (global layers deep into a long context) stream them per query, which
+// needs no score buffer.
 constexpr int64_t kMinBlockedAttention = 8, kAttentionTile = 64, kMaxBlockedKeys = 4096;
 
 const char* const kPrefixes[] = {"model.", "language_model.model.", "model.language_model."};
