@@ -41,6 +41,25 @@ TEST_P(CliLogits, ReproduceTheReferenceWithinTolerance) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, CliLogits,
                          ::testing::Values("gemma3-tiny", "gemma3-tiny-rope", "gemma-tiny", "gemma2-tiny"));
 
+// --head-type: only the LM head is rounded (the embedding lookups still read the bf16 table), so the logits
+// move by about what Q8_0 rounding of the head moves them (gemma3-tiny-rope: 0.048; q4_0: 0.77).
+TEST(Cli, QuantizedHeadCopyMovesTheLogitsALittle) {
+  test::ScratchDir dir;
+  const auto expected = test::read_f32(test::fixture_reference_dir("gemma3-tiny-rope") / "reference_logits.f32");
+  for (const auto& [type, bound] : {std::pair{"q8_0", 0.1f}, std::pair{"q4_0", 1.5f}}) {
+    const auto out = dir.path() / (std::string(type) + ".f32");
+    const auto r = gemma("logits --exact --head-type " + std::string(type) + " -m " +
+                         quoted(test::fixture_model_dir("gemma3-tiny-rope")) + " --ids " + ids_of("gemma3-tiny-rope") +
+                         " -o " + quoted(out) + " -t 2");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto got = test::read_f32(out);
+    ASSERT_EQ(got.size(), expected.size());
+    const float diff = test::max_abs_diff(got.data(), expected.data(), got.size());
+    EXPECT_GT(diff, 1e-3f) << type << ": the head was not rounded";
+    EXPECT_LT(diff, bound) << type;
+  }
+}
+
 TEST(Cli, RunStreamsAnAnswerAndReportsSpeed) {
   const auto r = gemma("run -p 'Why is the sky blue?' -n 12 --temp 0");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -19,6 +19,7 @@ int default_threads();
 // kernel takes them); shared by run, logits and bench.
 struct PrecisionFlags {
   bool exact = false;
+  std::string head_type;  // --head-type q8_0|q4_0: a quantized copy of a float LM head
   bool legacy_fast = false;  // --fast / --fast-prefill: the default now, accepted for one release
 };
 void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags);

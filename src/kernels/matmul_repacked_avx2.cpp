@@ -319,17 +319,21 @@ struct NibbleKernel {
       return nibbles;
     }
   }
-  template <int64_t T>
-  GE_AVX2 static void unit(const std::byte* codes, const int8_t* const* x, int64_t unit, __m256i (&isum)[T]) {
+  // kSteps steps of 8 values, all unrolled, so that the per-token sums stay in registers.
+  template <int64_t T, int64_t kSteps>
+  GE_AVX2 static void chunk(const std::byte* codes, const int8_t* const* x, __m256i (&isum)[T]) {
     const __m256i low = _mm256_set1_epi8(0x0F);
-    const int64_t steps = unit / 8;
-    for (int64_t k0 = 0; k0 < steps; k0 += kWidenSteps) {
+#pragma GCC unroll 4
+    for (int64_t k0 = 0; k0 < kSteps; k0 += kWidenSteps) {
       __m256i pairs[T];
+#pragma GCC unroll 4
       for (int64_t t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
-      for (int64_t k = k0; k < std::min(k0 + kWidenSteps, steps); ++k) {
+#pragma GCC unroll 4
+      for (int64_t k = k0; k < k0 + kWidenSteps; ++k) {
         const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + k * 32));
         const __m256i lo = values(_mm256_and_si256(c, low));
         const __m256i hi = values(_mm256_and_si256(_mm256_srli_epi16(c, 4), low));
+#pragma GCC unroll 4
         for (int64_t t = 0; t < T; ++t) {
           if constexpr (kSigned) {
             isum[t] = _mm256_add_epi32(isum[t], widen_sum(pair_products<true>(lo, broadcast4(x[t] + k * 8))));
@@ -341,7 +345,19 @@ struct NibbleKernel {
         }
       }
       if constexpr (!kSigned)
+#pragma GCC unroll 4
         for (int64_t t = 0; t < T; ++t) isum[t] = _mm256_add_epi32(isum[t], widen_sum(pairs[t]));
+    }
+  }
+  // A unit of 16 values (nvfp4) or a multiple of 32.
+  template <int64_t T>
+  GE_AVX2 static void unit(const std::byte* codes, const int8_t* const* x, int64_t unit, __m256i (&isum)[T]) {
+    if (unit == 16) return chunk<T, 2>(codes, x, isum);
+    for (int64_t c = 0; c < unit / 32; ++c) {
+      const int8_t* xc[T];
+#pragma GCC unroll 4
+      for (int64_t t = 0; t < T; ++t) xc[t] = x[t] + c * 32;
+      chunk<T, 4>(codes + c * 32 * kRows / 2, xc, isum);
     }
   }
 };
@@ -352,17 +368,32 @@ struct NibbleKernel {
 template <bool kSigned>
 struct ByteKernel {
   static constexpr int64_t kWidenSteps = kSigned ? 1 : 2;
+  // 16 values (4 steps), unrolled.
   template <int64_t T>
-  GE_AVX2 static void unit(const std::byte* codes, const int8_t* const* x, int64_t unit, __m256i (&isum)[T]) {
-    for (int64_t k0 = 0; k0 < unit / 4; k0 += kWidenSteps) {
+  GE_AVX2 static void chunk(const std::byte* codes, const int8_t* const* x, __m256i (&isum)[T]) {
+#pragma GCC unroll 4
+    for (int64_t k0 = 0; k0 < 4; k0 += kWidenSteps) {
       __m256i pairs[T];
+#pragma GCC unroll 4
       for (int64_t t = 0; t < T; ++t) pairs[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
       for (int64_t k = k0; k < k0 + kWidenSteps; ++k) {
         const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + k * 32));
+#pragma GCC unroll 4
         for (int64_t t = 0; t < T; ++t)
           pairs[t] = _mm256_add_epi16(pairs[t], pair_products<kSigned>(w, broadcast4(x[t] + k * 4)));
       }
+#pragma GCC unroll 4
       for (int64_t t = 0; t < T; ++t) isum[t] = _mm256_add_epi32(isum[t], widen_sum(pairs[t]));
+    }
+  }
+  template <int64_t T>
+  GE_AVX2 static void unit(const std::byte* codes, const int8_t* const* x, int64_t unit, __m256i (&isum)[T]) {
+    for (int64_t c = 0; c < unit / 16; ++c) {
+      const int8_t* xc[T];
+#pragma GCC unroll 4
+      for (int64_t t = 0; t < T; ++t) xc[t] = x[t] + c * 16;
+      chunk<T>(codes + c * 16 * kRows, xc, isum);
     }
   }
 };
@@ -378,14 +409,17 @@ GE_AVX2 void block_tile(const RepackedMatrix& m, const Activations& a, int64_t b
   const int32_t zero_point = m.zero_point();
   const int8_t* x[T];
   __m256 acc[T];
+  #pragma GCC unroll 4
   for (int64_t t = 0; t < T; ++t) {
     x[t] = a.codes.data() + (t0 + t) * units * unit;
     acc[t] = _mm256_setzero_ps();
   }
   for (int64_t u = 0; u < units; ++u) {
     __m256i isum[T];
+    #pragma GCC unroll 4
     for (int64_t t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
     const int8_t* xu[T];
+    #pragma GCC unroll 4
     for (int64_t t = 0; t < T; ++t) xu[t] = x[t] + u * unit;
     // The block's codes are one sequential stream; fetching ahead of it keeps more lines in flight than
     // the hardware prefetcher alone does on one stream per core.
@@ -393,10 +427,12 @@ GE_AVX2 void block_tile(const RepackedMatrix& m, const Activations& a, int64_t b
       _mm_prefetch(reinterpret_cast<const char*>(codes + (u + kPrefetchUnits) * unit_bytes + ahead), _MM_HINT_T0);
     Kernel::template unit<T>(codes + u * unit_bytes, xu, unit, isum);
     if (zero_point != 0)
+      #pragma GCC unroll 4
       for (int64_t t = 0; t < T; ++t)
         isum[t] = _mm256_sub_epi32(isum[t], _mm256_set1_epi32(zero_point * a.code_sums[(t0 + t) * units + u]));
     const __m256 s = kHalfScales ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales16 + u * kRows)))
                                  : _mm256_loadu_ps(scales + u * kRows);
+    #pragma GCC unroll 4
     for (int64_t t = 0; t < T; ++t)
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]),
                                _mm256_mul_ps(s, _mm256_set1_ps(a.scales[(t0 + t) * units + u])), acc[t]);
@@ -405,11 +441,13 @@ GE_AVX2 void block_tile(const RepackedMatrix& m, const Activations& a, int64_t b
     const float* offsets = m.offsets() + block * groups * kRows;
     for (int64_t g = 0; g < groups; ++g) {
       const __m256 o = _mm256_loadu_ps(offsets + g * kRows);
+      #pragma GCC unroll 4
       for (int64_t t = 0; t < T; ++t)
         acc[t] = _mm256_fmadd_ps(o, _mm256_set1_ps(a.group_sums[(t0 + t) * groups + g]), acc[t]);
     }
   }
   const int64_t valid = std::min(kRows, m.rows() - block * kRows);
+  #pragma GCC unroll 4
   for (int64_t t = 0; t < T; ++t) {
     alignas(32) float out[kRows];
     _mm256_store_ps(out, acc[t]);

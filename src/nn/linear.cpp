@@ -1,6 +1,7 @@
 #include "nn/linear.h"
 
 #include "kernels/ops.h"
+#include "kernels/quantize.h"
 
 namespace ge::nn {
 
@@ -64,6 +65,32 @@ void Linear::prepare_reduced_activations() {
   if (repacked_) return;
   auto r = std::visit([](const auto& w) { return kernels::RepackedMatrix::repack(w); }, weight_);
   if (r) repacked_ = std::make_shared<const kernels::RepackedMatrix>(std::move(*r));
+}
+
+Linear Linear::quantized_copy(DType block) const {
+  const Tensor* t = std::get_if<Tensor>(&weight_);
+  if (!t || is_ggml_block(t->dtype) || (block != DType::Q8_0 && block != DType::Q4_0)) return *this;
+  const int64_t rows = t->rows(), cols = t->cols();
+  const size_t row_bytes = *dtype_bytes(block, cols);
+  auto blocks = std::make_shared<std::vector<std::byte>>(static_cast<size_t>(rows) * row_bytes);
+  std::vector<float> values(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    kernels::dequantize_row(*t, r, 1.0f, values.data());
+    std::byte* out = blocks->data() + static_cast<size_t>(r) * row_bytes;
+    if (block == DType::Q8_0)
+      kernels::quantize_row_q8_0(values.data(), cols, out);
+    else
+      kernels::quantize_row_q4_0(values.data(), cols, out);
+  }
+  Tensor q = *t;
+  q.name = t->name + " (" + std::string(dtype_info(block).name) + " copy)";
+  q.dtype = block;
+  q.data = blocks->data();
+  q.nbytes = blocks->size();
+  Linear copy(q);
+  copy.bias_ = bias_;
+  copy.owned_ = std::move(blocks);
+  return copy;
 }
 
 void Embedding::lookup(int32_t id, float scale, float* out) const {

@@ -44,8 +44,13 @@ class Linear {
   // the product is the exact one or the weight format's own reduced kernel.
   void prepare_reduced_activations();
 
+  // The same layer with its weight quantized to `block` (Q8_0 or Q4_0) in memory it owns, for a float
+  // weight (F32/F16/BF16); the layer itself for any other weight.
+  Linear quantized_copy(DType block) const;
+
  private:
   Weight weight_;
+  std::shared_ptr<const std::vector<std::byte>> owned_;  // quantized_copy's blocks
   std::vector<float> bias_;  // widened once: biases are a few thousand values
   std::shared_ptr<const kernels::RepackedMatrix> repacked_;  // shared by copies (the tied head)
 };

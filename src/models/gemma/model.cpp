@@ -112,6 +112,13 @@ void Model::set_decode_precision(kernels::Precision p) {
   decode_precision_ = p;
 }
 
+void Model::quantize_lm_head(DType block) {
+  weights_.lm_head = weights_.lm_head.quantized_copy(block);
+  if (prefill_precision_ == kernels::Precision::kReducedActivations ||
+      decode_precision_ == kernels::Precision::kReducedActivations)
+    weights_.lm_head.prepare_reduced_activations();
+}
+
 void Model::prepare_reduced_activations() {
   for (LayerWeights& l : weights_.layers)
     for (nn::Linear* layer : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})

@@ -83,6 +83,11 @@ class Model {
   void set_prefill_precision(kernels::Precision p);
   void set_decode_precision(kernels::Precision p);
 
+  // Computes the logits from a Q8_0 or Q4_0 copy of the LM head (kept beside the embedding table, which
+  // lookups still read), for f32/f16/bf16 heads: on the 270M, whose tied head is 63% of its weights, bf16
+  // decode then reads 379 MB a token instead of 536. Other head formats are left as they are.
+  void quantize_lm_head(DType block);
+
   // A cache for one sequence of up to `context` positions, holding keys and values as `dtype` (F32 or F16).
   nn::KVCache make_cache(int64_t context, DType dtype = DType::F32) const;
 
