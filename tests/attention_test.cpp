@@ -6,6 +6,7 @@
 
 #include "highway_targets.h"
 #include "kernels/attention.h"
+#include "kernels/ops.h"
 #include "test_util.h"
 
 namespace ge::kernels {
@@ -63,6 +64,47 @@ TEST(AttendAll, SoftmaxRowsSumToOneAndKeepOrder) {
   }
   EXPECT_NEAR(s[10] / s[9], std::exp(0.5), 1e-5);
   EXPECT_NEAR(s[13], s[14], 1e-7);  // 100 and 100: no overflow, equal weights
+}
+
+// attend_rows (a prompt chunk's queries in one tile) gives what attend gives query by query: over a ring
+// that wraps inside the keys the tile sees (gathered) and one that does not (read in place), in f32 and
+// f16, with and without soft-capping, each query with its own key range (sliding window, an image block).
+TEST(AttendRows, MatchesPerQueryAttention) {
+  constexpr int64_t kHeadDim = 40, kStride = 3 * kHeadDim, kCapacity = 50, kQueries = 13;
+  const auto q = test::normal_values(kQueries * 2 * kHeadDim, 1);
+  const auto k = test::normal_values(kCapacity * kStride, 2), v = test::normal_values(kCapacity * kStride, 3);
+  std::vector<uint16_t> k16(k.size()), v16(v.size());
+  for (size_t i = 0; i < k.size(); ++i) {
+    k16[i] = f32_to_f16(k[i]);
+    v16[i] = f32_to_f16(v[i]);
+  }
+  for (int64_t start : {30, 60}) {  // positions start..start+12: 60 wraps the 50-row ring inside the tile
+    std::vector<int64_t> first(kQueries), last(kQueries);
+    for (int64_t i = 0; i < kQueries; ++i) {
+      last[i] = i >= 3 && i < 7 ? start + 6 : start + i;  // queries 3-6: one image block
+      first[i] = std::max<int64_t>(0, std::min(start + std::min<int64_t>(i, 3), start + i - 20));
+    }
+    for (bool half : {false, true}) {
+      const KVRows kv = half ? KVRows{reinterpret_cast<const std::byte*>(k16.data() + kHeadDim),
+                                      reinterpret_cast<const std::byte*>(v16.data() + kHeadDim), DType::F16, kStride,
+                                      kCapacity}
+                             : KVRows{reinterpret_cast<const std::byte*>(k.data() + kHeadDim),
+                                      reinterpret_cast<const std::byte*>(v.data() + kHeadDim), DType::F32, kStride,
+                                      kCapacity};
+      for (float softcap : {0.0f, 2.0f}) {
+        std::vector<float> got(kQueries * 2 * kHeadDim), expected(got.size());
+        attend_rows(q.data(), 2 * kHeadDim, kQueries, kv, first.data(), last.data(), kHeadDim, 0.2f, softcap,
+                    got.data(), 2 * kHeadDim);
+        for (int64_t i = 0; i < kQueries; ++i)
+          attend(q.data() + i * 2 * kHeadDim, kv, first[i], last[i], kHeadDim, 0.2f, softcap,
+                 expected.data() + i * 2 * kHeadDim);
+        for (int64_t i = 0; i < kQueries; ++i)
+          for (int64_t c = 0; c < kHeadDim; ++c)
+            ASSERT_NEAR(got[i * 2 * kHeadDim + c], expected[i * 2 * kHeadDim + c], 2e-5)
+                << "start " << start << (half ? " f16" : " f32") << " softcap " << softcap << " query " << i;
+      }
+    }
+  }
 }
 
 }  // namespace

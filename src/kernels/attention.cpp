@@ -97,12 +97,22 @@ void attend_rows(const float* q, int64_t ldq, int64_t m, const KVRows& kv, const
   const int64_t p0 = *std::min_element(first, first + m), p1 = *std::max_element(last, last + m);
   const int64_t n = p1 - p0 + 1;
   thread_local std::vector<float> keys, values, scores;
-  keys.resize(static_cast<size_t>(n * head_dim));
-  values.resize(static_cast<size_t>(n * head_dim));
   scores.resize(static_cast<size_t>(m * n));
-  gather_rows(kv.k, kv, p0, p1, head_dim, keys.data());
-  gather_rows(kv.v, kv, p0, p1, head_dim, values.data());
-  gemm(q, ldq, m, MatrixView{keys.data(), DType::F32, n, head_dim, head_dim}, /*w_k_major=*/false, scores.data(), n);
+  // An f32 cache whose rows [p0, p1] do not wrap is read in place; otherwise the rows are gathered.
+  MatrixView k_rows, v_rows;
+  if (kv.dtype == DType::F32 && p0 % kv.capacity + n <= kv.capacity) {
+    const int64_t first = p0 % kv.capacity * kv.stride;
+    k_rows = {reinterpret_cast<const float*>(kv.k) + first, DType::F32, n, head_dim, kv.stride};
+    v_rows = {reinterpret_cast<const float*>(kv.v) + first, DType::F32, n, head_dim, kv.stride};
+  } else {
+    keys.resize(static_cast<size_t>(n * head_dim));
+    values.resize(static_cast<size_t>(n * head_dim));
+    gather_rows(kv.k, kv, p0, p1, head_dim, keys.data());
+    gather_rows(kv.v, kv, p0, p1, head_dim, values.data());
+    k_rows = {keys.data(), DType::F32, n, head_dim, head_dim};
+    v_rows = {values.data(), DType::F32, n, head_dim, head_dim};
+  }
+  gemm(q, ldq, m, k_rows, /*w_k_major=*/false, scores.data(), n);
   // Keys a query does not see get the lowest finite score, whose exp is 0 (Highway's Exp takes any finite
   // input; -inf is outside its range).
   constexpr float kUnseen = -std::numeric_limits<float>::max();
@@ -115,8 +125,7 @@ void attend_rows(const float* q, int64_t ldq, int64_t m, const KVRows& kv, const
     }
   }
   softmax_rows(scores.data(), m, n, n, 1.0f);
-  gemm(scores.data(), n, m, MatrixView{values.data(), DType::F32, n, head_dim, head_dim}, /*w_k_major=*/true, out,
-       ldo);
+  gemm(scores.data(), n, m, v_rows, /*w_k_major=*/true, out, ldo);
 }
 
 }  // namespace ge::kernels
