@@ -7,8 +7,10 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <set>
 
+#include "convert/conversion.h"
 #include "convert/gguf_convert.h"
 #include "convert_test_util.h"
 #include "formats/gguf.h"
@@ -69,23 +71,30 @@ std::vector<std::pair<std::string, std::string>> norm_names(const std::string& p
   return pairs;
 }
 
+// The type a GGUF matrix is expected in, by name.
+using MatrixType = std::function<DType(const std::string& gguf_name)>;
+
 // Checks names, shapes and dtypes of every tensor of a Gemma text GGUF against config.json.
-void expect_tensors(const GgufFile& g, const json& c, int64_t n_vocab, DType matrix, Norms norms = {}) {
+void expect_tensors(const GgufFile& g, const json& c, int64_t n_vocab, const MatrixType& matrix,
+                    Norms norms = {}) {
   const int64_t hidden = c["hidden_size"], ff = c["intermediate_size"], layers = c["num_hidden_layers"];
   const int64_t hd = c["head_dim"], q = c["num_attention_heads"].get<int64_t>() * hd,
                 kv = c["num_key_value_heads"].get<int64_t>() * hd;
   std::map<std::string, std::pair<std::vector<int64_t>, DType>> want;
-  want["token_embd.weight"] = {{n_vocab, hidden}, matrix};
+  const auto add_matrix = [&](const std::string& name, std::vector<int64_t> shape) {
+    want[name] = {std::move(shape), matrix(name)};
+  };
+  add_matrix("token_embd.weight", {n_vocab, hidden});
   want["output_norm.weight"] = {{hidden}, DType::F32};
   for (int64_t l = 0; l < layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
-    want[b + "attn_q.weight"] = {{q, hidden}, matrix};
-    want[b + "attn_k.weight"] = {{kv, hidden}, matrix};
-    want[b + "attn_v.weight"] = {{kv, hidden}, matrix};
-    want[b + "attn_output.weight"] = {{hidden, q}, matrix};
-    want[b + "ffn_gate.weight"] = {{ff, hidden}, matrix};
-    want[b + "ffn_up.weight"] = {{ff, hidden}, matrix};
-    want[b + "ffn_down.weight"] = {{hidden, ff}, matrix};
+    add_matrix(b + "attn_q.weight", {q, hidden});
+    add_matrix(b + "attn_k.weight", {kv, hidden});
+    add_matrix(b + "attn_v.weight", {kv, hidden});
+    add_matrix(b + "attn_output.weight", {hidden, q});
+    add_matrix(b + "ffn_gate.weight", {ff, hidden});
+    add_matrix(b + "ffn_up.weight", {ff, hidden});
+    add_matrix(b + "ffn_down.weight", {hidden, ff});
   }
   for (const auto& [name, src] : norm_names("", layers, norms)) {
     const bool head = name.find("_q_norm") != std::string::npos || name.find("_k_norm") != std::string::npos;
@@ -100,6 +109,12 @@ void expect_tensors(const GgufFile& g, const json& c, int64_t n_vocab, DType mat
     EXPECT_EQ(t->shape, it->second.first) << t->name;
     EXPECT_EQ(t->dtype, it->second.second) << t->name;
   }
+}
+
+// Every matrix in one type.
+void expect_tensors(const GgufFile& g, const json& c, int64_t n_vocab, DType matrix, Norms norms = {}) {
+  expect_tensors(
+      g, c, n_vocab, [matrix](const std::string&) { return matrix; }, norms);
 }
 
 // Every norm equals the checkpoint's bf16 value + 1, in f32.
@@ -343,6 +358,156 @@ TEST(Convert, Gemma3TinyQ4_0QuantizesEveryMatrix) {
   expect_quantized(convert::OutType::Q4_0, 2u, DType::Q4_0, kernels::quantize_row_q4_0);  // MOSTLY_Q4_0
 }
 
+// llama-quantize's mixes, as it types a Gemma's matrices (llama_tensor_get_type; written out here by hand
+// for each fixture): token_embd (tied: it is the output matrix) Q6_K, attn_v and ffn_down Q6_K on the
+// layers use_more_bits picks (q4_k_m, q5_k_m), the other matrices the base type; rows that are not whole
+// 256-value blocks fall back to a 32-value type (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K and the output -> Q8_0).
+struct MixCase {
+  std::string name;
+  fs::path checkpoint;
+  convert::OutType mix;
+  uint32_t file_type;
+  DType embedding, more_bits, other;
+  std::set<int> more_bits_layers;
+};
+
+DType expected_mix_type(const MixCase& m, const std::string& name) {
+  if (name == "token_embd.weight") return m.embedding;
+  int layer = -1;
+  char kind[32] = {};
+  if (std::sscanf(name.c_str(), "blk.%d.%31[a-z_]", &layer, kind) == 2 &&
+      (std::string(kind) == "attn_v" || std::string(kind) == "ffn_down") && m.more_bits_layers.count(layer))
+    return m.more_bits;
+  return m.other;
+}
+
+std::vector<MixCase> mix_cases() {
+  // gemma3-tiny: 8 layers (use_more_bits: 0, 3, 6, 7), rows of 64 (hidden) or 128 (MLP, q heads): every
+  // matrix falls back. gemma3-256: 2 layers (use_more_bits: 1), every row 256 long.
+  const fs::path tiny = test::demo_model_dir(), k256 = test::data_dir() / "gguf-types" / "gemma3-256";
+  const std::set<int> tiny_layers = {0, 3, 6, 7}, k256_layers = {1};
+  using convert::OutType;
+  return {
+      {"gemma3-tiny q4_k_m", tiny, OutType::Q4_K_M, 15, DType::Q8_0, DType::Q8_0, DType::Q5_0, tiny_layers},
+      {"gemma3-tiny q5_k_m", tiny, OutType::Q5_K_M, 17, DType::Q8_0, DType::Q8_0, DType::Q5_1, tiny_layers},
+      {"gemma3-tiny q6_k", tiny, OutType::Q6_K, 18, DType::Q8_0, DType::Q8_0, DType::Q8_0, tiny_layers},
+      {"gemma3-256 q4_k_m", k256, OutType::Q4_K_M, 15, DType::Q6_K, DType::Q6_K, DType::Q4_K, k256_layers},
+      {"gemma3-256 q5_k_m", k256, OutType::Q5_K_M, 17, DType::Q6_K, DType::Q6_K, DType::Q5_K, k256_layers},
+      {"gemma3-256 q6_k", k256, OutType::Q6_K, 18, DType::Q6_K, DType::Q6_K, DType::Q6_K, k256_layers},
+  };
+}
+
+// Each mix: the file type, each matrix's type (norms f32), and the bytes of a matrix of each type equal
+// the block quantizer of that type applied to the widened bf16 source (the quantizers are checked
+// bit-exact against ggml's in quantize_test).
+TEST(Convert, QuantMixesTypeEachMatrixAsLlamaQuantize) {
+  for (const MixCase& m : mix_cases()) {
+    SCOPED_TRACE(m.name);
+    test::ScratchDir dir;
+    const GgufFile g(test::convert_fixture(m.checkpoint, dir.path(), m.mix));
+    const json c = text_config(m.checkpoint);
+    EXPECT_EQ(g.metadata().get_u32("general.file_type"), m.file_type);
+    expect_tensors(g, c, c["vocab_size"],
+                   [&](const std::string& name) { return expected_mix_type(m, name); });
+    const formats::SafetensorsCheckpoint st(m.checkpoint);
+    expect_norms_shifted(g, st, "model.", c["num_hidden_layers"]);
+    const std::pair<const char*, const char*> matrices[] = {
+        {"token_embd.weight", "model.embed_tokens.weight"},
+        {"blk.1.attn_v.weight", "model.layers.1.self_attn.v_proj.weight"},
+        {"blk.0.ffn_up.weight", "model.layers.0.mlp.up_proj.weight"}};
+    for (const auto& [dst, src_name] : matrices) {
+      const Tensor* out = g.find(dst);
+      const Tensor* in = st.find(src_name);
+      ASSERT_TRUE(out && in) << dst;
+      const int64_t n = out->numel();
+      std::vector<float> widened(n);
+      for (int64_t i = 0; i < n; ++i) widened[i] = bf16_to_f32(test::u16_at(in->data + 2 * i));
+      std::vector<std::byte> want(*dtype_bytes(out->dtype, n));
+      kernels::quantize_blocks(out->dtype, widened.data(), n, want.data());
+      ASSERT_EQ(out->nbytes, want.size()) << dst;
+      EXPECT_EQ(std::memcmp(out->data, want.data(), want.size()), 0)
+          << dst << " as " << dtype_info(out->dtype).name;
+    }
+  }
+}
+
+// The mix rule by itself, on layer counts and tensors the fixtures lack.
+TEST(QuantMix, FollowsLlamaQuantizesRules) {
+  using convert::OutType;
+  const auto type = [](OutType mix, const convert::MixModel& model, const std::string& name,
+                       std::vector<int64_t> shape) { return convert::mix_type(mix, model, name, shape); };
+  // 26 layers (Gemma 3 1B's count): use_more_bits(i, 26) = i < 3 || i >= 22 || (i - 3) % 3 == 2. Rows of
+  // 2560 (Gemma 3 4B's hidden size), whole 256-value blocks.
+  const convert::MixModel l26{.layers = 26, .attn_v_tensors = 26, .tied_embeddings = true};
+  const std::set<int> more = {0, 1, 2, 5, 8, 11, 14, 17, 20, 22, 23, 24, 25};
+  for (int l = 0; l < 26; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    const DType want = more.count(l) ? DType::Q6_K : DType::Q4_K;
+    EXPECT_EQ(type(OutType::Q4_K_M, l26, b + "attn_v.weight", {256, 2560}), want) << l;
+    EXPECT_EQ(type(OutType::Q4_K_M, l26, b + "ffn_down.weight", {2560, 10240}), want) << l;
+    EXPECT_EQ(type(OutType::Q5_K_M, l26, b + "ffn_down.weight", {2560, 10240}),
+              more.count(l) ? DType::Q6_K : DType::Q5_K)
+        << l;
+    EXPECT_EQ(type(OutType::Q6_K, l26, b + "attn_v.weight", {256, 2560}), DType::Q6_K) << l;
+    EXPECT_EQ(type(OutType::Q4_K_M, l26, b + "attn_q.weight", {2048, 2560}), DType::Q4_K) << l;
+    EXPECT_EQ(type(OutType::Q4_K_M, l26, b + "attn_output.weight", {2560, 2048}), DType::Q4_K) << l;
+    EXPECT_EQ(type(OutType::Q4_K_M, l26, b + "ffn_gate.weight", {10240, 2560}), DType::Q4_K) << l;
+    EXPECT_EQ(type(OutType::Q4_K_M, l26, b + "attn_norm.weight", {2560}), std::nullopt) << l;
+    EXPECT_EQ(type(OutType::Q4_K_M, l26, b + "attn_q_norm.weight", {256}), std::nullopt) << l;
+  }
+  // Gemma 3 1B's hidden size 1152 is 4.5 blocks of 256: its matrices with rows of 1152 fall back (its
+  // ffn_down, rows of 6912 = 27 blocks, does not), as in llama.cpp's own Q4_K_M of that model.
+  EXPECT_EQ(type(OutType::Q4_K_M, l26, "blk.4.attn_q.weight", {1024, 1152}), DType::Q5_0);
+  EXPECT_EQ(type(OutType::Q4_K_M, l26, "blk.5.attn_v.weight", {256, 1152}), DType::Q8_0);
+  EXPECT_EQ(type(OutType::Q4_K_M, l26, "blk.4.attn_v.weight", {256, 1152}), DType::Q5_0);
+  EXPECT_EQ(type(OutType::Q4_K_M, l26, "blk.4.ffn_down.weight", {1152, 6912}), DType::Q4_K);
+  EXPECT_EQ(type(OutType::Q4_K_M, l26, "token_embd.weight", {262144, 1152}), DType::Q8_0);
+  // Tied embedding = the output matrix: Q6_K for every mix; Q8_0 when its rows are not whole 256-blocks.
+  for (OutType mix : {OutType::Q4_K_M, OutType::Q5_K_M, OutType::Q6_K}) {
+    EXPECT_EQ(type(mix, l26, "token_embd.weight", {262144, 2560}), DType::Q6_K);
+    EXPECT_EQ(type(mix, l26, "token_embd.weight", {1024, 640}), DType::Q8_0);
+    EXPECT_EQ(type(mix, l26, "token_embd.weight", {1024, 80}), DType::F16);  // not even 32-blocks
+  }
+  // An untied output: token_embd takes the base type, output.weight Q6_K.
+  const convert::MixModel untied{.layers = 34, .attn_v_tensors = 34, .tied_embeddings = false};
+  EXPECT_EQ(type(OutType::Q4_K_M, untied, "token_embd.weight", {1024, 2560}), DType::Q4_K);
+  EXPECT_EQ(type(OutType::Q4_K_M, untied, "output.weight", {1024, 2560}), DType::Q6_K);
+  // use_more_bits(i, 34) = i < 4 || i >= 29 || (i - 4) % 3 == 2.
+  EXPECT_EQ(type(OutType::Q4_K_M, untied, "blk.3.attn_v.weight", {1024, 2560}), DType::Q6_K);
+  EXPECT_EQ(type(OutType::Q4_K_M, untied, "blk.4.attn_v.weight", {1024, 2560}), DType::Q4_K);
+  EXPECT_EQ(type(OutType::Q4_K_M, untied, "blk.6.attn_v.weight", {1024, 2560}), DType::Q6_K);
+  EXPECT_EQ(type(OutType::Q4_K_M, untied, "blk.28.ffn_down.weight", {2560, 10240}), DType::Q4_K);
+  EXPECT_EQ(type(OutType::Q4_K_M, untied, "blk.29.ffn_down.weight", {2560, 10240}), DType::Q6_K);
+  // Fallbacks for rows that are not whole 256-value blocks, then F16 where 32-value blocks do not fit.
+  EXPECT_EQ(type(OutType::Q4_K_M, l26, "blk.4.attn_q.weight", {128, 96}), DType::Q5_0);
+  EXPECT_EQ(type(OutType::Q5_K_M, l26, "blk.4.attn_q.weight", {128, 96}), DType::Q5_1);
+  EXPECT_EQ(type(OutType::Q6_K, l26, "blk.4.attn_q.weight", {128, 96}), DType::Q8_0);
+  EXPECT_EQ(type(OutType::Q4_K_M, l26, "blk.0.attn_v.weight", {128, 96}), DType::Q8_0);
+  EXPECT_EQ(type(OutType::Q4_K_M, l26, "blk.4.attn_q.weight", {128, 80}), DType::F16);
+  // gemma3n: the per-layer embedding is a token embedding (tied: Q6_K); AltUp, LAuReL and the per-layer
+  // model projection stay as they are; the per-layer gate and projection take the base type.
+  const convert::MixModel g3n{.layers = 30, .attn_v_tensors = 30, .tied_embeddings = true};
+  EXPECT_EQ(type(OutType::Q4_K_M, g3n, "per_layer_token_embd.weight", {262144, 7680}), DType::Q6_K);
+  for (const char* kept :
+       {"per_layer_model_proj.weight", "altup_proj.weight", "blk.2.altup_router.weight",
+        "blk.2.altup_predict_coef.weight", "blk.2.laurel_l.weight", "blk.2.laurel_r.weight"})
+    EXPECT_EQ(type(OutType::Q4_K_M, g3n, kept, {2048, 2048}), std::nullopt) << kept;
+  EXPECT_EQ(type(OutType::Q4_K_M, g3n, "blk.2.inp_gate.weight", {256, 2048}), DType::Q4_K);
+  EXPECT_EQ(type(OutType::Q4_K_M, g3n, "blk.2.proj.weight", {2048, 256}), DType::Q4_K);
+}
+
+// llama-quantize has no mix for projectors: the mmproj file of a mix is written as for f16.
+TEST(Convert, MmprojOfAQuantMixIsF16) {
+  const fs::path src = test::data_dir() / "gemma3-tiny-vision";
+  test::ScratchDir dir;
+  const fs::path mix = dir.path() / "mix.gguf", f16 = dir.path() / "f16.gguf";
+  const auto r =
+      convert::convert_mmproj_to_gguf(src, mix, {.out_type = convert::OutType::Q4_K_M, .progress = {}});
+  convert::convert_mmproj_to_gguf(src, f16, {.out_type = convert::OutType::F16, .progress = {}});
+  EXPECT_EQ(r.out_type, convert::OutType::F16);
+  EXPECT_EQ(test::read_bytes(mix), test::read_bytes(f16));
+}
+
 // intermediate_size 80 makes ffn_down's rows 80 long, not whole 32-weight blocks: as llama.cpp, that
 // matrix falls back to f16 while ffn_gate/ffn_up (rows of hidden_size 64) are quantized. The checkpoint
 // keeps its data; each MLP tensor's header entry is cut to a prefix of its old bytes.
@@ -487,6 +652,23 @@ int run(const std::string& args, std::string& output) {
   while (size_t n = fread(buf, 1, sizeof buf, p)) output.append(buf, n);
   const int status = pclose(p);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// llama-quantize's spelling is accepted too; a bad --outtype lists the choices.
+TEST(ConvertCli, AcceptsTheQuantMixesAndListsTheChoices) {
+  test::ScratchDir dir;
+  const fs::path out = dir.path() / "m.gguf";
+  std::string output;
+  EXPECT_EQ(
+      run("convert '" + test::demo_model_dir().string() + "' -o '" + out.string() + "' --outtype Q4_K_M",
+          output),
+      0)
+      << output;
+  EXPECT_EQ(GgufFile(out).metadata().get_u32("general.file_type"), 15u);  // MOSTLY_Q4_K_M
+  EXPECT_EQ(run("convert '" + test::demo_model_dir().string() + "' -o '" + out.string() + "' --outtype q4_k",
+                output),
+            1);
+  EXPECT_NE(output.find("q4_k_m, q5_k_m, q6_k"), std::string::npos) << output;
 }
 
 TEST(ConvertCli, QuietWhenNotATerminalAndFailsOnABadOuttype) {

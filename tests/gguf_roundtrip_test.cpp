@@ -1,19 +1,22 @@
 // `gemma convert` -> GGUF -> `gemma` again: a model loaded from the converted file gives the logits of the
-// model loaded from the Hugging Face folder. For q8_0/q4_0 the honest reference is the folder's model with
-// every quantized matrix passed through quantize + dequantize; the distance to the unquantized model is
-// printed (the fixtures' random weights make it large, see README).
+// model loaded from the Hugging Face folder. For the quantized types (q8_0, q4_0, and the mixes q4_k_m,
+// q5_k_m, q6_k) the honest reference is the folder's model with every matrix passed through quantize +
+// dequantize in the type the file holds it in; the distance to the unquantized model is printed (the
+// fixtures' random weights make it large, see README).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <regex>
 
 #include "convert/gguf_convert.h"
 #include "formats/safetensors.h"
-#include "kernels/quantize.h"
 #include "kernels/ggml_blocks.h"
+#include "kernels/quantize.h"
 #include "kernels/thread_pool.h"
 #include "loader/gguf_model.h"
 #include "loader/model_loader.h"
@@ -36,26 +39,25 @@ std::vector<float> widened(const Tensor& t) {
   return out;
 }
 
-// The checkpoint with every matrix replaced by f32 copies of its quantize -> dequantize round trip, computed
-// here with the block quantizers (themselves tested bit-exact against ggml's layout).
+// The type the converted file stores a checkpoint matrix in.
+using MatrixTypes = std::function<DType(const Tensor& matrix)>;
+
+// The checkpoint with every matrix replaced by f32 copies of its round trip through the type `type_of`
+// gives it: quantize -> dequantize for the block types, computed here with the block quantizers (themselves
+// tested bit-exact against ggml's), f16 rounding for F16; F32 and the checkpoint's own dtype leave it be.
 class QuantizedRoundTrip final : public TensorSource {
  public:
-  QuantizedRoundTrip(const formats::SafetensorsCheckpoint& src, DType block) : src_(src) {
+  QuantizedRoundTrip(const formats::SafetensorsCheckpoint& src, const MatrixTypes& type_of) : src_(src) {
     for (const Tensor* t : src.all()) {
       if (t->shape.size() != 2) continue;
-      // The converter quantizes every matrix of these fixtures: bf16, rows of whole blocks.
-      if (t->dtype != DType::BF16 || t->shape[1] % kernels::kQuantBlock != 0)
-        throw std::logic_error(t->name + ": not a bf16 matrix of whole 32-weight blocks");
-      std::vector<float> values = widened(*t);
-      std::vector<std::byte> blocks(*dtype_bytes(block, t->numel()));
-      std::vector<float>& out = storage_.emplace_back(values.size());
-      if (block == DType::Q8_0) {
-        kernels::quantize_row_q8_0(values.data(), t->numel(), blocks.data());
-        kernels::dequantize_blocks(DType::Q8_0, blocks.data(), t->numel(), out.data());
-      } else {
-        kernels::quantize_row_q4_0(values.data(), t->numel(), blocks.data());
-        kernels::dequantize_blocks(DType::Q4_0, blocks.data(), t->numel(), out.data());
-      }
+      const DType type = type_of(*t);
+      if (type == DType::F32 || type == t->dtype) continue;
+      // The converter quantizes every matrix of these fixtures it can: bf16, rows of whole blocks.
+      if (t->dtype != DType::BF16 || t->shape[1] % dtype_info(type).block_elems != 0)
+        throw std::logic_error(t->name + ": not a bf16 matrix of whole " +
+                               std::string(dtype_info(type).name) + " blocks");
+      std::vector<float>& out = storage_.emplace_back(widened(*t));
+      round_trip(type, out);
       Tensor copy = *t;
       copy.dtype = DType::F32;
       copy.data = reinterpret_cast<const std::byte*>(out.data());
@@ -63,6 +65,10 @@ class QuantizedRoundTrip final : public TensorSource {
       replaced_.emplace(t->name, copy);
     }
   }
+  // Every matrix in one type (q8_0, q4_0).
+  QuantizedRoundTrip(const formats::SafetensorsCheckpoint& src, DType block)
+      : QuantizedRoundTrip(src, [block](const Tensor&) { return block; }) {}
+
   const Tensor* find(std::string_view name) const override {
     const auto it = replaced_.find(name);
     return it != replaced_.end() ? &it->second : src_.find(name);
@@ -71,6 +77,17 @@ class QuantizedRoundTrip final : public TensorSource {
   std::string describe() const override { return src_.describe() + " (quantized round trip)"; }
 
  private:
+  static void round_trip(DType type, std::vector<float>& values) {
+    const auto n = static_cast<int64_t>(values.size());
+    if (type == DType::F16) {
+      for (float& v : values) v = f16_to_f32(f32_to_f16(v));
+      return;
+    }
+    std::vector<std::byte> blocks(*dtype_bytes(type, n));
+    kernels::quantize_blocks(type, values.data(), n, blocks.data());
+    kernels::dequantize_blocks(type, blocks.data(), n, values.data());
+  }
+
   const formats::SafetensorsCheckpoint& src_;
   std::deque<std::vector<float>> storage_;
   std::map<std::string, Tensor, std::less<>> replaced_;
@@ -174,6 +191,63 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, ConvertedQuantizedModel,
                                            Case{"gemma3-tiny", OutType::Q4_0, 1e-4f},
                                            Case{"gemma3-tiny-rope", OutType::Q8_0, 1e-4f},
                                            Case{"gemma3-tiny-rope", OutType::Q4_0, 1e-4f}));
+
+// The GGUF name of a Gemma 3 text checkpoint matrix (model.embed_tokens, model.layers.N.*).
+std::string gguf_matrix_name(const std::string& checkpoint_name) {
+  if (checkpoint_name == "model.embed_tokens.weight") return "token_embd.weight";
+  static const std::regex layer(R"(model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)_proj\.weight)");
+  static const std::map<std::string, std::string> kinds = {
+      {"q", "attn_q"},      {"k", "attn_k"},  {"v", "attn_v"},     {"o", "attn_output"},
+      {"gate", "ffn_gate"}, {"up", "ffn_up"}, {"down", "ffn_down"}};
+  std::smatch m;
+  if (!std::regex_match(checkpoint_name, m, layer) || !kinds.count(m[3]))
+    throw std::logic_error(checkpoint_name + ": no GGUF name known");
+  return "blk." + m[1].str() + "." + kinds.at(m[3]) + ".weight";
+}
+
+// llama-quantize's mixes give each matrix its own type (which ones is checked in convert_test): the
+// reference is the folder's model with each matrix round-tripped through the type the file holds it in.
+class ConvertedMixModel : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ConvertedMixModel, LogitsEqualTheFoldersModelWithEachMatrixRoundTrippedThroughItsFileType) {
+  const Case& c = GetParam();
+  test::ScratchDir dir;
+  const fs::path file = convert_to(test::fixture_model_dir(c.fixture), dir.path(), c.type);
+  std::map<std::string, int> type_counts;
+  std::map<std::string, DType> file_types;
+  {
+    const formats::GgufFile g(file);
+    for (const Tensor* t : g.all()) {
+      file_types[t->name] = t->dtype;
+      if (t->shape.size() == 2) ++type_counts[std::string(dtype_info(t->dtype).name)];
+    }
+  }
+  const formats::SafetensorsCheckpoint ckpt(test::fixture_model_dir(c.fixture));
+  const QuantizedRoundTrip rounded(ckpt,
+                                   [&](const Tensor& m) { return file_types.at(gguf_matrix_name(m.name)); });
+  const auto expected = folder_logits(c.fixture, &rounded);
+  const auto got = file_logits(file, reference_ids(c.fixture));
+  ASSERT_EQ(got.size(), expected.size());
+  const float diff = test::max_abs_diff(got.data(), expected.data(), got.size());
+  const auto exact = folder_logits(c.fixture);
+  std::string types;
+  for (const auto& [name, count] : type_counts) types += std::string(" ") + std::to_string(count) + " " + name;
+  std::printf(
+      "%s %s (matrices:%s): max |logit(gguf) - logit(round-tripped folder)| = %.3g; to the unquantized "
+      "model %.3g\n",
+      c.fixture.c_str(), std::string(convert::out_type_name(c.type)).c_str(), types.c_str(), diff,
+      test::max_abs_diff(got.data(), exact.data(), got.size()));
+  EXPECT_LT(diff, c.tolerance);
+}
+
+// gemma3-tiny (hidden 64, MLP 128): every matrix falls back to a 32-value type; gemma3-256: the K types.
+INSTANTIATE_TEST_SUITE_P(Fixtures, ConvertedMixModel,
+                         ::testing::Values(Case{"gemma3-tiny", OutType::Q4_K_M, 1e-4f},
+                                           Case{"gemma3-tiny", OutType::Q5_K_M, 1e-4f},
+                                           Case{"gemma3-tiny", OutType::Q6_K, 1e-4f},
+                                           Case{"gguf-types/gemma3-256", OutType::Q4_K_M, 1e-4f},
+                                           Case{"gguf-types/gemma3-256", OutType::Q5_K_M, 1e-4f},
+                                           Case{"gguf-types/gemma3-256", OutType::Q6_K, 1e-4f}));
 
 // The vocabulary stored in the file encodes and decodes as the folder's tokenizer files do.
 TEST(ConvertedModelLoad, TokenizerFromTheFileEqualsTheFolders) {

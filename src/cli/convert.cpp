@@ -1,6 +1,6 @@
-// `gemma convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0|q4_0] [--mmproj OUT-mmproj.gguf]`: a Hugging
-// Face checkpoint to the GGUF files that llama.cpp and Ollama load. A progress line on a terminal, nothing
-// else unless something fails.
+// `gemma convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0|q4_0|q4_k_m|q5_k_m|q6_k]
+// [--mmproj OUT-mmproj.gguf]`: a Hugging Face checkpoint to the GGUF files that llama.cpp and Ollama load.
+// A progress line on a terminal, nothing else unless something fails.
 #include <unistd.h>
 
 #include <chrono>
@@ -53,7 +53,7 @@ void run_convert(const ConvertOptions& o) {
   if (!o.outtype.empty()) {
     opts.out_type = convert::parse_out_type(o.outtype);
     if (!opts.out_type)
-      throw std::runtime_error("--outtype: '" + o.outtype + "' is not one of f32, f16, bf16, q8_0, q4_0");
+      throw std::runtime_error("--outtype: '" + o.outtype + "' is not one of " + convert::out_type_names());
   }
   const bool tty = isatty(STDERR_FILENO) != 0;
   convert_one(convert::convert_to_gguf, o.dir, o.output, opts, tty);
@@ -77,7 +77,10 @@ void add_convert_command(CLI::App& app) {
       app.add_subcommand("convert", "Convert a Hugging Face checkpoint folder to GGUF (llama.cpp, Ollama)");
   cmd->add_option("dir", o->dir, "Checkpoint folder (config.json, *.safetensors, tokenizer)")->required();
   cmd->add_option("-o,--output", o->output, "Output .gguf file")->required();
-  cmd->add_option("--outtype", o->outtype, "f32, f16, bf16, q8_0 or q4_0 (default: the checkpoint's dtype)");
+  cmd->add_option(
+      "--outtype", o->outtype,
+      "f32, f16, bf16, q8_0, q4_0, or llama-quantize's mixes q4_k_m, q5_k_m, q6_k (the mmproj file "
+      "of a mix is f16; default: the checkpoint's dtype)");
   cmd->add_option(
       "--mmproj", o->mmproj,
       "Also write the vision tower and projector (Gemma 3 multimodal) as a llama.cpp mmproj file");

@@ -18,6 +18,10 @@
 #include "convert/source_tensors.h"
 #include "tensor/dtype.h"
 
+namespace ge::kernels {
+class ThreadPool;
+}
+
 namespace ge::convert {
 
 [[noreturn]] void fail(const std::string& what);
@@ -46,12 +50,14 @@ struct PlannedTensor {
   std::optional<float> clip;
 };
 
+// The type of 2-D and larger tensors for out type t; for a mix (q4_k_m, ...), that of the matrices it
+// leaves unquantized (f16, as in the f16 GGUF llama-quantize would start from).
 DType dtype_of(OutType t);
 
 class TensorPlan {
  public:
-  // matrix_type: the type of 2-D and larger tensors (1-D tensors and norms are always f32).
-  TensorPlan(const Checkpoint& ckpt, DType matrix_type) : ckpt_(ckpt), matrix_type_(matrix_type) {}
+  // Matrices (2-D and larger) are planned as dtype_of(out_type); 1-D tensors and norms are always f32.
+  TensorPlan(const Checkpoint& ckpt, OutType out_type) : ckpt_(ckpt), matrix_type_(dtype_of(out_type)) {}
 
   // The source tensor, checked: present, a float dtype, and of this shape. Marks it used.
   const Tensor& get(const std::string& name, const std::vector<int64_t>& shape);
@@ -76,6 +82,7 @@ class TensorPlan {
   }
 
   const std::vector<PlannedTensor>& tensors() const { return tensors_; }
+  std::vector<PlannedTensor>& tensors() { return tensors_; }
 
  private:
   const Checkpoint& ckpt_;
@@ -84,11 +91,31 @@ class TensorPlan {
   std::set<std::string, std::less<>> used_;
 };
 
-// Writes one planned tensor's bytes, converting through f32 in chunks (buffers reused across calls;
-// MLX-quantized parts dequantized a chunk of rows at a time) and dropping each source range from the
-// resident set once written.
+// What write_planned_tensor reuses from one tensor to the next: its conversion buffers, and the threads
+// that quantize block types (nullptr: quantize on the calling thread).
+struct WriteBuffers {
+  std::vector<float> floats;
+  std::vector<std::byte> bytes;
+  kernels::ThreadPool* pool = nullptr;
+};
+
+// Writes one planned tensor's bytes, converting through f32 in chunks (MLX-quantized parts dequantized a
+// chunk of rows at a time) and dropping each source range from the resident set once written.
 void write_planned_tensor(const PlannedTensor& t, const SourceTensors& sources, std::ostream& out,
-                          std::vector<float>& floats, std::vector<std::byte>& buffer);
+                          WriteBuffers& buffers);
+
+// llama-quantize's type for one tensor of a K mix (q4_k_m, q5_k_m, q6_k; quant_mix.cpp), from the tensor's
+// GGUF name and shape and what it needs of the whole model.
+struct MixModel {
+  int64_t layers = 0;           // block count
+  int64_t attn_v_tensors = 0;   // tensors named *attn_v.weight (one per layer)
+  bool tied_embeddings = true;  // no output.weight: token_embd doubles as the output matrix
+};
+// nullopt: llama-quantize leaves the tensor as it finds it (norms, 1-D tensors, AltUp, LAuReL, ...).
+std::optional<DType> mix_type(OutType mix, const MixModel& model, std::string_view name,
+                              const std::vector<int64_t>& shape);
+// Retypes every planned tensor that mix_type quantizes.
+void assign_mix_types(OutType mix, TensorPlan& plan);
 
 // general.architecture, general.type and general.name (the checkpoint folder's name).
 void add_general(formats::GgufWriter& w, const std::string& arch, const std::filesystem::path& dir,

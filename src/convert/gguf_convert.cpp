@@ -2,10 +2,13 @@
 // tensors, then streams the planned tensors into the file (through a temporary name and a rename).
 #include "convert/gguf_convert.h"
 
+#include <algorithm>
+#include <cctype>
 #include <stdexcept>
 
 #include "convert/conversion.h"
 #include "formats/json_file.h"
+#include "kernels/thread_pool.h"
 
 namespace ge::convert {
 namespace {
@@ -70,8 +73,10 @@ ConvertResult run_conversion(const fs::path& dir, const fs::path& out_path, cons
   ConvertResult result;
   result.out_type = options.out_type.value_or(checkpoint_out_type(tensors));
   formats::GgufWriter w;
-  TensorPlan plan(ckpt, dtype_of(result.out_type));
+  TensorPlan plan(ckpt, result.out_type);
   result.architecture = convert(ckpt, result.out_type, w, plan);
+  // A mix types each tensor by its role, which needs the whole plan (layer count, a separate output).
+  if (is_quant_mix(result.out_type)) assign_mix_types(result.out_type, plan);
 
   const std::vector<PlannedTensor>& planned = plan.tensors();
   result.tensor_count = planned.size();
@@ -81,10 +86,15 @@ ConvertResult run_conversion(const fs::path& dir, const fs::path& out_path, cons
   Progress progress;
   progress.tensors_total = planned.size();
   progress.bytes_total = result.tensor_bytes;
-  std::vector<float> floats;
-  std::vector<std::byte> buffer;
+  // Threads only where a tensor is block-quantized: the float conversions are bound by reading the source.
+  std::optional<kernels::ThreadPool> pool;
+  if (std::any_of(planned.begin(), planned.end(),
+                  [](const PlannedTensor& t) { return is_ggml_block(t.out); }))
+    pool.emplace(options.threads);
+  WriteBuffers buffers;
+  buffers.pool = pool ? &*pool : nullptr;
   w.write(out_path, [&](size_t i, std::ostream& out) {
-    write_planned_tensor(planned[i], tensors, out, floats, buffer);
+    write_planned_tensor(planned[i], tensors, out, buffers);
     progress.tensors_done = i + 1;
     progress.bytes_done += w.tensor_nbytes(i);
     if (options.progress) options.progress(progress);
@@ -107,6 +117,12 @@ uint32_t file_type_id(OutType t) {
       return 7;  // MOSTLY_Q8_0
     case OutType::Q4_0:
       return 2;  // MOSTLY_Q4_0
+    case OutType::Q4_K_M:
+      return 15;  // MOSTLY_Q4_K_M
+    case OutType::Q5_K_M:
+      return 17;  // MOSTLY_Q5_K_M
+    case OutType::Q6_K:
+      return 18;  // MOSTLY_Q6_K
   }
   return 0;
 }
@@ -120,12 +136,14 @@ void add_general(formats::GgufWriter& w, const std::string& arch, const fs::path
   w.add("general.name", p.filename().string());
 }
 
+constexpr OutType kOutTypes[] = {OutType::F32,  OutType::F16,    OutType::BF16,   OutType::Q8_0,
+                                 OutType::Q4_0, OutType::Q4_K_M, OutType::Q5_K_M, OutType::Q6_K};
+
 std::optional<OutType> parse_out_type(std::string_view name) {
-  if (name == "f32") return OutType::F32;
-  if (name == "f16") return OutType::F16;
-  if (name == "bf16") return OutType::BF16;
-  if (name == "q8_0") return OutType::Q8_0;
-  if (name == "q4_0") return OutType::Q4_0;
+  std::string lower(name);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (OutType t : kOutTypes)
+    if (lower == out_type_name(t)) return t;
   return std::nullopt;
 }
 
@@ -141,8 +159,24 @@ std::string_view out_type_name(OutType t) {
       return "q8_0";
     case OutType::Q4_0:
       return "q4_0";
+    case OutType::Q4_K_M:
+      return "q4_k_m";
+    case OutType::Q5_K_M:
+      return "q5_k_m";
+    case OutType::Q6_K:
+      return "q6_k";
   }
   return "?";
+}
+
+std::string out_type_names() {
+  std::string names;
+  for (OutType t : kOutTypes) names += (names.empty() ? "" : ", ") + std::string(out_type_name(t));
+  return names;
+}
+
+bool is_quant_mix(OutType t) {
+  return t == OutType::Q4_K_M || t == OutType::Q5_K_M || t == OutType::Q6_K;
 }
 
 ConvertResult convert_to_gguf(const fs::path& hf_dir, const fs::path& out_path,
@@ -152,6 +186,13 @@ ConvertResult convert_to_gguf(const fs::path& hf_dir, const fs::path& out_path,
 
 ConvertResult convert_mmproj_to_gguf(const fs::path& hf_dir, const fs::path& out_path,
                                      const ConvertOptions& options) {
+  // llama-quantize has no mix for projectors (mtmd's own files are f16): the text model's mix leaves
+  // the projector f16.
+  if (options.out_type && is_quant_mix(*options.out_type)) {
+    ConvertOptions f16 = options;
+    f16.out_type = OutType::F16;
+    return run_conversion(hf_dir, out_path, f16, projector_converter);
+  }
   return run_conversion(hf_dir, out_path, options, projector_converter);
 }
 

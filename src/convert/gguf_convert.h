@@ -5,8 +5,11 @@
 //
 // Supported: model_type gemma, gemma2, gemma3_text, gemma3 (its text model; the SigLIP tower and projector
 // go to a separate "mmproj" file with convert_mmproj_to_gguf) and gemma3n (text model; audio and vision
-// towers left out). Output types: f32, f16, bf16, q8_0, q4_0; norms and other 1-D tensors are always f32,
-// and with q8_0/q4_0 a matrix whose rows are not whole 32-weight blocks is written as f16.
+// towers left out). Output types: f32, f16, bf16, q8_0, q4_0 (every matrix that type, as llama.cpp's
+// converter writes them; a matrix whose rows are not whole 32-weight blocks is written as f16), and
+// q4_k_m, q5_k_m, q6_k: the per-tensor mixes llama-quantize writes from an f16 GGUF (see quant_mix.cpp).
+// Norms and other 1-D tensors are always f32. The mmproj file of a mix is written in f16, as llama.cpp's
+// projectors ship (llama-quantize does not quantize them).
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -16,10 +19,16 @@
 
 namespace ge::convert {
 
-enum class OutType { F32, F16, BF16, Q8_0, Q4_0 };
+enum class OutType { F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K };
 
-std::optional<OutType> parse_out_type(std::string_view name);  // "f32", "f16", "bf16", "q8_0", "q4_0"
-std::string_view out_type_name(OutType t);
+// "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k" (either case: "Q4_K_M" as llama-quantize
+// spells it).
+std::optional<OutType> parse_out_type(std::string_view name);
+std::string_view out_type_name(OutType t);  // lower case
+// The names parse_out_type accepts, for messages: "f32, f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k".
+std::string out_type_names();
+// q4_k_m, q5_k_m, q6_k: a type per tensor rather than one type for every matrix.
+bool is_quant_mix(OutType t);
 
 struct Progress {
   size_t tensors_done = 0, tensors_total = 0;
@@ -31,6 +40,7 @@ struct ConvertOptions {
   // nullopt: the checkpoint's own dtype (that of its embedding table; bf16 for Gemma).
   std::optional<OutType> out_type;
   ProgressCallback progress;  // called after each tensor; may be empty
+  int threads = 0;            // threads that quantize block types; <= 0: all cores
 };
 
 struct ConvertResult {

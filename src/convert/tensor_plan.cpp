@@ -12,6 +12,7 @@
 #include "formats/mapped_file.h"
 #include "kernels/mlx_quant.h"
 #include "kernels/quantize.h"
+#include "kernels/thread_pool.h"
 
 namespace ge::convert {
 namespace {
@@ -59,15 +60,30 @@ __attribute__((target("avx2,f16c"))) void narrow_f16_f16c(const float* in, size_
 }
 #endif
 
-// n is a whole number of blocks for the block types: the writer's chunks are multiples of 32 elements
-// (or a tensor's tail, itself whole rows), and type_for only picks a block type for rows of whole blocks.
-void narrow(DType t, const float* in, size_t n, std::byte* dst) {
+// Block quantization is the slow part of a quantized conversion (the K types' scale searches: under 10M
+// values/s per core), so it is spread over the pool in runs of whole blocks.
+void quantize(DType t, const float* in, size_t n, std::byte* dst, kernels::ThreadPool* pool) {
+  constexpr size_t kTaskValues = 8192;  // a multiple of every block size
+  static_assert(kTaskValues % kernels::kSuperBlock == 0);
+  const size_t tasks = (n + kTaskValues - 1) / kTaskValues;
+  if (!pool || tasks <= 1) return kernels::quantize_blocks(t, in, static_cast<int64_t>(n), dst);
+  const DTypeInfo& info = dtype_info(t);
+  pool->run(static_cast<int64_t>(tasks), [&](int64_t task) {
+    const size_t begin = static_cast<size_t>(task) * kTaskValues, count = std::min(kTaskValues, n - begin);
+    kernels::quantize_blocks(t, in + begin, static_cast<int64_t>(count),
+                             dst + begin / static_cast<size_t>(info.block_elems) * info.block_bytes);
+  });
+}
+
+// n is a whole number of blocks for the block types: the writer's chunks are multiples of 256 elements
+// (or a tensor's tail, itself whole rows), and only rows of whole blocks get a block type (type_for,
+// mix_type).
+void narrow(DType t, const float* in, size_t n, std::byte* dst, kernels::ThreadPool* pool) {
   if (t == DType::F32) {
     std::memcpy(dst, in, n * 4);
     return;
   }
-  if (t == DType::Q8_0) return kernels::quantize_row_q8_0(in, static_cast<int64_t>(n), dst);
-  if (t == DType::Q4_0) return kernels::quantize_row_q4_0(in, static_cast<int64_t>(n), dst);
+  if (kernels::can_quantize(t)) return quantize(t, in, n, dst, pool);
   auto* out = reinterpret_cast<uint16_t*>(dst);  // the buffer is a std::vector, suitably aligned
   if (t == DType::BF16) {
     for (size_t i = 0; i < n; ++i) out[i] = f32_to_bf16(in[i]);
@@ -81,6 +97,7 @@ void narrow(DType t, const float* in, size_t n, std::byte* dst) {
 }
 
 constexpr size_t kChunkElems = size_t{1} << 20;
+static_assert(kChunkElems % kernels::kSuperBlock == 0, "chunks of whole blocks of every block type");
 
 void shift_and_clip(const PlannedTensor& t, std::vector<float>& floats) {
   if (t.add != 0)
@@ -90,41 +107,40 @@ void shift_and_clip(const PlannedTensor& t, std::vector<float>& floats) {
 }
 
 // Writes `floats` (source values) as t.out, after t's shift and clip.
-void write_floats(const PlannedTensor& t, std::vector<float>& floats, std::ostream& out,
-                  std::vector<std::byte>& buffer) {
+void write_floats(const PlannedTensor& t, std::vector<float>& floats, std::ostream& out, WriteBuffers& b) {
   shift_and_clip(t, floats);
   const size_t out_bytes = *dtype_bytes(t.out, static_cast<int64_t>(floats.size()));
-  buffer.resize(out_bytes);
-  narrow(t.out, floats.data(), floats.size(), buffer.data());
-  out.write(reinterpret_cast<const char*>(buffer.data()), static_cast<std::streamsize>(out_bytes));
+  b.bytes.resize(out_bytes);
+  narrow(t.out, floats.data(), floats.size(), b.bytes.data(), b.pool);
+  out.write(reinterpret_cast<const char*>(b.bytes.data()), static_cast<std::streamsize>(out_bytes));
 }
 
 // `count` source values starting at `src` (nullptr: zeros, for padding rows).
 void write_chunk(const PlannedTensor& t, DType in, const std::byte* src, size_t count, std::ostream& out,
-                 std::vector<float>& floats, std::vector<std::byte>& buffer) {
+                 WriteBuffers& b) {
   const size_t in_size = dtype_info(in).block_bytes;
   if (src && in == t.out && t.add == 0 && !t.clip) {
     out.write(reinterpret_cast<const char*>(src), static_cast<std::streamsize>(count * in_size));
     return;
   }
-  floats.resize(count);
+  b.floats.resize(count);
   if (src)
-    widen(in, src, count, floats.data());
+    widen(in, src, count, b.floats.data());
   else
-    std::fill(floats.begin(), floats.end(), 0.0f);
-  write_floats(t, floats, out, buffer);
+    std::fill(b.floats.begin(), b.floats.end(), 0.0f);
+  write_floats(t, b.floats, out, b);
 }
 
 // Rows [0, rows) of an MLX-quantized matrix, dequantized about kChunkElems values at a time (whole rows,
 // so a block type's chunks are whole blocks).
 void write_quantized_rows(const PlannedTensor& t, const kernels::QuantizedMatrix& m, int64_t rows,
-                          std::ostream& out, std::vector<float>& floats, std::vector<std::byte>& buffer) {
+                          std::ostream& out, WriteBuffers& b) {
   const int64_t chunk_rows = std::max<int64_t>(1, static_cast<int64_t>(kChunkElems) / m.cols);
   for (int64_t begin = 0; begin < rows; begin += chunk_rows) {
     const int64_t n = std::min(chunk_rows, rows - begin);
-    floats.resize(static_cast<size_t>(n * m.cols));
-    for (int64_t r = 0; r < n; ++r) kernels::dequantize_row(m, begin + r, floats.data() + r * m.cols);
-    write_floats(t, floats, out, buffer);
+    b.floats.resize(static_cast<size_t>(n * m.cols));
+    for (int64_t r = 0; r < n; ++r) kernels::dequantize_row(m, begin + r, b.floats.data() + r * m.cols);
+    write_floats(t, b.floats, out, b);
   }
 }
 
@@ -146,6 +162,10 @@ DType dtype_of(OutType t) {
       return DType::Q8_0;
     case OutType::Q4_0:
       return DType::Q4_0;
+    case OutType::Q4_K_M:
+    case OutType::Q5_K_M:
+    case OutType::Q6_K:
+      return DType::F16;
   }
   return DType::F32;
 }
@@ -183,27 +203,27 @@ PlannedTensor& TensorPlan::add(PlannedTensor t) {
 }
 
 void write_planned_tensor(const PlannedTensor& t, const SourceTensors& sources, std::ostream& out,
-                          std::vector<float>& floats, std::vector<std::byte>& buffer) {
+                          WriteBuffers& buffers) {
   size_t remaining = static_cast<size_t>(elements(t.shape));
   for (const Tensor* part : t.parts) {
     const DType in = part->dtype;
     const size_t in_size = dtype_info(in).block_bytes;
     const size_t n = std::min(remaining, static_cast<size_t>(elements(part->shape)));
     if (const kernels::QuantizedMatrix* m = sources.quantized(*part)) {
-      write_quantized_rows(t, *m, static_cast<int64_t>(n) / m->cols, out, floats, buffer);
+      write_quantized_rows(t, *m, static_cast<int64_t>(n) / m->cols, out, buffers);
       remaining -= n;
       continue;
     }
     for (size_t begin = 0; begin < n; begin += kChunkElems) {
       const size_t count = std::min(kChunkElems, n - begin);
       const std::byte* src = part->data + begin * in_size;
-      write_chunk(t, in, src, count, out, floats, buffer);
+      write_chunk(t, in, src, count, out, buffers);
       formats::release_pages(src, count * in_size);
     }
     remaining -= n;
   }
   for (size_t done = 0; done < remaining; done += kChunkElems)
-    write_chunk(t, DType::F32, nullptr, std::min(kChunkElems, remaining - done), out, floats, buffer);
+    write_chunk(t, DType::F32, nullptr, std::min(kChunkElems, remaining - done), out, buffers);
 }
 
 }  // namespace ge::convert
