@@ -1,9 +1,9 @@
 // Scalar conversions between f32 and the 16-bit float formats.
+#include "tensor/dtype.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
-
-#include "tensor/dtype.h"
 
 namespace ge {
 namespace {

@@ -1,15 +1,16 @@
 // Every ggml block type decoded from blocks that the test packs itself from ggml's documented layouts
 // (ggml-common.h: field order, bit positions), with random codes and scales: the decoder must give
 // exactly scale * code (+ offset) per value, as ggml's dequantize_row_* computes it.
+#include "kernels/ggml_blocks.h"
+
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
-#include <cmath>
 #include <random>
 #include <vector>
 
-#include "kernels/ggml_blocks.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/thread_pool.h"
@@ -38,9 +39,13 @@ struct Case {
 };
 
 std::mt19937 rng(7);
-int uniform(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+int uniform(int lo, int hi) {
+  return std::uniform_int_distribution<int>(lo, hi)(rng);
+}
 // An fp16-representable scale, sign included (ggml's d can be negative for Q6_K-style scales).
-float half_scale() { return f16_to_f32(f32_to_f16(std::uniform_real_distribution<float>(-0.05f, 0.05f)(rng))); }
+float half_scale() {
+  return f16_to_f32(f32_to_f16(std::uniform_real_distribution<float>(-0.05f, 0.05f)(rng)));
+}
 
 // 32 values as 16 bytes of nibbles at `at`: value j in byte j's low nibble, j + 16 in its high one.
 void put_nibbles32(Packer& p, size_t at, const int* q) {
@@ -228,13 +233,18 @@ Case iq4_xs() {
 }
 
 std::vector<std::function<Case()>> every_type() {
-  return {
-      q8_0,
-      [] { return legacy(DType::Q4_0, 4, false); },
-      [] { return legacy(DType::Q4_1, 4, true); },
-      [] { return legacy(DType::Q5_0, 5, false); },
-      [] { return legacy(DType::Q5_1, 5, true); },
-      iq4_nl, q2_k, q3_k, [] { return q45_k(4); }, [] { return q45_k(5); }, q6_k, iq4_xs};
+  return {q8_0,
+          [] { return legacy(DType::Q4_0, 4, false); },
+          [] { return legacy(DType::Q4_1, 4, true); },
+          [] { return legacy(DType::Q5_0, 5, false); },
+          [] { return legacy(DType::Q5_1, 5, true); },
+          iq4_nl,
+          q2_k,
+          q3_k,
+          [] { return q45_k(4); },
+          [] { return q45_k(5); },
+          q6_k,
+          iq4_xs};
 }
 
 TEST(GgmlBlocks, EveryTypeDecodesItsDocumentedLayout) {
@@ -271,7 +281,8 @@ std::vector<double> rounded_activations_product(const Tensor& w, int64_t unit, c
       float amax = 0;
       for (int64_t i = b * unit; i < (b + 1) * unit; ++i) amax = std::max(amax, std::abs(xt[i]));
       const float d = amax / 127, id = d != 0 ? 1 / d : 0;
-      for (int64_t i = b * unit; i < (b + 1) * unit; ++i) xq[i] = d * static_cast<float>(std::lrintf(xt[i] * id));
+      for (int64_t i = b * unit; i < (b + 1) * unit; ++i)
+        xq[i] = d * static_cast<float>(std::lrintf(xt[i] * id));
     }
     for (int64_t r = 0; r < w.rows(); ++r) {
       dequantize_blocks(w.dtype, w.row(r), cols, row.data());
@@ -315,7 +326,8 @@ TEST(GgmlBlocks, RepackedIntegerKernelsMatchRoundedActivations) {
       std::vector<float> y(static_cast<size_t>(n_tokens * kRows));
       matmul(pool, *repacked, x.data(), n_tokens, y.data());
       std::vector<double> magnitude;
-      const std::vector<double> expected = rounded_activations_product(w, repacked->unit(), x, n_tokens, magnitude);
+      const std::vector<double> expected =
+          rounded_activations_product(w, repacked->unit(), x, n_tokens, magnitude);
       for (size_t i = 0; i < y.size(); ++i)
         ASSERT_NEAR(y[i], expected[i], 1e-5 + 1e-6 * magnitude[i]) << info.name << " tokens " << n_tokens;
     }

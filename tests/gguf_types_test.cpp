@@ -35,7 +35,8 @@ std::vector<float> logits(gemma::Model& model, const std::vector<int32_t>& ids, 
     return out;
   }
   for (size_t i = 0; i < ids.size(); ++i)
-    model.forward(std::span<const int32_t>(&ids[i], 1), static_cast<int64_t>(i), cache, pool, out.data() + i * vocab, true);
+    model.forward(std::span<const int32_t>(&ids[i], 1), static_cast<int64_t>(i), cache, pool,
+                  out.data() + i * vocab, true);
   return out;
 }
 
@@ -58,8 +59,8 @@ TEST_P(GgufTypes, ExactPathGivesTheDequantizedModelsLogits) {
 // dump_logits, unslothai/llama.cpp d32676d, 2 threads, f16 KV cache): what rounding its activations to
 // Q8_0 (32 values) or Q8_K (256 values, the K types) blocks costs.
 const std::map<std::string, float> kLlamaCppDistance = {
-    {"Q4_0", 0.104f}, {"Q4_1", 0.107f}, {"Q5_0", 0.102f}, {"Q5_1", 0.092f}, {"Q8_0", 0.102f},
-    {"Q2_K", 0.168f}, {"Q3_K", 0.149f}, {"Q4_K", 0.135f}, {"Q5_K", 0.143f}, {"Q6_K", 0.151f},
+    {"Q4_0", 0.104f},    {"Q4_1", 0.107f},   {"Q5_0", 0.102f},  {"Q5_1", 0.092f}, {"Q8_0", 0.102f},
+    {"Q2_K", 0.168f},    {"Q3_K", 0.149f},   {"Q4_K", 0.135f},  {"Q5_K", 0.143f}, {"Q6_K", 0.151f},
     {"IQ4_NL", 0.0958f}, {"IQ4_XS", 0.143f}, {"Q4_K_M", 0.131f}};
 
 // Our activation blocks are as long as the weight's scale unit (16 or 32 values): on the 32-value types the
@@ -77,14 +78,15 @@ TEST_P(GgufTypes, DefaultPathIsAsCloseAsLlamaCpp) {
     const float distance = test::max_abs_diff(got.data(), expected.data(), got.size());
     std::printf("%s %s: max |logit - dequantized model| = %.4f (llama.cpp: %.4f)\n", type.c_str(),
                 token_by_token ? "decode" : "prefill", distance, kLlamaCppDistance.at(type));
-    EXPECT_LE(distance, 1.1f * kLlamaCppDistance.at(type)) << type << (token_by_token ? " decode" : " prefill");
+    EXPECT_LE(distance, 1.1f * kLlamaCppDistance.at(type))
+        << type << (token_by_token ? " decode" : " prefill");
     EXPECT_GT(distance, 1e-3f) << "the default path should round activations";
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryType, GgufTypes,
-                         ::testing::Values("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
-                                           "Q6_K", "IQ4_NL", "IQ4_XS", "Q4_K_M"));
+                         ::testing::Values("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
+                                           "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "Q4_K_M"));
 
 }  // namespace
 }  // namespace ge

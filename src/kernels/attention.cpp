@@ -73,7 +73,8 @@ void attend_all(ThreadPool& pool, const float* q, const float* k, const float* v
 namespace {
 
 // Cached positions [p0, p1] of one head as contiguous f32 rows (the ring wraps at kv.capacity).
-void gather_rows(const std::byte* base, const KVRows& kv, int64_t p0, int64_t p1, int64_t head_dim, float* out) {
+void gather_rows(const std::byte* base, const KVRows& kv, int64_t p0, int64_t p1, int64_t head_dim,
+                 float* out) {
   const size_t elem = kv.dtype == DType::F16 ? 2 : 4;
   for (int64_t p = p0; p <= p1; ++p) {
     const std::byte* row = base + static_cast<size_t>((p % kv.capacity) * kv.stride) * elem;

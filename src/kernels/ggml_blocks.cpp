@@ -13,7 +13,9 @@ float fp16_at(const std::byte* p) {
   return f16_to_f32(h);
 }
 
-uint8_t byte_at(const std::byte* p, int i) { return static_cast<uint8_t>(p[i]); }
+uint8_t byte_at(const std::byte* p, int i) {
+  return static_cast<uint8_t>(p[i]);
+}
 
 // 16 nibbles of a 32-value block: value j in the low nibble of byte j, value j + 16 in the high one.
 void split_nibbles(const std::byte* q, int8_t* code) {
@@ -195,20 +197,33 @@ void decode_iq4_xs(const std::byte* p, BlockCodes& b) {
 
 void decode_block(DType type, const std::byte* block, BlockCodes& out) {
   switch (type) {
-    case DType::Q8_0: return decode_q8_0(block, out);
-    case DType::Q4_0: return decode_q4_0(block, out);
-    case DType::Q4_1: return decode_q4_1(block, out);
-    case DType::Q5_0: return decode_q5_0(block, out);
-    case DType::Q5_1: return decode_q5_1(block, out);
-    case DType::Q2_K: return decode_q2_k(block, out);
-    case DType::Q3_K: return decode_q3_k(block, out);
-    case DType::Q4_K: return decode_q4_k(block, out);
-    case DType::Q5_K: return decode_q5_k(block, out);
-    case DType::Q6_K: return decode_q6_k(block, out);
-    case DType::IQ4_NL: return decode_iq4_nl(block, out);
-    case DType::IQ4_XS: return decode_iq4_xs(block, out);
+    case DType::Q8_0:
+      return decode_q8_0(block, out);
+    case DType::Q4_0:
+      return decode_q4_0(block, out);
+    case DType::Q4_1:
+      return decode_q4_1(block, out);
+    case DType::Q5_0:
+      return decode_q5_0(block, out);
+    case DType::Q5_1:
+      return decode_q5_1(block, out);
+    case DType::Q2_K:
+      return decode_q2_k(block, out);
+    case DType::Q3_K:
+      return decode_q3_k(block, out);
+    case DType::Q4_K:
+      return decode_q4_k(block, out);
+    case DType::Q5_K:
+      return decode_q5_k(block, out);
+    case DType::Q6_K:
+      return decode_q6_k(block, out);
+    case DType::IQ4_NL:
+      return decode_iq4_nl(block, out);
+    case DType::IQ4_XS:
+      return decode_iq4_xs(block, out);
     default:
-      throw std::invalid_argument("decode_block: " + std::string(dtype_info(type).name) + " is not a ggml block type");
+      throw std::invalid_argument("decode_block: " + std::string(dtype_info(type).name) +
+                                  " is not a ggml block type");
   }
 }
 

@@ -38,8 +38,8 @@ inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -
 // their zero point folded into the offset, which is exact there).
 struct BlockCodes {
   static constexpr int kMaxValues = 256, kMaxUnits = 16;
-  int values = 0;         // per block: 32 or 256
-  int unit = 0;           // values per scale: 16 or 32 (or 32 for the 32-value types)
+  int values = 0;  // per block: 32 or 256
+  int unit = 0;    // values per scale: 16 or 32 (or 32 for the 32-value types)
   bool has_offset = false;
   int8_t code[kMaxValues];
   uint8_t index[kMaxValues];  // IQ4 only: the nibble that picked code[i] from kIq4Values

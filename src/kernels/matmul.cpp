@@ -1,13 +1,12 @@
 #include "kernels/matmul.h"
 
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "kernels/gemm.h"
 #include "kernels/matmul_internal.h"
-#include "kernels/ggml_blocks.h"
+#include "kernels/ops.h"
 #include "tensor/dtype.h"
 
 namespace ge::kernels {
@@ -22,27 +21,6 @@ void check_supported(const Tensor& w) {
     throw std::invalid_argument("matmul: " + w.name + " has " + std::to_string(w.cols()) +
                                 " columns, not a whole number of " + std::string(dtype_info(w.dtype).name) +
                                 " blocks");
-}
-
-// Row `row` of w as f32: the values every kernel must multiply with.
-void widen_row(const Tensor& w, int64_t row, float* out) {
-  const std::byte* p = w.row(row);
-  const int64_t cols = w.cols();
-  switch (w.dtype) {
-    case DType::F32:
-      std::memcpy(out, p, static_cast<size_t>(cols) * 4);
-      return;
-    case DType::F16:
-    case DType::BF16:
-      for (int64_t i = 0; i < cols; ++i) {
-        uint16_t bits;
-        std::memcpy(&bits, p + i * 2, 2);
-        out[i] = w.dtype == DType::F16 ? f16_to_f32(bits) : bf16_to_f32(bits);
-      }
-      return;
-    default:
-      return dequantize_blocks(w.dtype, p, cols, out);
-  }
 }
 
 // y = x W^T in double, W's rows given as f32 by row_values(row, out).
@@ -76,7 +54,7 @@ void matmul(ThreadPool& pool, const Tensor& w, const float* x, int64_t n_tokens,
   if (precision == Precision::kReducedActivations && has_reduced_kernel(w, n_tokens))
     return w.dtype == DType::BF16 ? detail::matmul_avx512bf16(pool, w, x, n_tokens, y)
                                   : detail::matmul_vnni(pool, w, x, n_tokens, y);
-  // The default stays exact: bf16 activations move the logits ~5e-3, past the 1e-3 bar. An exact-enough
+  // kExact stays exact: bf16 activations move the logits ~5e-3, past the 1e-3 bar. An exact-enough
   // vdpbf16ps variant (x split into bf16 hi + lo parts) measured no faster on Zen 4 (two vdpbf16ps per 32
   // products is the same instruction count as two FMAs), so it was removed.
   if (!is_ggml_block(w.dtype) && n_tokens >= detail::min_gemm_tokens(w.dtype))
@@ -92,11 +70,14 @@ void matmul(ThreadPool& pool, const QuantizedMatrix& w, const float* x, int64_t 
 
 void matmul_reference(const Tensor& w, const float* x, int64_t n_tokens, float* y) {
   check_supported(w);
-  reference_product(w.rows(), w.cols(), [&](int64_t row, float* out) { widen_row(w, row, out); }, x, n_tokens, y);
+  reference_product(
+      w.rows(), w.cols(), [&](int64_t row, float* out) { dequantize_row(w, row, 1.0f, out); }, x, n_tokens,
+      y);
 }
 
 void matmul_reference(const QuantizedMatrix& w, const float* x, int64_t n_tokens, float* y) {
-  reference_product(w.rows, w.cols, [&](int64_t row, float* out) { dequantize_row(w, row, out); }, x, n_tokens, y);
+  reference_product(
+      w.rows, w.cols, [&](int64_t row, float* out) { dequantize_row(w, row, out); }, x, n_tokens, y);
 }
 
 const char* matmul_target() {

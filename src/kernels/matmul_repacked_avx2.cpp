@@ -45,8 +45,8 @@ namespace ge::kernels {
 
 namespace {
 
-constexpr int64_t kRows = 8;       // rows interleaved in a block
-constexpr int64_t kMaxTokens = 4;  // tokens a tile multiplies with each unpacked weight vector
+constexpr int64_t kRows = 8;           // rows interleaved in a block
+constexpr int64_t kMaxTokens = 4;      // tokens a tile multiplies with each unpacked weight vector
 constexpr int64_t kPrefetchUnits = 8;  // how far ahead of a block's codes to fetch (1b 8-bit decode: +20%)
 
 using Codes = RepackedMatrix::Codes;
@@ -81,32 +81,34 @@ RepackedMatrix RepackedMatrix::build(const Layout& layout, int64_t rows, int64_t
   // Rows are decoded on every core (1b Q4_0: 2.3 s of load on one core): each thread takes whole 8-row
   // blocks, so no two write the same bytes.
   const auto fill_blocks = [&](int64_t first_block, int64_t end_block) {
-  RowCodes row_codes{std::vector<uint8_t>(static_cast<size_t>(cols)), std::vector<float>(static_cast<size_t>(units)),
-                     std::vector<float>(static_cast<size_t>(groups))};
-  for (int64_t row = first_block * kRows; row < std::min(rows, end_block * kRows); ++row) {
-    fill_row(row, row_codes);
-    const uint8_t* c = row_codes.codes.data();
-    const int64_t block = row / kRows, lane = row % kRows;
-    // Codes: step k of the row's block holds elements [k * elems_per_step, +elems_per_step) of each row.
-    std::byte* dst = r.codes_.data() + block * cols * kRows * r.bits() / 8;
-    for (int64_t k = 0; k < cols / elems_per_step; ++k) {
-      auto* lane_bytes = reinterpret_cast<uint8_t*>(dst + (k * kRows + lane) * 4);
-      for (int64_t i = 0; i < 4; ++i)
-        lane_bytes[i] = nibbles ? static_cast<uint8_t>(c[k * 8 + i] | c[k * 8 + 4 + i] << 4) : c[k * 4 + i];
+    RowCodes row_codes{std::vector<uint8_t>(static_cast<size_t>(cols)),
+                       std::vector<float>(static_cast<size_t>(units)),
+                       std::vector<float>(static_cast<size_t>(groups))};
+    for (int64_t row = first_block * kRows; row < std::min(rows, end_block * kRows); ++row) {
+      fill_row(row, row_codes);
+      const uint8_t* c = row_codes.codes.data();
+      const int64_t block = row / kRows, lane = row % kRows;
+      // Codes: step k of the row's block holds elements [k * elems_per_step, +elems_per_step) of each row.
+      std::byte* dst = r.codes_.data() + block * cols * kRows * r.bits() / 8;
+      for (int64_t k = 0; k < cols / elems_per_step; ++k) {
+        auto* lane_bytes = reinterpret_cast<uint8_t*>(dst + (k * kRows + lane) * 4);
+        for (int64_t i = 0; i < 4; ++i)
+          lane_bytes[i] = nibbles ? static_cast<uint8_t>(c[k * 8 + i] | c[k * 8 + 4 + i] << 4) : c[k * 4 + i];
+      }
+      for (int64_t u = 0; u < units; ++u) {
+        const auto at = static_cast<size_t>((block * units + u) * kRows + lane);
+        if (layout.half_scales)
+          r.scales16_[at] = f32_to_f16(row_codes.scales[u]);  // exact: these formats store fp16 scales
+        else
+          r.scales_[at] = row_codes.scales[u];
+      }
+      if (layout.offsets)
+        for (int64_t g = 0; g < groups; ++g)
+          r.offsets_[static_cast<size_t>((block * groups + g) * kRows + lane)] = row_codes.offsets[g];
     }
-    for (int64_t u = 0; u < units; ++u) {
-      const auto at = static_cast<size_t>((block * units + u) * kRows + lane);
-      if (layout.half_scales)
-        r.scales16_[at] = f32_to_f16(row_codes.scales[u]);  // exact: these formats store fp16 scales
-      else
-        r.scales_[at] = row_codes.scales[u];
-    }
-    if (layout.offsets)
-      for (int64_t g = 0; g < groups; ++g)
-        r.offsets_[static_cast<size_t>((block * groups + g) * kRows + lane)] = row_codes.offsets[g];
-  }
   };
-  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1, blocks);
+  const int64_t threads =
+      std::max<int64_t>(1, std::min<int64_t>(std::thread::hardware_concurrency(), blocks));
   const int64_t per_thread = (blocks + threads - 1) / threads;
   std::vector<std::thread> workers;
   for (int64_t t = 1; t < threads; ++t)
@@ -121,7 +123,7 @@ std::optional<RepackedMatrix> RepackedMatrix::repack(const QuantizedMatrix& m) {
   const bool supported = (p.mode == QuantMode::kAffine && (p.bits == 4 || p.bits == 8)) ||
                          p.mode == QuantMode::kNvfp4 || p.mode == QuantMode::kMxfp4;
   if (!supported || m.cols % 32 != 0 || !detail::cpu_has_avx2()) return std::nullopt;
-  const Codes kind = p.bits == 8 ? Codes::kSignedBytes
+  const Codes kind = p.bits == 8                    ? Codes::kSignedBytes
                      : p.mode == QuantMode::kAffine ? Codes::kNibbles
                                                     : Codes::kFp4Nibbles;
   // E2M1 codes become twice their value plus 12 (see NibbleKernel): a zero point of 12.
@@ -141,7 +143,9 @@ std::optional<RepackedMatrix> RepackedMatrix::repack(const QuantizedMatrix& m) {
     for (int64_t g = 0; g < groups; ++g) {
       scales[g] = m.scale_dtype == DType::U8 ? scale_table(p.mode)[static_cast<uint8_t>(row_scales[g])]
                                              : load_float(row_scales, m.scale_dtype, g);
-      if (m.biases) out.offsets[g] = load_float(m.biases + row * m.scale_row_bytes(), m.scale_dtype, g) + shift * scales[g];
+      if (m.biases)
+        out.offsets[g] =
+            load_float(m.biases + row * m.scale_row_bytes(), m.scale_dtype, g) + shift * scales[g];
     }
     for (int64_t i = 0; i < m.cols; ++i) {
       const uint32_t code = unpack_code(src, i, p.bits);
@@ -154,9 +158,9 @@ std::optional<RepackedMatrix> RepackedMatrix::repack(const QuantizedMatrix& m) {
 namespace {
 
 // How a ggml block type repacks (besides unit == group): a shift that makes its signed codes unsigned
-// (Q6_K's q - 32 back to q), its zero point (Q4_0's 8, Q5_0's 16, Q3_K's 4, Q6_K's 32: taken out in integers),
-// fp16 scales where the format stores them so (d itself; a K type's scale d * sc is not an fp16), and f32
-// offsets for its minimums.
+// (Q6_K's q - 32 back to q), its zero point (Q4_0's 8, Q5_0's 16, Q3_K's 4, Q6_K's 32: taken out in
+// integers), fp16 scales where the format stores them so (d itself; a K type's scale d * sc is not an fp16),
+// and f32 offsets for its minimums.
 struct BlockRepack {
   Codes kind;
   int64_t unit;
@@ -167,19 +171,32 @@ struct BlockRepack {
 
 std::optional<BlockRepack> block_repack(DType t) {
   switch (t) {
-    case DType::Q4_0: return BlockRepack{Codes::kNibbles, 32, 0, 8, true, false};
-    case DType::Q4_1: return BlockRepack{Codes::kNibbles, 32, 0, 0, true, true};
-    case DType::Q4_K: return BlockRepack{Codes::kNibbles, 32, 0, 0, false, true};
-    case DType::Q5_0: return BlockRepack{Codes::kSmallBytes, 32, 0, 16, true, false};
-    case DType::Q5_1: return BlockRepack{Codes::kSmallBytes, 32, 0, 0, true, true};
-    case DType::Q5_K: return BlockRepack{Codes::kSmallBytes, 32, 0, 0, false, true};
-    case DType::Q2_K: return BlockRepack{Codes::kSmallBytes, 16, 0, 0, false, true};
-    case DType::Q3_K: return BlockRepack{Codes::kSmallBytes, 16, 0, 4, false, false};
-    case DType::Q6_K: return BlockRepack{Codes::kSmallBytes, 16, 32, 32, false, false};
-    case DType::Q8_0: return BlockRepack{Codes::kSignedBytes, 32, 0, 0, true, false};
-    case DType::IQ4_NL: return BlockRepack{Codes::kIq4Nibbles, 32, 0, 0, true, false};
-    case DType::IQ4_XS: return BlockRepack{Codes::kIq4Nibbles, 32, 0, 0, false, false};
-    default: return std::nullopt;
+    case DType::Q4_0:
+      return BlockRepack{Codes::kNibbles, 32, 0, 8, true, false};
+    case DType::Q4_1:
+      return BlockRepack{Codes::kNibbles, 32, 0, 0, true, true};
+    case DType::Q4_K:
+      return BlockRepack{Codes::kNibbles, 32, 0, 0, false, true};
+    case DType::Q5_0:
+      return BlockRepack{Codes::kSmallBytes, 32, 0, 16, true, false};
+    case DType::Q5_1:
+      return BlockRepack{Codes::kSmallBytes, 32, 0, 0, true, true};
+    case DType::Q5_K:
+      return BlockRepack{Codes::kSmallBytes, 32, 0, 0, false, true};
+    case DType::Q2_K:
+      return BlockRepack{Codes::kSmallBytes, 16, 0, 0, false, true};
+    case DType::Q3_K:
+      return BlockRepack{Codes::kSmallBytes, 16, 0, 4, false, false};
+    case DType::Q6_K:
+      return BlockRepack{Codes::kSmallBytes, 16, 32, 32, false, false};
+    case DType::Q8_0:
+      return BlockRepack{Codes::kSignedBytes, 32, 0, 0, true, false};
+    case DType::IQ4_NL:
+      return BlockRepack{Codes::kIq4Nibbles, 32, 0, 0, true, false};
+    case DType::IQ4_XS:
+      return BlockRepack{Codes::kIq4Nibbles, 32, 0, 0, false, false};
+    default:
+      return std::nullopt;
   }
 }
 
@@ -237,7 +254,8 @@ GE_AVX2 void quantize_token(const float* x, int64_t k, int64_t unit, int64_t gro
   for (int64_t u = 0; u < k / unit; ++u) {
     const float* xu = x + u * unit;
     __m256 amax = _mm256_setzero_ps();
-    for (int64_t i = 0; i < unit; i += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(xu + i)));
+    for (int64_t i = 0; i < unit; i += 8)
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(xu + i)));
     const float d = horizontal_max(amax) / 127, id = d != 0 ? 1 / d : 0;
     scales[u] = d;
     const __m256 inv = _mm256_set1_ps(id);
@@ -297,7 +315,9 @@ GE_AVX2 inline __m256i pair_products(__m256i w, __m256i x) {
     return _mm256_maddubs_epi16(w, x);
 }
 
-GE_AVX2 inline __m256i widen_sum(__m256i pairs) { return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)); }
+GE_AVX2 inline __m256i widen_sum(__m256i pairs) {
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
 
 // Per format: the int32 sums (one lane per row of the block) of one activation unit of T tokens times the
 // block's codes of that unit, added to isum[t].
@@ -315,8 +335,8 @@ struct NibbleKernel {
   static constexpr int64_t kWidenSteps = kKind == Codes::kNibbles ? 4 : kKind == Codes::kFp4Nibbles ? 2 : 1;
   GE_AVX2 static __m256i values(__m256i nibbles) {
     if constexpr (kKind == Codes::kFp4Nibbles) {
-      const __m256i lut = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0, 12, 13, 14,
-                                           15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
+      const __m256i lut = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0, 12, 13,
+                                           14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
       return _mm256_shuffle_epi8(lut, nibbles);
     } else if constexpr (kSigned) {
       const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values));
@@ -343,7 +363,8 @@ struct NibbleKernel {
         for (int64_t t = 0; t < T; ++t) {
           if constexpr (kSigned) {
             isum[t] = _mm256_add_epi32(isum[t], widen_sum(pair_products<true>(lo, broadcast4(x[t] + k * 8))));
-            isum[t] = _mm256_add_epi32(isum[t], widen_sum(pair_products<true>(hi, broadcast4(x[t] + k * 8 + 4))));
+            isum[t] =
+                _mm256_add_epi32(isum[t], widen_sum(pair_products<true>(hi, broadcast4(x[t] + k * 8 + 4))));
           } else {
             pairs[t] = _mm256_add_epi16(pairs[t], pair_products<false>(lo, broadcast4(x[t] + k * 8)));
             pairs[t] = _mm256_add_epi16(pairs[t], pair_products<false>(hi, broadcast4(x[t] + k * 8 + 4)));
@@ -415,30 +436,33 @@ GE_AVX2 void block_tile(const RepackedMatrix& m, const Activations& a, int64_t b
   const int32_t zero_point = m.zero_point();
   const int8_t* x[T];
   __m256 acc[T];
-  #pragma GCC unroll 4
+#pragma GCC unroll 4
   for (int64_t t = 0; t < T; ++t) {
     x[t] = a.codes.data() + (t0 + t) * units * unit;
     acc[t] = _mm256_setzero_ps();
   }
   for (int64_t u = 0; u < units; ++u) {
     __m256i isum[T];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int64_t t = 0; t < T; ++t) isum[t] = _mm256_setzero_si256();
     const int8_t* xu[T];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int64_t t = 0; t < T; ++t) xu[t] = x[t] + u * unit;
     // The block's codes are one sequential stream; fetching ahead of it keeps more lines in flight than
     // the hardware prefetcher alone does on one stream per core.
     for (size_t ahead = 0; ahead < unit_bytes; ahead += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(codes + (u + kPrefetchUnits) * unit_bytes + ahead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(codes + (u + kPrefetchUnits) * unit_bytes + ahead),
+                   _MM_HINT_T0);
     Kernel::template unit<T>(codes + u * unit_bytes, xu, unit, isum);
     if (zero_point != 0)
-      #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (int64_t t = 0; t < T; ++t)
-        isum[t] = _mm256_sub_epi32(isum[t], _mm256_set1_epi32(zero_point * a.code_sums[(t0 + t) * units + u]));
-    const __m256 s = kHalfScales ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales16 + u * kRows)))
-                                 : _mm256_loadu_ps(scales + u * kRows);
-    #pragma GCC unroll 4
+        isum[t] =
+            _mm256_sub_epi32(isum[t], _mm256_set1_epi32(zero_point * a.code_sums[(t0 + t) * units + u]));
+    const __m256 s =
+        kHalfScales ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales16 + u * kRows)))
+                    : _mm256_loadu_ps(scales + u * kRows);
+#pragma GCC unroll 4
     for (int64_t t = 0; t < T; ++t)
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]),
                                _mm256_mul_ps(s, _mm256_set1_ps(a.scales[(t0 + t) * units + u])), acc[t]);
@@ -447,13 +471,13 @@ GE_AVX2 void block_tile(const RepackedMatrix& m, const Activations& a, int64_t b
     const float* offsets = m.offsets() + block * groups * kRows;
     for (int64_t g = 0; g < groups; ++g) {
       const __m256 o = _mm256_loadu_ps(offsets + g * kRows);
-      #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (int64_t t = 0; t < T; ++t)
         acc[t] = _mm256_fmadd_ps(o, _mm256_set1_ps(a.group_sums[(t0 + t) * groups + g]), acc[t]);
     }
   }
   const int64_t valid = std::min(kRows, m.rows() - block * kRows);
-  #pragma GCC unroll 4
+#pragma GCC unroll 4
   for (int64_t t = 0; t < T; ++t) {
     alignas(32) float out[kRows];
     _mm256_store_ps(out, acc[t]);
@@ -462,8 +486,8 @@ GE_AVX2 void block_tile(const RepackedMatrix& m, const Activations& a, int64_t b
 }
 
 template <class Kernel, bool kHalfScales, int64_t... T>
-GE_AVX2 void run_tiles(const RepackedMatrix& m, const Activations& a, int64_t block, int64_t n_tokens, float* y,
-                       std::integer_sequence<int64_t, T...>) {
+GE_AVX2 void run_tiles(const RepackedMatrix& m, const Activations& a, int64_t block, int64_t n_tokens,
+                       float* y, std::integer_sequence<int64_t, T...>) {
   using Tile = void (*)(const RepackedMatrix&, const Activations&, int64_t, int64_t, float*);
   static constexpr Tile kTiles[] = {&block_tile<Kernel, kHalfScales, T + 1>...};
   for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxTokens)
@@ -495,11 +519,16 @@ void matmul_kernel(ThreadPool& pool, const RepackedMatrix& m, const float* x, in
 void matmul(ThreadPool& pool, const RepackedMatrix& w, const float* x, int64_t n_tokens, float* y) {
   if (n_tokens <= 0 || w.rows() == 0) return;
   switch (w.codes_kind()) {
-    case Codes::kNibbles: return matmul_kernel<NibbleKernel<Codes::kNibbles>>(pool, w, x, n_tokens, y);
-    case Codes::kFp4Nibbles: return matmul_kernel<NibbleKernel<Codes::kFp4Nibbles>>(pool, w, x, n_tokens, y);
-    case Codes::kIq4Nibbles: return matmul_kernel<NibbleKernel<Codes::kIq4Nibbles>>(pool, w, x, n_tokens, y);
-    case Codes::kSignedBytes: return matmul_kernel<ByteKernel<true>>(pool, w, x, n_tokens, y);
-    case Codes::kSmallBytes: return matmul_kernel<ByteKernel<false>>(pool, w, x, n_tokens, y);
+    case Codes::kNibbles:
+      return matmul_kernel<NibbleKernel<Codes::kNibbles>>(pool, w, x, n_tokens, y);
+    case Codes::kFp4Nibbles:
+      return matmul_kernel<NibbleKernel<Codes::kFp4Nibbles>>(pool, w, x, n_tokens, y);
+    case Codes::kIq4Nibbles:
+      return matmul_kernel<NibbleKernel<Codes::kIq4Nibbles>>(pool, w, x, n_tokens, y);
+    case Codes::kSignedBytes:
+      return matmul_kernel<ByteKernel<true>>(pool, w, x, n_tokens, y);
+    case Codes::kSmallBytes:
+      return matmul_kernel<ByteKernel<false>>(pool, w, x, n_tokens, y);
   }
 }
 
@@ -517,11 +546,17 @@ bool cpu_has_avx2() {
 #include "kernels/matmul.h"
 
 namespace ge::kernels {
-std::optional<RepackedMatrix> RepackedMatrix::repack(const QuantizedMatrix&) { return std::nullopt; }
-std::optional<RepackedMatrix> RepackedMatrix::repack(const Tensor&) { return std::nullopt; }
+std::optional<RepackedMatrix> RepackedMatrix::repack(const QuantizedMatrix&) {
+  return std::nullopt;
+}
+std::optional<RepackedMatrix> RepackedMatrix::repack(const Tensor&) {
+  return std::nullopt;
+}
 void matmul(ThreadPool&, const RepackedMatrix&, const float*, int64_t, float*) {}
 namespace detail {
-bool cpu_has_avx2() { return false; }
+bool cpu_has_avx2() {
+  return false;
+}
 }  // namespace detail
 }  // namespace ge::kernels
 

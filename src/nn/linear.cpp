@@ -34,7 +34,8 @@ size_t weight_bytes(const Weight& w) {
   return std::visit(Overloaded{[](const Tensor& t) { return t.nbytes; },
                                [](const kernels::QuantizedMatrix& q) {
                                  const size_t rows = static_cast<size_t>(q.rows);
-                                 return rows * (q.code_row_bytes() + q.scale_row_bytes() * (q.biases ? 2 : 1));
+                                 return rows *
+                                        (q.code_row_bytes() + q.scale_row_bytes() * (q.biases ? 2 : 1));
                                }},
                     w);
 }
@@ -76,11 +77,7 @@ Linear Linear::quantized_copy(DType block) const {
   std::vector<float> values(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {
     kernels::dequantize_row(*t, r, 1.0f, values.data());
-    std::byte* out = blocks->data() + static_cast<size_t>(r) * row_bytes;
-    if (block == DType::Q8_0)
-      kernels::quantize_row_q8_0(values.data(), cols, out);
-    else
-      kernels::quantize_row_q4_0(values.data(), cols, out);
+    kernels::quantize_blocks(block, values.data(), cols, blocks->data() + static_cast<size_t>(r) * row_bytes);
   }
   Tensor q = *t;
   q.name = t->name + " (" + std::string(dtype_info(block).name) + " copy)";

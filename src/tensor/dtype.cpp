@@ -28,7 +28,9 @@ constexpr std::array<DTypeInfo, 18> kInfo{{
 }};
 }  // namespace
 
-const DTypeInfo& dtype_info(DType t) { return kInfo[static_cast<size_t>(t)]; }
+const DTypeInfo& dtype_info(DType t) {
+  return kInfo[static_cast<size_t>(t)];
+}
 
 std::optional<DType> dtype_from_safetensors(std::string_view name) {
   if (name == "F32") return DType::F32;
@@ -51,7 +53,8 @@ std::optional<size_t> dtype_bytes(DType t, int64_t n) {
 // By hand rather than through _Float16, which GCC converts with a libgcc call (__extendhfsf2: 10% of the
 // time of repacking a Q4_0 model at load).
 float f16_to_f32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f,
+                 mantissa = h & 0x3ff;
   uint32_t bits;
   if (exponent == 0x1f) {
     bits = sign | 0x7f800000 | mantissa << 13;  // inf, NaN

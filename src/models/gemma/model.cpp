@@ -30,7 +30,9 @@ std::string find_prefix(const nn::LayerSource& source) {
 LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, const std::string& p) {
   const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const auto norm = [&](const std::string& name, int64_t n) { return s.rms_norm(p + name, n, eps, c.norm_adds_one); };
+  const auto norm = [&](const std::string& name, int64_t n) {
+    return s.rms_norm(p + name, n, eps, c.norm_adds_one);
+  };
   LayerWeights w;
   w.input_layernorm = norm("input_layernorm", h);
   w.q_proj = s.linear(p + "self_attn.q_proj", q, h);
@@ -61,7 +63,8 @@ Weights bind_weights(const Config& c, const nn::LayerSource& source) {
   const std::string prefix = find_prefix(source);
   Weights w;
   w.embed_tokens = source.embedding(prefix + "embed_tokens", c.vocab_size, c.hidden_size);
-  w.norm = source.rms_norm(prefix + "norm", c.hidden_size, static_cast<float>(c.rms_norm_eps), c.norm_adds_one);
+  w.norm =
+      source.rms_norm(prefix + "norm", c.hidden_size, static_cast<float>(c.rms_norm_eps), c.norm_adds_one);
   // mlx-lm drops lm_head when it is absent and computes the tied head from the (quantized) embedding.
   const bool has_head = source.has("lm_head.weight");
   w.lm_head = (c.tie_word_embeddings || !has_head) ? w.embed_tokens.as_linear()
@@ -121,7 +124,8 @@ void Model::quantize_lm_head(DType block) {
 
 void Model::prepare_reduced_activations() {
   for (LayerWeights& l : weights_.layers)
-    for (nn::Linear* layer : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (nn::Linear* layer :
+         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
       layer->prepare_reduced_activations();
   weights_.lm_head.prepare_reduced_activations();
 }
@@ -150,7 +154,8 @@ void Model::check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_token
       throw std::invalid_argument(where + ": blocks must be non-empty, in order, disjoint and within the " +
                                   std::to_string(n_tokens) + " tokens");
     if (b.count > chunk_capacity_)
-      throw std::runtime_error(where + ": " + std::to_string(b.count) + " tokens that attend to each other exceed the " +
+      throw std::runtime_error(where + ": " + std::to_string(b.count) +
+                               " tokens that attend to each other exceed the " +
                                std::to_string(chunk_capacity_) + " a forward step holds");
     end = b.offset + b.count;
   }
@@ -189,8 +194,8 @@ void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCa
     }
     const bool last_chunk = end == total;
     float* out = all_positions ? logits + done * config_.vocab_size : (last_chunk ? logits : nullptr);
-    forward_chunk(tokens.subspan(done, end - done), start_pos + done, cache, pool, out, all_positions, observer,
-                  local);
+    forward_chunk(tokens.subspan(done, end - done), start_pos + done, cache, pool, out, all_positions,
+                  observer, local);
     done = end;
   }
 }
@@ -214,7 +219,8 @@ void Model::forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn
     lm_head(n - 1, 1, pool, logits);
 }
 
-void Model::embed(std::span<const int32_t> tokens, int64_t start_pos, std::span<const EmbeddingBlock> blocks) {
+void Model::embed(std::span<const int32_t> tokens, int64_t start_pos,
+                  std::span<const EmbeddingBlock> blocks) {
   const int64_t h = config_.hidden_size;
   const float scale = config_.embed_scale();
   for (size_t t = 0; t < tokens.size(); ++t) {
@@ -284,8 +290,8 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
   if (n < kMinBlockedAttention) {
     pool.run(n * c.num_heads, [&](int64_t task) {
       const int64_t t = task / c.num_heads, h = task % c.num_heads;
-      kernels::attend(q_.data() + t * q_width + h * hd, cache.head(l, h / group), key_first_[t], block_last_[t], hd,
-                      scale, softcap, attn_.data() + t * q_width + h * hd);
+      kernels::attend(q_.data() + t * q_width + h * hd, cache.head(l, h / group), key_first_[t],
+                      block_last_[t], hd, scale, softcap, attn_.data() + t * q_width + h * hd);
     });
   } else {
     const int64_t tiles = (n + kAttentionTile - 1) / kAttentionTile;
@@ -296,8 +302,8 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
       float* out = attn_.data() + t0 * q_width + h * hd;
       const kernels::KVRows kv = cache.head(l, h / group);
       if (block_last_[t0 + m - 1] - key_first_[t0] < kMaxBlockedKeys) {
-        kernels::attend_rows(q, q_width, m, kv, key_first_.data() + t0, block_last_.data() + t0, hd, scale, softcap,
-                             out, q_width);
+        kernels::attend_rows(q, q_width, m, kv, key_first_.data() + t0, block_last_.data() + t0, hd, scale,
+                             softcap, out, q_width);
         return;
       }
       for (int64_t i = 0; i < m; ++i)
@@ -331,7 +337,8 @@ void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
 }
 
-void Model::linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const {
+void Model::linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n,
+                   float* y) const {
   layer(pool, x, n, y, n > 1 ? prefill_precision_ : decode_precision_);
 }
 
