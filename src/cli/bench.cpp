@@ -17,22 +17,6 @@ namespace ge::cli {
 
 namespace {
 
-// The formats of the model's matrices, most frequent first and joined by '+' when they differ: a
-// llama-quantize mix such as Q4_K_M of the 270M reads "Q5_0+Q8_0+Q4_K+Q6_K".
-std::string matrix_formats(const gemma::Weights& w) {
-  std::map<std::string, int> count;
-  for (const auto& l : w.layers)
-    for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
-      ++count[nn::weight_format(m->weight())];
-  ++count[nn::weight_format(w.lm_head.weight())];
-  std::vector<std::pair<int, std::string>> order;
-  for (const auto& [format, n] : count) order.emplace_back(-n, format);
-  std::sort(order.begin(), order.end());
-  std::string joined;
-  for (const auto& [n, format] : order) joined += (joined.empty() ? "" : "+") + format;
-  return joined;
-}
-
 struct BenchOptions {
   std::string model = default_model_dir();
   int64_t prompt = 64;
@@ -131,7 +115,7 @@ void bench(const BenchOptions& o) {
     bytes += t->nbytes;
     params += m.layers->parameter_count(*t);
   }
-  const std::string dtype = matrix_formats(model.weights());
+  const std::string dtype = gemma::matrix_formats(model.weights());
   char name[128];
   std::snprintf(name, sizeof name, "%s %.0fM %s%s", c.family_name(), static_cast<double>(params) / 1e6,
                 dtype.c_str(), o.precision.exact ? " (exact)" : "");

@@ -42,6 +42,7 @@ void add_run_command(CLI::App& app);
 void add_tool_commands(CLI::App& app);  // tokenize, logits, inspect
 void add_bench_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
-void add_quantize_command(CLI::App& app);  // MLX-quantized folder for mlx-lm
+void add_quantize_command(CLI::App& app);
+void add_serve_command(CLI::App& app);  // Ollama/OpenAI HTTP server  // MLX-quantized folder for mlx-lm
 
 }  // namespace ge::cli

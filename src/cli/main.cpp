@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
   CLI::App app{"gemma: run Gemma models from Hugging Face checkpoints on the CPU"};
   app.require_subcommand(1);
   ge::cli::add_run_command(app);
+  ge::cli::add_serve_command(app);
   ge::cli::add_tool_commands(app);
   ge::cli::add_bench_command(app);
   ge::cli::add_convert_command(app);

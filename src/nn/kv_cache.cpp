@@ -1,5 +1,6 @@
 #include "nn/kv_cache.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -37,6 +38,31 @@ void KVCache::store(int64_t layer, int64_t pos, const float* k, const float* v) 
 kernels::KVRows KVCache::head(int64_t layer, int64_t kv_head) const {
   const size_t offset = static_cast<size_t>(kv_head * head_dim_) * element_bytes_;
   return {k_[layer].data() + offset, v_[layer].data() + offset, dtype_, row_values_, capacity_[layer]};
+}
+
+void KVCache::save_rings(RingSnapshot& into) const {
+  into.k.resize(k_.size());
+  into.v.resize(v_.size());
+  for (size_t l = 0; l < k_.size(); ++l) {
+    const bool ring = capacity_[l] < context_;
+    into.k[l].assign(ring ? k_[l].begin() : k_[l].end(), k_[l].end());
+    into.v[l].assign(ring ? v_[l].begin() : v_[l].end(), v_[l].end());
+  }
+}
+
+void KVCache::restore_rings(const RingSnapshot& from) {
+  if (from.k.size() != k_.size()) throw std::invalid_argument("KV ring snapshot of another model");
+  for (size_t l = 0; l < k_.size(); ++l)
+    if (capacity_[l] < context_) {
+      std::copy(from.k[l].begin(), from.k[l].end(), k_[l].begin());
+      std::copy(from.v[l].begin(), from.v[l].end(), v_[l].begin());
+    }
+}
+
+size_t KVCache::RingSnapshot::bytes() const {
+  size_t n = 0;
+  for (size_t l = 0; l < k.size(); ++l) n += k[l].size() + v[l].size();
+  return n;
 }
 
 size_t KVCache::bytes() const {

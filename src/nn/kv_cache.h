@@ -23,6 +23,16 @@ class KVCache {
   void store(int64_t layer, int64_t pos, const float* k, const float* v);
   kernels::KVRows head(int64_t layer, int64_t kv_head) const;
 
+  // The rows of the layers that keep a ring (capacity < context), copied: restoring them brings those
+  // layers back to where they were, however far the sequence went on since, while global layers need
+  // nothing restored as long as the positions they keep were not rewritten.
+  struct RingSnapshot {
+    std::vector<std::vector<std::byte>> k, v;
+    size_t bytes() const;
+  };
+  void save_rings(RingSnapshot& into) const;  // reuses the buffers `into` has
+  void restore_rings(const RingSnapshot& from);
+
   int64_t capacity(int64_t layer) const { return capacity_[layer]; }
   int64_t context() const { return context_; }  // positions the sequence may reach
   DType dtype() const { return dtype_; }

@@ -15,51 +15,83 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Holds back the tail of the generated text that could still turn into a stop string, so that a stop
-// string is never printed, even when it arrives split over several tokens.
-class StopFilter {
- public:
-  explicit StopFilter(const std::vector<std::string>& stop) : stop_(stop) {}
-
-  // Adds text; returns what can be printed now, and sets `stopped` when a stop string completed.
-  std::string push(std::string_view text, bool& stopped) {
-    pending_ += text;
-    size_t cut = std::string::npos;
-    for (const auto& s : stop_)
-      if (!s.empty()) cut = std::min(cut, pending_.find(s));
-    if (cut != std::string::npos) {
-      stopped = true;
-      std::string out = pending_.substr(0, cut);
-      pending_.clear();
-      return out;
-    }
-    const size_t keep = longest_stop_prefix_suffix();
-    std::string out = pending_.substr(0, pending_.size() - keep);
-    pending_.erase(0, pending_.size() - keep);
-    return out;
-  }
-  std::string flush() { return std::exchange(pending_, {}); }
-
- private:
-  // Length of the longest end of pending_ that is a proper prefix of some stop string.
-  size_t longest_stop_prefix_suffix() const {
-    size_t best = 0;
-    for (const auto& s : stop_) {
-      if (s.empty()) continue;
-      for (size_t n = std::min(s.size() - 1, pending_.size()); n > best; --n)
-        if (pending_.compare(pending_.size() - n, n, s, 0, n) == 0) best = n;
-    }
-    return best;
-  }
-
-  const std::vector<std::string>& stop_;
-  std::string pending_;
-};
-
 }  // namespace
 
-Generator::Generator(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool)
-    : model_(model), tokenizer_(tokenizer), pool_(pool), logits_(model.config().vocab_size) {}
+std::string StopFilter::push(std::string_view text, bool& stopped) {
+  pending_ += text;
+  size_t cut = std::string::npos;
+  for (const auto& s : stop_)
+    if (!s.empty()) cut = std::min(cut, pending_.find(s));
+  if (cut != std::string::npos) {
+    stopped = true;
+    std::string out = pending_.substr(0, cut);
+    pending_.clear();
+    return out;
+  }
+  const size_t keep = longest_stop_prefix_suffix();
+  std::string out = pending_.substr(0, pending_.size() - keep);
+  pending_.erase(0, pending_.size() - keep);
+  return out;
+}
+
+// Length of the longest end of pending_ that is a proper prefix of some stop string.
+size_t StopFilter::longest_stop_prefix_suffix() const {
+  size_t best = 0;
+  for (const auto& s : stop_) {
+    if (s.empty()) continue;
+    for (size_t n = std::min(s.size() - 1, pending_.size()); n > best; --n)
+      if (pending_.compare(pending_.size() - n, n, s, 0, n) == 0) best = n;
+  }
+  return best;
+}
+
+Completion::Completion(const Tokenizer& tokenizer, Sampler& sampler, const GenerateOptions& options)
+    : sampler_(sampler), options_(options), decoder_(tokenizer), filter_(options.stop) {}
+
+std::optional<int32_t> Completion::next(std::span<float> logits, const Slot& slot, const TextSink& sink) {
+  if (options_.max_new_tokens >= 0 && stats_.generated_tokens >= options_.max_new_tokens) {
+    finish(StopReason::kMaxTokens, sink);
+    return std::nullopt;
+  }
+  const int32_t token = sampler_.sample(logits, slot.tokens);
+  if (std::find(options_.eos_ids.begin(), options_.eos_ids.end(), token) != options_.eos_ids.end()) {
+    finish(StopReason::kEos, sink);
+    return std::nullopt;
+  }
+  ++stats_.generated_tokens;
+  bool stopped = false;
+  const std::string text = filter_.push(decoder_.push(token), stopped);
+  if (!text.empty() && !sink(text)) {
+    stats_.stop = StopReason::kCancelled;
+    return std::nullopt;
+  }
+  if (stopped) {
+    stats_.stop = StopReason::kStopString;
+    return std::nullopt;
+  }
+  if (static_cast<int64_t>(slot.tokens.size()) >= slot.cache.context()) {
+    finish(StopReason::kContextFull, sink);
+    return std::nullopt;
+  }
+  return token;
+}
+
+void Completion::finish(StopReason reason, const TextSink& sink) {
+  stats_.stop = reason;
+  bool stopped = false;
+  const std::string tail = filter_.push(decoder_.flush(), stopped) + (stopped ? "" : filter_.flush());
+  if (!tail.empty()) sink(tail);
+}
+
+Generator::Generator(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
+                     int boundaries_per_slot)
+    : model_(model),
+      tokenizer_(tokenizer),
+      pool_(pool),
+      boundaries_per_slot_(boundaries_per_slot),
+      logits_(model.config().vocab_size) {
+  rows_.reserve(static_cast<size_t>(model.chunk_capacity()));
+}
 
 uint64_t image_digest(std::span<const float> pixels) {
   // FNV-1a over the bytes: a cache key, not a defence against crafted collisions.
@@ -92,114 +124,164 @@ std::vector<ImageRun> find_image_runs(std::span<const int32_t> prompt, int32_t i
   return runs;
 }
 
-std::vector<ImageRun> Generator::image_runs(std::span<const int32_t> prompt, size_t n_images) const {
-  if (!encoder_) {
-    if (n_images) throw std::invalid_argument("this model reads no images (it has no vision tower)");
-    return {};
+Prompt Generator::prepare(std::vector<int32_t> tokens, std::span<const PromptImage> images) const {
+  if (tokens.empty()) throw std::invalid_argument("empty prompt: nothing to run");
+  Prompt p;
+  if (!encoder_ && !images.empty()) throw std::invalid_argument("this model reads no images (it has no vision tower)");
+  if (encoder_)
+    p.runs = find_image_runs(tokens, encoder_->config().image_token_id, encoder_->config().mm_tokens_per_image,
+                             images.size());
+  p.digests.assign(tokens.size(), 0);
+  for (size_t i = 0; i < p.runs.size(); ++i)
+    std::fill_n(p.digests.begin() + p.runs[i].offset, p.runs[i].count, images[i].digest);
+  p.tokens = std::move(tokens);
+  p.images.assign(images.begin(), images.end());
+  return p;
+}
+
+int64_t Generator::shared_prefix(const Slot& slot, const Prompt& prompt) const {
+  const size_t n = std::min(slot.tokens.size(), prompt.tokens.size());
+  size_t keep = 0;
+  while (keep < n && slot.tokens[keep] == prompt.tokens[keep] && slot.image_digests[keep] == prompt.digests[keep])
+    ++keep;
+  // Always run the last prompt token for its logits, and never keep part of an image: its tokens attend
+  // to each other, so they run together.
+  keep = std::min(keep, prompt.tokens.size() - 1);
+  for (const ImageRun& r : prompt.runs)
+    if (r.offset < static_cast<int64_t>(keep) && static_cast<int64_t>(keep) < r.offset + r.count) keep = r.offset;
+  return static_cast<int64_t>(keep);
+}
+
+int Generator::boundary_for(const Slot& slot, int64_t shared, int64_t& keep) const {
+  const auto length = static_cast<int64_t>(slot.tokens.size());
+  keep = shared;
+  if (model_.can_rewind(slot.cache, length, shared)) return -1;
+  // A boundary at b (b <= length: its positions are still the slot's) restores the rings as they were at
+  // b; from there the slot rewinds to min(shared, b) as it could have then.
+  int best = -2;
+  keep = 0;
+  for (size_t i = 0; i < slot.boundaries.size(); ++i) {
+    const int64_t b = slot.boundaries[i].length, k = std::min(shared, b);
+    if (b <= length && model_.can_rewind(slot.cache, b, k) && k > keep) {
+      keep = k;
+      best = static_cast<int>(i);
+    }
   }
-  return find_image_runs(prompt, encoder_->config().image_token_id, encoder_->config().mm_tokens_per_image, n_images);
+  return best;
+}
+
+int64_t Generator::reusable(const Slot& slot, const Prompt& prompt) const {
+  int64_t keep = 0;
+  return boundary_for(slot, shared_prefix(slot, prompt), keep) == -2 ? 0 : keep;
+}
+
+Prefill Generator::begin(Slot& slot, const Prompt& prompt, GenerateStats* stats) {
+  if (static_cast<int64_t>(prompt.tokens.size()) > slot.cache.context())
+    throw std::invalid_argument("prompt of " + std::to_string(prompt.tokens.size()) +
+                                " tokens exceeds the context of " + std::to_string(slot.cache.context()) +
+                                " (raise --ctx)");
+  int64_t keep = 0;
+  const int boundary = boundary_for(slot, shared_prefix(slot, prompt), keep);
+  if (boundary >= 0) slot.cache.restore_rings(slot.boundaries[boundary].rings);
+  if (boundary == -2) keep = 0;
+  slot.tokens.resize(keep);
+  slot.image_digests.resize(keep);
+  // Boundaries past the kept prefix describe a sequence the slot no longer holds.
+  std::erase_if(slot.boundaries, [&](const Slot::Boundary& b) { return b.length > keep; });
+
+  const auto start = Clock::now();
+  Prefill p;
+  p.prompt = &prompt;
+  p.next = keep;
+  const int64_t hidden = model_.config().hidden_size;
+  size_t first = 0;
+  while (first < prompt.runs.size() && prompt.runs[first].offset < keep) ++first;
+  const size_t count = prompt.runs.size() - first;
+  if (count) p.features.resize(count * static_cast<size_t>(prompt.runs[first].count * hidden));
+  float* out = p.features.data();
+  for (size_t i = first; i < prompt.runs.size(); ++i) {
+    encoder_->encode(prompt.images[i].pixels, pool_, out);
+    p.blocks.push_back({prompt.runs[i].offset, prompt.runs[i].count, out});
+    out += prompt.runs[i].count * hidden;
+  }
+  if (stats) {
+    stats->prompt_tokens = static_cast<int64_t>(prompt.tokens.size()) - keep;
+    stats->reused_tokens = keep;
+    stats->images_encoded = static_cast<int64_t>(count);
+    stats->image_seconds = seconds_since(start);
+  }
+  return p;
+}
+
+bool Generator::advance(Slot& slot, Prefill& p, int64_t max_tokens, float* logits) {
+  const auto& tokens = p.prompt->tokens;
+  const auto total = static_cast<int64_t>(tokens.size());
+  const int64_t end = gemma::step_end(p.blocks, p.next, std::min(total, p.next + max_tokens));
+  std::vector<gemma::EmbeddingBlock> local;
+  for (const gemma::EmbeddingBlock& b : p.blocks)
+    if (b.offset >= p.next && b.offset < end) local.push_back({b.offset - p.next, b.count, b.embeddings});
+  const auto run = std::span(tokens).subspan(static_cast<size_t>(p.next), static_cast<size_t>(end - p.next));
+  model_.forward(run, p.next, slot.cache, pool_, end == total ? logits : nullptr, false, nullptr, local);
+  slot.tokens.insert(slot.tokens.end(), run.begin(), run.end());
+  slot.image_digests.insert(slot.image_digests.end(), p.prompt->digests.begin() + p.next,
+                            p.prompt->digests.begin() + end);
+  p.next = end;
+  if (!p.done()) return false;
+  save_boundary(slot);
+  return true;
+}
+
+void Generator::save_boundary(Slot& slot) {
+  if (boundaries_per_slot_ <= 0) return;
+  const auto length = static_cast<int64_t>(slot.tokens.size());
+  // Only a slot whose sliding layers drop keys needs snapshots.
+  if (model_.can_rewind(slot.cache, slot.cache.context(), 0)) return;
+  if (!slot.boundaries.empty() && slot.boundaries.back().length == length) return;
+  Slot::Boundary b;
+  if (static_cast<int>(slot.boundaries.size()) >= boundaries_per_slot_) {
+    b = std::move(slot.boundaries.front());  // reuse the oldest one's buffers
+    slot.boundaries.erase(slot.boundaries.begin());
+  }
+  b.length = length;
+  slot.cache.save_rings(b.rings);
+  slot.boundaries.push_back(std::move(b));
+}
+
+std::span<float> Generator::ingest(Slot& slot, const Prompt& prompt, GenerateStats* stats) {
+  Prefill p = begin(slot, prompt, stats);
+  const auto start = Clock::now();
+  while (!advance(slot, p, model_.max_chunk(), logits_.data())) {
+  }
+  if (stats) stats->prompt_seconds = seconds_since(start);
+  return logits_;
 }
 
 std::span<float> Generator::ingest(Slot& slot, std::span<const int32_t> prompt, GenerateStats* stats,
                                    std::span<const PromptImage> images) {
-  if (prompt.empty()) throw std::invalid_argument("empty prompt: nothing to run");
-  if (static_cast<int64_t>(prompt.size()) > slot.cache.context())
-    throw std::runtime_error("prompt of " + std::to_string(prompt.size()) + " tokens exceeds the context of " +
-                             std::to_string(slot.cache.context()) + " (raise --ctx)");
-  const std::vector<ImageRun> runs = image_runs(prompt, images.size());
-  std::vector<uint64_t> digests(prompt.size(), 0);
-  for (size_t i = 0; i < runs.size(); ++i)
-    std::fill_n(digests.begin() + runs[i].offset, runs[i].count, images[i].digest);
-
-  // Reuse the cached prefix, but always run at least the last prompt token to get its logits, and never
-  // keep part of an image: its tokens attend to each other, so they run together.
-  size_t keep = 0;
-  while (keep < slot.tokens.size() && keep < prompt.size() && slot.tokens[keep] == prompt[keep] &&
-         slot.image_digests[keep] == digests[keep])
-    ++keep;
-  keep = std::min(keep, prompt.size() - 1);
-  for (const ImageRun& r : runs)
-    if (r.offset < static_cast<int64_t>(keep) && static_cast<int64_t>(keep) < r.offset + r.count) keep = r.offset;
-  if (!model_.can_rewind(slot.cache, static_cast<int64_t>(slot.tokens.size()), static_cast<int64_t>(keep))) keep = 0;
-  slot.tokens.resize(keep);
-  slot.image_digests.resize(keep);
-
-  const auto start = Clock::now();
-  std::vector<gemma::EmbeddingBlock> blocks;
-  const int64_t hidden = model_.config().hidden_size;
-  for (size_t i = 0; i < runs.size(); ++i)
-    if (runs[i].offset >= static_cast<int64_t>(keep)) blocks.push_back({runs[i].offset - static_cast<int64_t>(keep), runs[i].count, nullptr});
-  if (!blocks.empty()) {
-    features_.resize(blocks.size() * blocks.front().count * hidden);
-    const size_t first = runs.size() - blocks.size();
-    for (size_t b = 0; b < blocks.size(); ++b) {
-      blocks[b].embeddings = features_.data() + b * blocks[b].count * hidden;
-      encoder_->encode(images[first + b].pixels, pool_, features_.data() + b * blocks[b].count * hidden);
-    }
-  }
-  const double image_seconds = seconds_since(start);
-  const auto rest = prompt.subspan(keep);
-  model_.forward(rest, static_cast<int64_t>(keep), slot.cache, pool_, logits_.data(), false, nullptr, blocks);
-  slot.tokens.insert(slot.tokens.end(), rest.begin(), rest.end());
-  slot.image_digests.insert(slot.image_digests.end(), digests.begin() + static_cast<int64_t>(keep), digests.end());
-  if (stats) {
-    stats->prompt_tokens = static_cast<int64_t>(rest.size());
-    stats->reused_tokens = static_cast<int64_t>(keep);
-    stats->images_encoded = static_cast<int64_t>(blocks.size());
-    stats->image_seconds = image_seconds;
-    stats->prompt_seconds = seconds_since(start) - image_seconds;
-  }
-  return logits_;
+  const Prompt p = prepare(std::vector<int32_t>(prompt.begin(), prompt.end()), images);
+  return ingest(slot, p, stats);
 }
 
-std::span<float> Generator::step(Slot& slot, int32_t token) {
-  const int32_t one[1] = {token};
-  model_.forward(one, static_cast<int64_t>(slot.tokens.size()), slot.cache, pool_, logits_.data(), false);
-  slot.tokens.push_back(token);
-  slot.image_digests.push_back(0);
-  return logits_;
+void Generator::decode(std::span<Slot* const> slots, std::span<const int32_t> tokens, float* logits) {
+  rows_.clear();
+  for (size_t i = 0; i < slots.size(); ++i)
+    rows_.push_back({tokens[i], static_cast<int64_t>(slots[i]->tokens.size()), &slots[i]->cache});
+  model_.decode(rows_, pool_, logits);
+  for (size_t i = 0; i < slots.size(); ++i) {
+    slots[i]->tokens.push_back(tokens[i]);
+    slots[i]->image_digests.push_back(0);
+  }
 }
 
 GenerateStats Generator::generate(Slot& slot, std::span<const int32_t> prompt, Sampler& sampler,
                                   const GenerateOptions& options, const TextSink& sink,
                                   std::span<const PromptImage> images) {
-  GenerateStats stats;
+  Completion completion(tokenizer_, sampler, options);
+  GenerateStats& stats = completion.stats();
   std::span<float> logits = ingest(slot, prompt, &stats, images);
-  StreamDecoder decoder(tokenizer_);
-  StopFilter filter(options.stop);
   const auto start = Clock::now();
-  for (;;) {
-    if (options.max_new_tokens >= 0 && stats.generated_tokens >= options.max_new_tokens) {
-      stats.stop = StopReason::kMaxTokens;
-      break;
-    }
-    const int32_t token = sampler.sample(logits, slot.tokens);
-    if (std::find(options.eos_ids.begin(), options.eos_ids.end(), token) != options.eos_ids.end()) {
-      stats.stop = StopReason::kEos;
-      break;
-    }
-    ++stats.generated_tokens;
-    bool stopped = false;
-    const std::string text = filter.push(decoder.push(token), stopped);
-    if (!text.empty() && !sink(text)) {
-      stats.stop = StopReason::kCancelled;
-      break;
-    }
-    if (stopped) {
-      stats.stop = StopReason::kStopString;
-      break;
-    }
-    if (static_cast<int64_t>(slot.tokens.size()) >= slot.cache.context()) {
-      stats.stop = StopReason::kContextFull;
-      break;
-    }
-    logits = step(slot, token);
-  }
-  if (stats.stop != StopReason::kStopString && stats.stop != StopReason::kCancelled) {
-    bool stopped = false;
-    const std::string tail = filter.push(decoder.flush(), stopped) + (stopped ? "" : filter.flush());
-    if (!tail.empty()) sink(tail);
-  }
+  Slot* const one[1] = {&slot};
+  while (const auto token = completion.next(logits, slot, sink)) decode(one, std::span(&*token, 1), logits.data());
   stats.decode_seconds = seconds_since(start);
   return stats;
 }

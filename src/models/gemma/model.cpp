@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <stdexcept>
 
 #include "kernels/attention.h"
@@ -18,6 +19,12 @@ namespace {
 // kMaxBlockedKeys keys or more (global layers deep into a long context) stream them per query, which
 // needs no score buffer.
 constexpr int64_t kMinBlockedAttention = 8, kAttentionTile = 64, kMaxBlockedKeys = 4096;
+
+// Batched decode runs at most this many rows per pass: fewer than detail::min_gemm_tokens, so that every
+// row takes the same kernels as a lone decode step and gets its logits to the last bit (a greedy answer
+// must not change with the server's load). More rows take further passes; past 16, decode is no longer
+// bandwidth-bound on a CPU anyway.
+constexpr size_t kDecodeGroup = 16;
 
 const char* const kPrefixes[] = {"model.", "language_model.model.", "model.language_model."};
 
@@ -59,6 +66,13 @@ LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, const std::st
 
 }  // namespace
 
+int64_t step_end(std::span<const EmbeddingBlock> blocks, int64_t begin, int64_t limit) {
+  int64_t end = limit;
+  for (const EmbeddingBlock& b : blocks)
+    if (b.offset < end && b.offset + b.count > end) end = b.offset > begin ? b.offset : b.offset + b.count;
+  return end;
+}
+
 Weights bind_weights(const Config& c, const nn::LayerSource& source) {
   const std::string prefix = find_prefix(source);
   Weights w;
@@ -72,6 +86,27 @@ Weights bind_weights(const Config& c, const nn::LayerSource& source) {
   for (int64_t i = 0; i < c.num_layers; ++i)
     w.layers.push_back(bind_layer(source, c, prefix + "layers." + std::to_string(i) + "."));
   return w;
+}
+
+std::string matrix_formats(const Weights& w) {
+  std::map<std::string, int> count;
+  for (const auto& l : w.layers)
+    for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+      ++count[nn::weight_format(m->weight())];
+  ++count[nn::weight_format(w.lm_head.weight())];
+  std::vector<std::pair<int, std::string>> order;
+  for (const auto& [format, n] : count) order.emplace_back(-n, format);
+  std::sort(order.begin(), order.end());
+  std::string joined;
+  for (const auto& [n, format] : order) joined += (joined.empty() ? "" : "+") + format;
+  return joined;
+}
+
+int64_t parameter_count(const Config& c) {
+  const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  const int64_t norms = (c.sandwich_norms() ? 4 : 2) * h + (c.qk_norm() ? 2 * c.head_dim : 0);
+  const int64_t layer = h * (q + 2 * kv) + q * h + 3 * h * c.intermediate_size + norms;
+  return c.vocab_size * h * (c.tie_word_embeddings ? 1 : 2) + c.num_layers * layer + h;
 }
 
 Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
@@ -103,6 +138,9 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   block_first_.resize(chunk);
   block_last_.resize(chunk);
   key_first_.resize(chunk);
+  positions_.resize(chunk);
+  caches_.resize(chunk);
+  decode_tokens_.reserve(chunk);
 }
 
 void Model::set_prefill_precision(kernels::Precision p) {
@@ -161,10 +199,8 @@ void Model::check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_token
   }
 }
 
-void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-                    kernels::ThreadPool& pool, float* logits, bool all_positions,
-                    const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks) {
-  check_blocks(blocks, static_cast<int64_t>(tokens.size()), start_pos);
+void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
+                         std::span<const EmbeddingBlock> blocks) const {
   const auto in_block = [&](size_t i) {
     return std::any_of(blocks.begin(), blocks.end(), [&](const EmbeddingBlock& b) {
       return static_cast<int64_t>(i) >= b.offset && static_cast<int64_t>(i) < b.offset + b.count;
@@ -176,16 +212,20 @@ void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCa
                                std::to_string(start_pos + static_cast<int64_t>(i)) +
                                " is outside the vocabulary (" + std::to_string(config_.vocab_size) +
                                " rows)");
+}
+
+void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
+                    kernels::ThreadPool& pool, float* logits, bool all_positions,
+                    const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks) {
+  check_blocks(blocks, static_cast<int64_t>(tokens.size()), start_pos);
+  check_tokens(tokens, start_pos, blocks);
   if (start_pos + static_cast<int64_t>(tokens.size()) > cache.context())
     throw std::runtime_error("context length " + std::to_string(cache.context()) + " exceeded: " +
                              std::to_string(start_pos + tokens.size()) + " positions requested");
   const auto total = static_cast<int64_t>(tokens.size());
   size_t first_block = 0;
   for (int64_t done = 0; done < total;) {
-    // A chunk ends before a block it would cut, or after it when the block opens the chunk.
-    int64_t end = std::min(done + max_chunk_, total);
-    for (const EmbeddingBlock& b : blocks.subspan(first_block))
-      if (b.offset < end && b.offset + b.count > end) end = b.offset > done ? b.offset : b.offset + b.count;
+    const int64_t end = step_end(blocks.subspan(first_block), done, std::min(done + max_chunk_, total));
     std::vector<EmbeddingBlock> local;
     for (; first_block < blocks.size() && blocks[first_block].offset < end; ++first_block) {
       EmbeddingBlock b = blocks[first_block];
@@ -194,23 +234,54 @@ void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCa
     }
     const bool last_chunk = end == total;
     float* out = all_positions ? logits + done * config_.vocab_size : (last_chunk ? logits : nullptr);
-    forward_chunk(tokens.subspan(done, end - done), start_pos + done, cache, pool, out, all_positions,
-                  observer, local);
+    for (int64_t t = 0; t < end - done; ++t) {
+      positions_[t] = start_pos + done + t;
+      caches_[t] = &cache;
+    }
+    one_sequence_ = true;
+    step_precision_ = end - done > 1 ? prefill_precision_ : decode_precision_;
+    forward_rows(tokens.subspan(done, end - done), pool, out, all_positions, observer, local);
     done = end;
   }
 }
 
-void Model::forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-                          kernels::ThreadPool& pool, float* logits, bool all_positions,
-                          const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks) {
+void Model::decode(std::span<const DecodeRow> rows, kernels::ThreadPool& pool, float* logits) {
+  for (size_t t = 0; t < rows.size(); ++t) {
+    const DecodeRow& r = rows[t];
+    if (r.token < 0 || r.token >= config_.vocab_size)
+      throw std::runtime_error("token id " + std::to_string(r.token) + " of decode row " + std::to_string(t) +
+                               " is outside the vocabulary (" + std::to_string(config_.vocab_size) + " rows)");
+    if (r.position >= r.cache->context())
+      throw std::runtime_error("context length " + std::to_string(r.cache->context()) + " exceeded");
+    for (size_t u = 0; u < t; ++u)
+      if (rows[u].cache == r.cache) throw std::invalid_argument("two decode rows share one cache");
+  }
+  const size_t group = std::min(kDecodeGroup, static_cast<size_t>(chunk_capacity_));
+  for (size_t done = 0; done < rows.size(); done += group) {
+    const size_t n = std::min(rows.size() - done, group);
+    decode_tokens_.clear();
+    for (size_t t = 0; t < n; ++t) {
+      decode_tokens_.push_back(rows[done + t].token);
+      positions_[t] = rows[done + t].position;
+      caches_[t] = rows[done + t].cache;
+    }
+    one_sequence_ = false;
+    step_precision_ = decode_precision_;
+    forward_rows(decode_tokens_, pool, logits + done * config_.vocab_size, true, nullptr, {});
+  }
+}
+
+void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
+                         bool all_positions, const HiddenObserver* observer,
+                         std::span<const EmbeddingBlock> blocks) {
   const int64_t n = static_cast<int64_t>(tokens.size());
-  embed(tokens, start_pos, blocks);
-  if (observer) (*observer)(0, hidden_.data(), start_pos, n);
-  prepare_rope(start_pos, n);
+  embed(tokens, blocks);
+  if (observer) (*observer)(0, hidden_.data(), positions_[0], n);
+  prepare_rope(n);
   for (int64_t l = 0; l < config_.num_layers; ++l) {
-    attention_block(l, start_pos, n, cache, pool);
+    attention_block(l, n, pool);
     mlp_block(l, n, pool);
-    if (observer) (*observer)(l + 1, hidden_.data(), start_pos, n);
+    if (observer) (*observer)(l + 1, hidden_.data(), positions_[0], n);
   }
   if (!logits) return;
   if (all_positions)
@@ -219,29 +290,28 @@ void Model::forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn
     lm_head(n - 1, 1, pool, logits);
 }
 
-void Model::embed(std::span<const int32_t> tokens, int64_t start_pos,
-                  std::span<const EmbeddingBlock> blocks) {
+void Model::embed(std::span<const int32_t> tokens, std::span<const EmbeddingBlock> blocks) {
   const int64_t h = config_.hidden_size;
   const float scale = config_.embed_scale();
   for (size_t t = 0; t < tokens.size(); ++t) {
     weights_.embed_tokens.lookup(tokens[t], scale, hidden_.data() + t * h);
-    block_first_[t] = block_last_[t] = start_pos + static_cast<int64_t>(t);
+    block_first_[t] = block_last_[t] = positions_[t];
   }
   for (const EmbeddingBlock& b : blocks) {
     std::copy(b.embeddings, b.embeddings + b.count * h, hidden_.data() + b.offset * h);
     for (int64_t t = b.offset; t < b.offset + b.count; ++t) {
-      block_first_[t] = start_pos + b.offset;
-      block_last_[t] = start_pos + b.offset + b.count - 1;
+      block_first_[t] = positions_[b.offset];
+      block_last_[t] = positions_[b.offset + b.count - 1];
     }
   }
 }
 
-void Model::prepare_rope(int64_t start_pos, int64_t n) {
+void Model::prepare_rope(int64_t n) {
   const int64_t half = config_.head_dim / 2;
   for (size_t kind = 0; kind < rope_kinds_.size(); ++kind) {
     const auto [base, scale] = rope_kinds_[kind];
     for (int64_t t = 0; t < n; ++t) {
-      const double pos = static_cast<double>(start_pos + t) / scale;
+      const double pos = static_cast<double>(positions_[t]) / scale;
       for (int64_t i = 0; i < half; ++i) {
         const double angle =
             pos * std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(config_.head_dim));
@@ -252,8 +322,7 @@ void Model::prepare_rope(int64_t start_pos, int64_t n) {
   }
 }
 
-void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache& cache,
-                            kernels::ThreadPool& pool) {
+void Model::attention_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   const Config& c = config_;
   const LayerWeights& w = weights_.layers[l];
   const int64_t hd = c.head_dim, half = hd / 2, q_width = c.num_heads * hd, kv_width = c.num_kv_heads * hd;
@@ -273,7 +342,7 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
     const float* sin = rope_sin_[kind].data() + t * half;
     kernels::rope_neox(q_.data() + t * q_width, c.num_heads, hd, cos, sin);
     kernels::rope_neox(k_.data() + t * kv_width, c.num_kv_heads, hd, cos, sin);
-    cache.store(l, start_pos + t, k_.data() + t * kv_width, v_.data() + t * kv_width);
+    caches_[t]->store(l, positions_[t], k_.data() + t * kv_width, v_.data() + t * kv_width);
   }
 
   // Sliding layers: query i sees key j iff j <= i and i - j < window, or j is in i's image block (which
@@ -284,13 +353,13 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
   const float scale = c.attention_scale();
   const float softcap = static_cast<float>(c.attn_logit_softcapping.value_or(0.0));
   for (int64_t t = 0; t < n; ++t) {
-    const int64_t pos = start_pos + t;
+    const int64_t pos = positions_[t];
     key_first_[t] = sliding ? std::min(block_first_[t], std::max<int64_t>(0, pos - c.sliding_window + 1)) : 0;
   }
-  if (n < kMinBlockedAttention) {
+  if (n < kMinBlockedAttention || !one_sequence_) {
     pool.run(n * c.num_heads, [&](int64_t task) {
       const int64_t t = task / c.num_heads, h = task % c.num_heads;
-      kernels::attend(q_.data() + t * q_width + h * hd, cache.head(l, h / group), key_first_[t],
+      kernels::attend(q_.data() + t * q_width + h * hd, caches_[t]->head(l, h / group), key_first_[t],
                       block_last_[t], hd, scale, softcap, attn_.data() + t * q_width + h * hd);
     });
   } else {
@@ -300,7 +369,7 @@ void Model::attention_block(int64_t l, int64_t start_pos, int64_t n, nn::KVCache
       const int64_t m = std::min(kAttentionTile, n - t0);
       const float* q = q_.data() + t0 * q_width + h * hd;
       float* out = attn_.data() + t0 * q_width + h * hd;
-      const kernels::KVRows kv = cache.head(l, h / group);
+      const kernels::KVRows kv = caches_[t0]->head(l, h / group);
       if (block_last_[t0 + m - 1] - key_first_[t0] < kMaxBlockedKeys) {
         kernels::attend_rows(q, q_width, m, kv, key_first_.data() + t0, block_last_.data() + t0, hd, scale,
                              softcap, out, q_width);
@@ -339,7 +408,7 @@ void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
 
 void Model::linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n,
                    float* y) const {
-  layer(pool, x, n, y, n > 1 ? prefill_precision_ : decode_precision_);
+  layer(pool, x, n, y, step_precision_);
 }
 
 void Model::lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) {

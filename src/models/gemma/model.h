@@ -48,6 +48,12 @@ struct Weights {
 // is missing or misshapen.
 Weights bind_weights(const Config& c, const nn::LayerSource& source);
 
+// The formats of the model's matrices, most frequent first and joined by '+' when they differ: a
+// llama-quantize mix such as Q4_K_M of the 270M reads "Q5_0+Q8_0+Q4_K+Q6_K".
+std::string matrix_formats(const Weights& w);
+// Parameters of the text model (the embedding counted once when tied), from its shapes.
+int64_t parameter_count(const Config& c);
+
 // Called with the residual stream: index 0 after the embedding, i + 1 after layer i; rows are
 // positions [start, start + n_tokens).
 using HiddenObserver =
@@ -60,6 +66,17 @@ struct EmbeddingBlock {
   int64_t offset = 0;
   int64_t count = 0;
   const float* embeddings = nullptr;
+};
+
+// Where a forward step that starts at token `begin` and may run up to `limit` ends: before a block it would
+// cut, or after the block when one opens the step (a block's tokens attend to each other: they run together).
+int64_t step_end(std::span<const EmbeddingBlock> blocks, int64_t begin, int64_t limit);
+
+// One sequence's next token in a batched decode step: the token, its position and the sequence's cache.
+struct DecodeRow {
+  int32_t token = 0;
+  int64_t position = 0;
+  nn::KVCache* cache = nullptr;
 };
 
 class Model {
@@ -103,15 +120,23 @@ class Model {
                kernels::ThreadPool& pool, float* logits, bool all_positions,
                const HiddenObserver* observer = nullptr, std::span<const EmbeddingBlock> blocks = {});
 
+  // One decode step of several sequences in one pass over the weights (what makes serving many clients
+  // pay on a bandwidth-bound CPU): writes the logits of each row ([rows, vocab]), equal to those of forward()
+  // on that row alone (bit for bit where the CPU has no AVX512_BF16 / VNNI kernel that 8 or more rows would
+  // take). Each row has its own cache (no two rows may share one).
+  void decode(std::span<const DecodeRow> rows, kernels::ThreadPool& pool, float* logits);
+
  private:
   void check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_tokens, int64_t start_pos) const;
-  void forward_chunk(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-                     kernels::ThreadPool& pool, float* logits, bool all_positions,
-                     const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks);
-  void embed(std::span<const int32_t> tokens, int64_t start_pos, std::span<const EmbeddingBlock> blocks);
-  void prepare_rope(int64_t start_pos, int64_t n);
-  void attention_block(int64_t layer, int64_t start_pos, int64_t n, nn::KVCache& cache,
-                       kernels::ThreadPool& pool);
+  void check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
+                    std::span<const EmbeddingBlock> blocks) const;
+  // One forward step over the rows set in positions_ and caches_ (a chunk of one sequence, or one token
+  // of each of several); logits of every row when all_positions, else of the last.
+  void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
+                    bool all_positions, const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks);
+  void embed(std::span<const int32_t> tokens, std::span<const EmbeddingBlock> blocks);
+  void prepare_rope(int64_t n);
+  void attention_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void mlp_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
   void linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const;
@@ -123,6 +148,7 @@ class Model {
   int64_t chunk_capacity_;
   kernels::Precision prefill_precision_ = kernels::Precision::kExact;
   kernels::Precision decode_precision_ = kernels::Precision::kExact;
+  kernels::Precision step_precision_ = kernels::Precision::kExact;  // of the forward step running now
   // RoPE tables per distinct (base, scale): [max_chunk, head_dim / 2] each for cos and sin.
   std::vector<std::pair<double, double>> rope_kinds_;
   std::vector<int> layer_rope_kind_;
@@ -133,6 +159,12 @@ class Model {
   // to (itself, for a token outside any block).
   std::vector<int64_t> block_first_, block_last_;
   std::vector<int64_t> key_first_;  // per query of the chunk: the first position its layer lets it see
+  // Per row of the step: its position and its sequence's cache; one_sequence_ when the rows are consecutive
+  // positions of one cache (a prompt chunk), which lets attention read them as query tiles.
+  std::vector<int64_t> positions_;
+  std::vector<nn::KVCache*> caches_;
+  bool one_sequence_ = true;
+  std::vector<int32_t> decode_tokens_;
 };
 
 }  // namespace ge::gemma

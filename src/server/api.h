@@ -1,0 +1,80 @@
+// What the Ollama and OpenAI routes share: a generation request in one shape whichever API it came
+// through, its checks, and streaming a Job's text as an HTTP response.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/chat_template.h"
+#include "runtime/engine.h"
+#include "server/server.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace ge::server {
+
+// A request that gets a 4xx or 5xx; each API renders it in its own error shape.
+struct ApiError : std::runtime_error {
+  ApiError(int status, const std::string& message) : std::runtime_error(message), status(status) {}
+  int status;
+};
+
+using ModelLookup = std::function<ServedModel&(const std::string& name)>;
+
+// A generation request, whichever API it came through.
+struct Generation {
+  ServedModel* model = nullptr;
+  bool chat = true;  // messages through the chat template; else `prompt` as it is
+  std::vector<runtime::ChatMessage> messages;
+  std::string prompt;
+  std::vector<std::string> images;  // encoded image files, in prompt order
+  runtime::SamplingParams sampling;  // the model's defaults, then the request's options
+  runtime::GenerateOptions options;
+  int64_t context = 0;  // the request's own limit on prompt + answer (num_ctx); 0: the slot's
+  bool stream = true;
+};
+
+// The request's JSON body; 400 for malformed JSON or a body that is not an object.
+nlohmann::json parse_body(const std::string& body);
+// Typed fields: 400 naming the field when present with the wrong type or out of range.
+std::optional<std::string> string_field(const nlohmann::json& j, const char* name);
+std::optional<double> number_field(const nlohmann::json& j, const char* name, double min, double max);
+std::optional<int64_t> integer_field(const nlohmann::json& j, const char* name, int64_t min, int64_t max);
+std::optional<bool> bool_field(const nlohmann::json& j, const char* name);
+// `stop`: a string or an array of strings.
+std::vector<std::string> stop_field(const nlohmann::json& j, const char* name);
+
+// Fills sampling and options from the model's defaults; ends answers with <end_of_turn> for chats.
+void init_generation(Generation& g, ServedModel& model);
+// The bytes of standard base64 (padding optional); 400 naming `field` for anything else.
+std::string decode_base64(std::string_view text, const std::string& field);
+
+// Tokenizes, preprocesses the images, checks everything the engine would refuse (400) and queues the
+// job (503 when the queue is full or the server is stopping).
+std::shared_ptr<runtime::Job> submit(const Generation& g);
+
+// Every piece of text the job produces, until it ends; an engine error becomes a 500.
+runtime::Job::Progress collect(runtime::Job& job);
+
+// Streams the job: `render` turns each piece of progress into bytes to send (possibly none). A client
+// that goes away cancels the job, which frees its slot at the engine's next step.
+void stream(httplib::Response& res, std::shared_ptr<runtime::Job> job, const char* content_type,
+            std::function<std::string(const runtime::Job::Progress&)> render);
+
+// "stop" (EOS, a stop string) or "length" (max tokens, context): both APIs' done/finish reason.
+const char* finish_reason(runtime::StopReason stop);
+// RFC 3339 UTC with nanoseconds, as Ollama writes created_at.
+std::string rfc3339_now();
+int64_t unix_now();
+
+void add_ollama_routes(httplib::Server& http, const ModelLookup& find, const std::vector<ServedModel*>& models);
+void add_openai_routes(httplib::Server& http, const ModelLookup& find, const std::vector<ServedModel*>& models);
+
+}  // namespace ge::server
