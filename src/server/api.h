@@ -3,6 +3,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -27,6 +28,13 @@ struct ApiError : std::runtime_error {
 };
 
 using ModelLookup = std::function<ServedModel&(const std::string& name)>;
+
+// What the routes of both APIs need of the server.
+struct RouteContext {
+  ModelLookup find;
+  std::vector<ServedModel*> models;
+  std::atomic<int>* open_streams = nullptr;  // streamed responses not yet fully written
+};
 
 // A generation request, whichever API it came through.
 struct Generation {
@@ -65,8 +73,9 @@ runtime::Job::Progress collect(runtime::Job& job);
 
 // Streams the job: `render` turns each piece of progress into bytes to send (possibly none). A client
 // that goes away cancels the job, which frees its slot at the engine's next step.
+// The server stops only once `open_streams` is back to 0 (httplib cuts streams that are still open).
 void stream(httplib::Response& res, std::shared_ptr<runtime::Job> job, const char* content_type,
-            std::function<std::string(const runtime::Job::Progress&)> render);
+            std::atomic<int>& open_streams, std::function<std::string(const runtime::Job::Progress&)> render);
 
 // "stop" (EOS, a stop string) or "length" (max tokens, context): both APIs' done/finish reason.
 const char* finish_reason(runtime::StopReason stop);
@@ -74,7 +83,7 @@ const char* finish_reason(runtime::StopReason stop);
 std::string rfc3339_now();
 int64_t unix_now();
 
-void add_ollama_routes(httplib::Server& http, const ModelLookup& find, const std::vector<ServedModel*>& models);
-void add_openai_routes(httplib::Server& http, const ModelLookup& find, const std::vector<ServedModel*>& models);
+void add_ollama_routes(httplib::Server& http, const RouteContext& context);
+void add_openai_routes(httplib::Server& http, const RouteContext& context);
 
 }  // namespace ge::server

@@ -90,7 +90,7 @@ httplib::Server::Handler handler(F f) {
 
 // Serves a generation as Ollama does: NDJSON objects, each with the model, created_at and `piece(text)`,
 // the last with done and the metrics; or one object when not streaming.
-void respond(httplib::Response& res, const Generation& g, const std::function<json(const std::string&)>& piece) {
+void respond(httplib::Response& res, std::atomic<int>& open_streams, const Generation& g, const std::function<json(const std::string&)>& piece) {
   const auto received = std::chrono::steady_clock::now();
   auto job = submit(g);
   const std::string model = g.model->name;
@@ -107,7 +107,7 @@ void respond(httplib::Response& res, const Generation& g, const std::function<js
     res.set_content(j.dump(), "application/json");
     return;
   }
-  stream(res, job, "application/x-ndjson", [object, received](const runtime::Job::Progress& p) {
+  stream(res, job, "application/x-ndjson", open_streams, [object, received](const runtime::Job::Progress& p) {
     std::string out;
     if (!p.text.empty()) out += object(p.text, false).dump() + "\n";
     if (p.done) {
@@ -147,8 +147,11 @@ std::string digest(const ServedModel& m) {
 
 }  // namespace
 
-void add_ollama_routes(httplib::Server& http, const ModelLookup& find, const std::vector<ServedModel*>& models) {
-  http.Post("/api/generate", handler([find](const httplib::Request& req, httplib::Response& res) {
+void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
+  const ModelLookup& find = context.find;
+  const std::vector<ServedModel*>& models = context.models;
+  std::atomic<int>* open_streams = context.open_streams;
+  http.Post("/api/generate", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
     const json body = parse_body(req.body);
     const auto name = string_field(body, "model");
     if (!name) throw ApiError(400, "'model' is required");
@@ -170,10 +173,10 @@ void add_ollama_routes(httplib::Server& http, const ModelLookup& find, const std
         g.messages.push_back({"system", *system, 0});
       g.messages.push_back({"user", g.prompt, static_cast<int64_t>(g.images.size())});
     }
-    respond(res, g, [](const std::string& text) { return json{{"response", text}}; });
+    respond(res, *open_streams, g, [](const std::string& text) { return json{{"response", text}}; });
   }));
 
-  http.Post("/api/chat", handler([find](const httplib::Request& req, httplib::Response& res) {
+  http.Post("/api/chat", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
     const json body = parse_body(req.body);
     const auto name = string_field(body, "model");
     if (!name) throw ApiError(400, "'model' is required");
@@ -197,7 +200,7 @@ void add_ollama_routes(httplib::Server& http, const ModelLookup& find, const std
       g.images.insert(g.images.end(), images.begin(), images.end());
       g.messages.push_back({*role, string_field(msg, "content").value_or(""), static_cast<int64_t>(images.size())});
     }
-    respond(res, g, [](const std::string& text) {
+    respond(res, *open_streams, g, [](const std::string& text) {
       return json{{"message", {{"role", "assistant"}, {"content", text}}}};
     });
   }));
@@ -223,7 +226,7 @@ void add_ollama_routes(httplib::Server& http, const ModelLookup& find, const std
     }
     res.set_content(json{{"models", list}}.dump(), "application/json");
   }));
-  http.Post("/api/show", handler([find](const httplib::Request& req, httplib::Response& res) {
+  http.Post("/api/show", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
     const json body = parse_body(req.body);
     auto name = string_field(body, "model");
     if (!name) name = string_field(body, "name");  // the older spelling

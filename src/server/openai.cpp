@@ -120,7 +120,7 @@ void read_content(const json& content, const std::string& where, runtime::ChatMe
 }
 
 // Serves a generation as OpenAI does. `choice(text, finish)` is the endpoint's choice object.
-void respond(httplib::Response& res, const Generation& g, bool with_usage, const char* object, const char* chunk_object,
+void respond(httplib::Response& res, std::atomic<int>& open_streams, const Generation& g, bool with_usage, const char* object, const char* chunk_object,
              const std::function<json(const std::string&, const json& finish, bool first)>& choice) {
   auto job = submit(g);
   const std::string id = new_id(object == std::string("chat.completion") ? "chatcmpl-" : "cmpl-");
@@ -138,7 +138,7 @@ void respond(httplib::Response& res, const Generation& g, bool with_usage, const
     return;
   }
   auto first = std::make_shared<bool>(true);
-  stream(res, job, "text/event-stream", [=](const runtime::Job::Progress& p) {
+  stream(res, job, "text/event-stream", open_streams, [=](const runtime::Job::Progress& p) {
     std::string out;
     if (!p.text.empty() || (*first && !p.done)) {
       json j = envelope(chunk_object);
@@ -163,8 +163,11 @@ void respond(httplib::Response& res, const Generation& g, bool with_usage, const
 
 }  // namespace
 
-void add_openai_routes(httplib::Server& http, const ModelLookup& find, const std::vector<ServedModel*>& models) {
-  http.Post("/v1/chat/completions", handler([find](const httplib::Request& req, httplib::Response& res) {
+void add_openai_routes(httplib::Server& http, const RouteContext& context) {
+  const ModelLookup& find = context.find;
+  const std::vector<ServedModel*>& models = context.models;
+  std::atomic<int>* open_streams = context.open_streams;
+  http.Post("/v1/chat/completions", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
     const json body = parse_body(req.body);
     const auto name = string_field(body, "model");
     if (!name) throw ApiError(400, "'model' is required");
@@ -187,7 +190,7 @@ void add_openai_routes(httplib::Server& http, const ModelLookup& find, const std
       read_content(m.contains("content") ? m["content"] : json(), where, msg, g.images);
       g.messages.push_back(std::move(msg));
     }
-    respond(res, g, include_usage(body), "chat.completion", "chat.completion.chunk",
+    respond(res, *open_streams, g, include_usage(body), "chat.completion", "chat.completion.chunk",
             [stream = g.stream](const std::string& text, const json& finish, bool first) {
               json delta = json::object();
               if (first) delta["role"] = "assistant";
@@ -201,7 +204,7 @@ void add_openai_routes(httplib::Server& http, const ModelLookup& find, const std
             });
   }));
 
-  http.Post("/v1/completions", handler([find](const httplib::Request& req, httplib::Response& res) {
+  http.Post("/v1/completions", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
     const json body = parse_body(req.body);
     const auto name = string_field(body, "model");
     if (!name) throw ApiError(400, "'model' is required");
@@ -222,7 +225,7 @@ void add_openai_routes(httplib::Server& http, const ModelLookup& find, const std
     const bool echo = bool_field(body, "echo").value_or(false);
     const std::string prompt = g.prompt;
     auto echoed = std::make_shared<bool>(!echo);
-    respond(res, g, include_usage(body), "text_completion", "text_completion",
+    respond(res, *open_streams, g, include_usage(body), "text_completion", "text_completion",
             [prompt, echoed](const std::string& text, const json& finish, bool) {
               std::string t = text;
               if (!*echoed) {

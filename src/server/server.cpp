@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <sys/socket.h>
+
 #include <cstdio>
 #include <set>
 #include <thread>
@@ -192,7 +194,12 @@ void Server::routes() {
   const size_t threads = static_cast<size_t>(options_.engine.parallel) + options_.engine.max_queue + 16;
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_payload_max_length(options_.max_body_bytes);
-  http.set_keep_alive_timeout(2);
+  // Debian's cpp-httplib listens with a backlog of 5: a burst of clients connecting at once overflows it
+  // and some wait seconds for the kernel to retry. The socket is kept here and listen() raises it.
+  http.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_socket_ = sock;
+  });
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (options_.api_key.empty() || req.path == "/" || req.path == "/health")
       return httplib::Server::HandlerResponse::Unhandled;
@@ -228,10 +235,10 @@ void Server::routes() {
     if (draining_) throw ApiError(503, "the server is stopping");
     return find_model(name);
   };
-  std::vector<ServedModel*> ready;
-  for (const auto& m : models_) ready.push_back(m.get());
-  add_ollama_routes(http, find, ready);
-  add_openai_routes(http, find, ready);
+  RouteContext context{find, {}, &open_streams_};
+  for (const auto& m : models_) context.models.push_back(m.get());
+  add_ollama_routes(http, context);
+  add_openai_routes(http, context);
 }
 
 void Server::run(const std::function<void(int port)>& on_listening) {
@@ -242,6 +249,7 @@ void Server::run(const std::function<void(int port)>& on_listening) {
   if (port < 0)
     throw std::runtime_error("cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
                              " (in use, or not an address of this machine)");
+  ::listen(listen_socket_, SOMAXCONN);
   std::thread listener([this] { http_->listen_after_bind(); });
   if (on_listening) on_listening(port);
   try {
@@ -258,6 +266,9 @@ void Server::shutdown() {
   draining_ = true;
   for (const auto& m : models_)
     if (m->ready) m->engine->drain();
+  // The engines are done; let the HTTP threads write what their streams still hold (httplib cuts
+  // streams that are open when it stops), for at most a few seconds.
+  for (int i = 0; i < 500 && open_streams_ > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (http_) http_->stop();
 }
 

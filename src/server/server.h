@@ -76,6 +76,8 @@ class Server {
   std::vector<std::unique_ptr<ServedModel>> models_;
   std::unique_ptr<httplib::Server> http_;
   std::atomic<bool> draining_{false};
+  std::atomic<int> open_streams_{0};
+  int listen_socket_ = -1;
   std::string load_error_;
   mutable std::mutex counts_mutex_;
   std::map<std::pair<std::string, int>, int64_t> request_counts_;  // (path, status) -> requests
