@@ -1,13 +1,14 @@
 // Serving many sequences on the demo model: batched decode gives each row the logits of a lone step, the
 // engine's concurrent answers equal those of each request run alone, and prefix reuse survives the sliding
 // window through the ring snapshots taken at turn boundaries.
+#include "runtime/engine.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <thread>
 
 #include "loader/model_loader.h"
-#include "runtime/engine.h"
 #include "test_util.h"
 
 namespace ge::runtime {
@@ -68,7 +69,8 @@ class EngineTest : public ::testing::Test {
 };
 
 TEST_F(EngineTest, BatchedDecodeGivesEachRowTheLogitsOfALoneStep) {
-  const std::vector<std::string> prompts = {"The quick brown fox", "Once upon a time there", "Hello", "A B C D E F G H I J K"};
+  const std::vector<std::string> prompts = {"The quick brown fox", "Once upon a time there", "Hello",
+                                            "A B C D E F G H I J K"};
   std::vector<Slot> batched, single;
   std::vector<int32_t> next;
   Generator gen(*m_.model, m_.tokenizer, pool_);
@@ -163,7 +165,8 @@ TEST_F(EngineTest, PromptPastTheContextIsRefusedBeforeQueueing) {
   EngineOptions o;
   o.context = 8;
   Engine engine(*m_.model, m_.tokenizer, pool_, nullptr, o);
-  EXPECT_THROW(engine.check(*job(ids("one two three four five six seven eight nine ten"), 4)), std::invalid_argument);
+  EXPECT_THROW(engine.check(*job(ids("one two three four five six seven eight nine ten"), 4)),
+               std::invalid_argument);
   EXPECT_THROW(engine.check(*job({1, 2, static_cast<int32_t>(vocab())}, 4)), std::invalid_argument);
 }
 
@@ -171,9 +174,12 @@ TEST_F(EngineTest, PromptPastTheContextIsRefusedBeforeQueueing) {
 // shares the slot's sequence only up to the end of the first prompt, 30 tokens before the slot's end:
 // far past the window, so only the snapshot taken there lets the slot keep the first turn.
 TEST_F(EngineTest, BoundarySnapshotReusesThePrefixPastTheWindowWithColdLogits) {
-  const auto first = ids("<start_of_turn>user\nThe quick brown fox jumps over the lazy dog<end_of_turn>\n<start_of_turn>model\n");
+  const auto first =
+      ids("<start_of_turn>user\nThe quick brown fox jumps over the lazy "
+          "dog<end_of_turn>\n<start_of_turn>model\n");
   auto second = first;
-  for (const int32_t t : ids("An answer other than the generated one, then a new question: why?")) second.push_back(t);
+  for (const int32_t t : ids("An answer other than the generated one, then a new question: why?"))
+    second.push_back(t);
   for (const int boundaries : {2, 0}) {
     Generator gen(*m_.model, m_.tokenizer, pool_, boundaries);
     Slot slot(*m_.model, 256), cold(*m_.model, 256);

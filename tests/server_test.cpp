@@ -86,8 +86,8 @@ json post_json(httplib::Client& c, const std::string& path, const json& body, in
 
 // What `gemma run` prints for a greedy chat (its text, without the final newline).
 std::string gemma_run(const std::string& prompt, int tokens, const std::string& args = "") {
-  const std::string cmd = std::string(GE_GEMMA_BIN) + " run --temp 0 -n " + std::to_string(tokens) + " -p '" + prompt +
-                          "' " + args + " 2>/dev/null";
+  const std::string cmd = std::string(GE_GEMMA_BIN) + " run --temp 0 -n " + std::to_string(tokens) + " -p '" +
+                          prompt + "' " + args + " 2>/dev/null";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
@@ -123,7 +123,8 @@ std::string stream_chat(httplib::Client& c, const json& body, json* last = nullp
   std::string buffer, text;
   auto r = c.Post("/api/chat", httplib::Headers{}, body.dump(), "application/json");
   if (!r) throw std::runtime_error("streamed chat failed: " + httplib::to_string(r.error()));
-  if (r->status != 200) throw std::runtime_error("streamed chat failed: " + std::to_string(r->status) + " " + r->body);
+  if (r->status != 200)
+    throw std::runtime_error("streamed chat failed: " + std::to_string(r->status) + " " + r->body);
   std::istringstream lines(r->body);
   for (std::string line; std::getline(lines, line);) {
     const json j = json::parse(line);
@@ -148,8 +149,8 @@ TEST(Server, RealOllamaAndOpenAIClientsGetWhatGemmaRunPrints) {
   const json r = json::parse(out);
   const std::string expected = gemma_run("Why is the sky blue?", 12);
   ASSERT_FALSE(expected.empty());
-  for (const char* key :
-       {"ollama_chat", "ollama_chat_stream", "ollama_generate", "ollama_generate_stream", "openai_chat", "openai_chat_stream"})
+  for (const char* key : {"ollama_chat", "ollama_chat_stream", "ollama_generate", "ollama_generate_stream",
+                          "openai_chat", "openai_chat_stream"})
     EXPECT_EQ(r[key].get<std::string>(), expected) << key;
   EXPECT_EQ(r["openai_chat_usage"]["completion_tokens"], 12);
   EXPECT_EQ(r["openai_chat_stream_usage"]["completion_tokens"], 12);
@@ -172,26 +173,52 @@ TEST(Server, BadRequestsGetA4xxWithAClearErrorAndTheServerKeepsServing) {
       {"/api/chat", "[1, 2]", 400, "JSON object"},
       {"/api/chat", R"({"messages": [{"role": "user", "content": "hi"}]})", 400, "'model' is required"},
       {"/api/chat", R"({"model": 5, "messages": []})", 400, "'model' must be a string"},
-      {"/api/chat", R"({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})", 404, "gemma3-tiny"},
-      {"/api/chat", R"({"model": "gemma3-tiny", "messages": {"role": "user"}})", 400, "'messages' must be an array"},
+      {"/api/chat", R"({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})", 404,
+       "gemma3-tiny"},
+      {"/api/chat", R"({"model": "gemma3-tiny", "messages": {"role": "user"}})", 400,
+       "'messages' must be an array"},
       {"/api/chat", R"({"model": "gemma3-tiny", "messages": [{"content": "hi"}]})", 400, "role' is required"},
-      {"/api/chat", R"({"model": "gemma3-tiny", "messages": [{"role": "model", "content": "hi"}]})", 400, "alternate"},
-      {"/api/chat", R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": -5}})", 400, "num_predict"},
-      {"/api/chat", R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "options": {"temperature": "hot"}})", 400, "temperature"},
-      {"/api/chat", R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "options": {"temperature": 1e999}})", 400, "JSON"},
-      {"/api/chat", R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "options": {"top_p": 7}})", 400, "top_p"},
-      {"/api/chat", R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi", "images": ["@@@"]}]})", 400, "base64"},
-      {"/api/chat", R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi", "images": ["aGVsbG8="]}]})", 400, "text only"},
-      {"/api/generate", R"({"model": "gemma3-tiny", "prompt": ")" + std::string(400, 'a') + " " + std::string(50, '.') + R"("})", 400, "context"},
+      {"/api/chat", R"({"model": "gemma3-tiny", "messages": [{"role": "model", "content": "hi"}]})", 400,
+       "alternate"},
+      {"/api/chat",
+       R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": -5}})",
+       400, "num_predict"},
+      {"/api/chat",
+       R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "options": {"temperature": "hot"}})",
+       400, "temperature"},
+      {"/api/chat",
+       R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "options": {"temperature": 1e999}})",
+       400, "JSON"},
+      {"/api/chat",
+       R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "options": {"top_p": 7}})",
+       400, "top_p"},
+      {"/api/chat",
+       R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi", "images": ["@@@"]}]})", 400,
+       "base64"},
+      {"/api/chat",
+       R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi", "images": ["aGVsbG8="]}]})",
+       400, "text only"},
+      {"/api/generate",
+       R"({"model": "gemma3-tiny", "prompt": ")" + std::string(400, 'a') + " " + std::string(50, '.') +
+           R"("})",
+       400, "context"},
       {"/api/generate", R"({"model": "gemma3-tiny", "prompt": "hi", "stream": "yes"})", 400, "'stream'"},
       {"/api/generate", "{\"model\": \"gemma3-tiny\", \"prompt\": \"" + big + "\"}", 413, "larger"},
       {"/v1/chat/completions", "{oops", 400, "not valid JSON"},
       {"/v1/chat/completions", R"({"model": "gemma3-tiny", "messages": []})", 400, "non-empty array"},
-      {"/v1/chat/completions", R"({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})", 404, "gemma3-tiny"},
-      {"/v1/chat/completions", R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2})", 400, "'n' must be 1"},
-      {"/v1/chat/completions", R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1})", 400, "max_tokens"},
-      {"/v1/chat/completions", R"({"model": "gemma3-tiny", "messages": [{"role": "tool", "content": "hi"}]})", 400, "role"},
-      {"/v1/chat/completions", R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}]}]})", 400, "data URL"},
+      {"/v1/chat/completions", R"({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})", 404,
+       "gemma3-tiny"},
+      {"/v1/chat/completions",
+       R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2})", 400,
+       "'n' must be 1"},
+      {"/v1/chat/completions",
+       R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1})", 400,
+       "max_tokens"},
+      {"/v1/chat/completions", R"({"model": "gemma3-tiny", "messages": [{"role": "tool", "content": "hi"}]})",
+       400, "role"},
+      {"/v1/chat/completions",
+       R"({"model": "gemma3-tiny", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}]}]})",
+       400, "data URL"},
       {"/v1/completions", R"({"model": "gemma3-tiny", "prompt": 7})", 400, "'prompt'"},
       {"/v1/nothing", "{}", 404, "no such endpoint"},
   };
@@ -202,8 +229,9 @@ TEST(Server, BadRequestsGetA4xxWithAClearErrorAndTheServerKeepsServing) {
     const json j = json::parse(r->body, nullptr, false);
     ASSERT_FALSE(j.is_discarded()) << r->body;
     // Ollama's {"error": "..."} and OpenAI's {"error": {"message": ...}}.
-    const std::string message = std::string(k.path).starts_with("/v1/") ? j["error"]["message"].get<std::string>()
-                                                                        : j["error"].get<std::string>();
+    const std::string message = std::string(k.path).starts_with("/v1/")
+                                    ? j["error"]["message"].get<std::string>()
+                                    : j["error"].get<std::string>();
     EXPECT_NE(message.find(k.says), std::string::npos) << k.path << ": " << message;
   }
   int status = 0;
@@ -230,8 +258,10 @@ TEST(Server, ListsShowsAndReportsItsModelsAndItsHealth) {
   EXPECT_EQ(json::parse(c.Get("/v1/models")->body)["data"][0]["id"], "gemma3-tiny");
   post_json(c, "/api/chat", chat("Count me", 5, false));
   const std::string metrics = c.Get("/metrics")->body;
-  EXPECT_NE(metrics.find("gemma_requests_total{path=\"/api/chat\",status=\"200\"} 1"), std::string::npos) << metrics;
-  EXPECT_NE(metrics.find("gemma_generated_tokens_total{model=\"gemma3-tiny\"} 5"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("gemma_requests_total{path=\"/api/chat\",status=\"200\"} 1"), std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("gemma_generated_tokens_total{model=\"gemma3-tiny\"} 5"), std::string::npos)
+      << metrics;
   EXPECT_NE(metrics.find("gemma_slots{model=\"gemma3-tiny\"} 1"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("# TYPE gemma_queue_length gauge"), std::string::npos);
 }
@@ -252,7 +282,8 @@ TEST(Server, ThirtyTwoConcurrentStreamsEqualTheSameRequestsRunAlone) {
   ServerProcess server("--parallel 4 --queue 64");
   constexpr int kClients = 32;
   std::vector<std::string> prompts, concurrent(kClients);
-  for (int i = 0; i < kClients; ++i) prompts.push_back("Client " + std::to_string(i) + std::string(i % 5, '!'));
+  for (int i = 0; i < kClients; ++i)
+    prompts.push_back("Client " + std::to_string(i) + std::string(i % 5, '!'));
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
   for (int i = 0; i < kClients; ++i)
@@ -348,7 +379,8 @@ TEST(Server, ImagesThroughBothApisAnswerAsGemmaRunDoes) {
   ServerProcess server("-m " + model.string());
   auto c = server.client();
   const std::string b64 = base64(test::read_bytes(image));
-  const std::string expected = gemma_run("Tell me a story", 8, "-m " + model.string() + " --image " + image.string());
+  const std::string expected =
+      gemma_run("Tell me a story", 8, "-m " + model.string() + " --image " + image.string());
   ASSERT_FALSE(expected.empty());
   json ollama = chat("Tell me a story", 8, false);
   ollama["model"] = "gemma3-tiny-vision";

@@ -31,9 +31,11 @@ void serve(ServeOptions& o) {
     models.emplace_back(o.models[i], i < o.mmproj.size() ? o.mmproj[i] : "");
   o.server.engine.context = o.context;
   o.server.engine.kv_type = kv_cache_type(o.kv_type);
-  o.server.precision = o.precision.exact ? kernels::Precision::kExact : kernels::Precision::kReducedActivations;
+  o.server.precision =
+      o.precision.exact ? kernels::Precision::kExact : kernels::Precision::kReducedActivations;
   o.server.max_chunk = o.batch;
-  if (!o.precision.head_type.empty()) o.server.head_type = o.precision.head_type == "q8_0" ? DType::Q8_0 : DType::Q4_0;
+  if (!o.precision.head_type.empty())
+    o.server.head_type = o.precision.head_type == "q8_0" ? DType::Q8_0 : DType::Q4_0;
 
   // Signals go to one thread that waits for them (blocked here, before any thread starts, so that every
   // thread inherits the mask).
@@ -73,9 +75,12 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("-m,--model", o->models,
                   "Model folder or .gguf file (repeatable); clients name it by its folder or file name. "
                   "Default: the bundled demo model");
-  cmd->add_option("--mmproj", o->mmproj, "llama.cpp vision file for the GGUF model given at the same position");
+  cmd->add_option("--mmproj", o->mmproj,
+                  "llama.cpp vision file for the GGUF model given at the same position");
   cmd->add_option("--host", o->server.host, "Address to listen on")->capture_default_str();
-  cmd->add_option("--port", o->server.port, "Port (0: any free one)")->capture_default_str()->check(CLI::Range(0, 65535));
+  cmd->add_option("--port", o->server.port, "Port (0: any free one)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   cmd->add_option("--parallel", o->server.engine.parallel, "Slots per model: requests answered at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
@@ -87,7 +92,9 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->server.threads, "Compute threads per model")
       ->default_val(default_threads())
       ->check(CLI::Range(1, 1024));
-  cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")->capture_default_str()->check(CLI::Range(8, 8192));
+  cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 8192));
   cmd->add_option("--max-body", o->server.max_body_bytes, "Largest request body in bytes (413 beyond)")
       ->capture_default_str();
   add_precision_flags(cmd, o->precision);

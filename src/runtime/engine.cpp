@@ -6,15 +6,7 @@
 
 namespace ge::runtime {
 
-namespace {
-
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-}  // namespace
 
 Job::Job(std::vector<int32_t> prompt, std::vector<PreparedImage> images, SamplingParams sampling,
          GenerateOptions options)
@@ -80,8 +72,9 @@ void Engine::check(const Job& job) const {
   const auto vocab = model_.config().vocab_size;
   for (size_t i = 0; i < job.prompt_tokens_.size(); ++i)
     if (job.prompt_tokens_[i] < 0 || job.prompt_tokens_[i] >= vocab)
-      throw std::invalid_argument("token id " + std::to_string(job.prompt_tokens_[i]) + " at prompt position " +
-                                  std::to_string(i) + " is outside the vocabulary of " + std::to_string(vocab));
+      throw std::invalid_argument("token id " + std::to_string(job.prompt_tokens_[i]) +
+                                  " at prompt position " + std::to_string(i) +
+                                  " is outside the vocabulary of " + std::to_string(vocab));
   if (static_cast<int64_t>(job.prompt_tokens_.size()) > options_.context)
     throw std::invalid_argument("the prompt has " + std::to_string(job.prompt_tokens_.size()) +
                                 " tokens, more than the context of " + std::to_string(options_.context));
@@ -132,9 +125,11 @@ void Engine::loop() {
         std::any_of(active_.begin(), active_.end(), [](const auto& a) { return a && a->answering; });
     size_t first = active_.size();
     for (size_t s = 0; s < active_.size(); ++s)
-      if (active_[s] && !active_[s]->answering && (first == active_.size() || active_[s]->order < active_[first]->order))
+      if (active_[s] && !active_[s]->answering &&
+          (first == active_.size() || active_[s]->order < active_[first]->order))
         first = s;
-    if (first < active_.size()) prefill_step(first, answering ? options_.interleaved_chunk : model_.max_chunk());
+    if (first < active_.size())
+      prefill_step(first, answering ? options_.interleaved_chunk : model_.max_chunk());
     decode_step();
     std::lock_guard lock(mutex_);
     stats_.active = std::count_if(active_.begin(), active_.end(), [](const auto& a) { return a != nullptr; });
@@ -170,7 +165,8 @@ void Engine::admit() {
       a->job = job;
       a->order = ++admitted_;
       a->prompt = generator_.prepare(job->prompt_tokens_, prompt_parts(job->images_));
-      a->sampler = std::make_unique<Sampler>(job->sampling_, static_cast<int32_t>(model_.config().vocab_size));
+      a->sampler =
+          std::make_unique<Sampler>(job->sampling_, static_cast<int32_t>(model_.config().vocab_size));
       a->completion = std::make_unique<Completion>(tokenizer_, *a->sampler, job->options_);
       const size_t s = pick_slot(a->prompt);
       a->prefill = generator_.begin(slots_[s], a->prompt, &a->completion->stats());

@@ -61,10 +61,10 @@ class Job {
 };
 
 struct EngineOptions {
-  int parallel = 1;            // slots
-  int64_t context = 4096;      // positions per slot
-  DType kv_type = DType::F32;  // F32 or F16
-  size_t max_queue = 64;       // jobs waiting for a slot; submit() refuses more
+  int parallel = 1;                // slots
+  int64_t context = 4096;          // positions per slot
+  DType kv_type = DType::F32;      // F32 or F16
+  size_t max_queue = 64;           // jobs waiting for a slot; submit() refuses more
   int64_t interleaved_chunk = 64;  // prompt tokens per step while other slots are answering
 };
 
@@ -125,7 +125,7 @@ class Engine {
   std::vector<std::unique_ptr<Active>> active_;  // per slot; null when free
   std::vector<uint64_t> last_used_;              // per slot: the step it last served, for LRU choice
   uint64_t step_ = 0, admitted_ = 0;
-  std::vector<float> logits_;                    // [slots, vocab]
+  std::vector<float> logits_;  // [slots, vocab]
   std::vector<Slot*> batch_slots_;
   std::vector<int32_t> batch_tokens_;
   std::vector<size_t> batch_index_;

@@ -7,15 +7,7 @@
 
 namespace ge::runtime {
 
-namespace {
-
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-}  // namespace
 
 std::string StopFilter::push(std::string_view text, bool& stopped) {
   pending_ += text;
@@ -83,6 +75,10 @@ void Completion::finish(StopReason reason, const TextSink& sink) {
   if (!tail.empty()) sink(tail);
 }
 
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 Generator::Generator(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
                      int boundaries_per_slot)
     : model_(model),
@@ -104,8 +100,8 @@ uint64_t image_digest(std::span<const float> pixels) {
   return h | 1;
 }
 
-std::vector<ImageRun> find_image_runs(std::span<const int32_t> prompt, int32_t image_token, int64_t tokens_per_image,
-                                      size_t n_images) {
+std::vector<ImageRun> find_image_runs(std::span<const int32_t> prompt, int32_t image_token,
+                                      int64_t tokens_per_image, size_t n_images) {
   std::vector<ImageRun> runs;
   for (size_t i = 0; i < prompt.size(); ++i) {
     if (prompt[i] != image_token) continue;
@@ -127,10 +123,11 @@ std::vector<ImageRun> find_image_runs(std::span<const int32_t> prompt, int32_t i
 Prompt Generator::prepare(std::vector<int32_t> tokens, std::span<const PromptImage> images) const {
   if (tokens.empty()) throw std::invalid_argument("empty prompt: nothing to run");
   Prompt p;
-  if (!encoder_ && !images.empty()) throw std::invalid_argument("this model reads no images (it has no vision tower)");
+  if (!encoder_ && !images.empty())
+    throw std::invalid_argument("this model reads no images (it has no vision tower)");
   if (encoder_)
-    p.runs = find_image_runs(tokens, encoder_->config().image_token_id, encoder_->config().mm_tokens_per_image,
-                             images.size());
+    p.runs = find_image_runs(tokens, encoder_->config().image_token_id,
+                             encoder_->config().mm_tokens_per_image, images.size());
   p.digests.assign(tokens.size(), 0);
   for (size_t i = 0; i < p.runs.size(); ++i)
     std::fill_n(p.digests.begin() + p.runs[i].offset, p.runs[i].count, images[i].digest);
@@ -142,13 +139,15 @@ Prompt Generator::prepare(std::vector<int32_t> tokens, std::span<const PromptIma
 int64_t Generator::shared_prefix(const Slot& slot, const Prompt& prompt) const {
   const size_t n = std::min(slot.tokens.size(), prompt.tokens.size());
   size_t keep = 0;
-  while (keep < n && slot.tokens[keep] == prompt.tokens[keep] && slot.image_digests[keep] == prompt.digests[keep])
+  while (keep < n && slot.tokens[keep] == prompt.tokens[keep] &&
+         slot.image_digests[keep] == prompt.digests[keep])
     ++keep;
   // Always run the last prompt token for its logits, and never keep part of an image: its tokens attend
   // to each other, so they run together.
   keep = std::min(keep, prompt.tokens.size() - 1);
   for (const ImageRun& r : prompt.runs)
-    if (r.offset < static_cast<int64_t>(keep) && static_cast<int64_t>(keep) < r.offset + r.count) keep = r.offset;
+    if (r.offset < static_cast<int64_t>(keep) && static_cast<int64_t>(keep) < r.offset + r.count)
+      keep = r.offset;
   return static_cast<int64_t>(keep);
 }
 
@@ -281,7 +280,8 @@ GenerateStats Generator::generate(Slot& slot, std::span<const int32_t> prompt, S
   std::span<float> logits = ingest(slot, prompt, &stats, images);
   const auto start = Clock::now();
   Slot* const one[1] = {&slot};
-  while (const auto token = completion.next(logits, slot, sink)) decode(one, std::span(&*token, 1), logits.data());
+  while (const auto token = completion.next(logits, slot, sink))
+    decode(one, std::span(&*token, 1), logits.data());
   stats.decode_seconds = seconds_since(start);
   return stats;
 }

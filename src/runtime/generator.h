@@ -40,6 +40,9 @@ struct Slot {
   std::vector<Boundary> boundaries;
 };
 
+// Seconds from `start` to now (the stats of generation and serving).
+double seconds_since(std::chrono::steady_clock::time_point start);
+
 // One image of a prompt as the vision encoder reads it: the processor's pixel values of one image or
 // crop [channels, size, size], and their digest.
 struct PromptImage {
@@ -55,8 +58,8 @@ struct ImageRun {
 };
 // The runs of `image_token` in `prompt`; throws unless there are exactly `n_images`, each of
 // `tokens_per_image` ids.
-std::vector<ImageRun> find_image_runs(std::span<const int32_t> prompt, int32_t image_token, int64_t tokens_per_image,
-                                      size_t n_images);
+std::vector<ImageRun> find_image_runs(std::span<const int32_t> prompt, int32_t image_token,
+                                      int64_t tokens_per_image, size_t n_images);
 
 // A prompt as the generator runs it: ids, the images its <image_soft_token> runs stand for, and per position
 // the digest of the image it belongs to (0 for text).
@@ -70,16 +73,16 @@ struct Prompt {
 // A prompt on its way into a slot, run a step at a time (a server interleaves steps of several slots).
 struct Prefill {
   const Prompt* prompt = nullptr;
-  int64_t next = 0;                          // first prompt position not in the cache yet
+  int64_t next = 0;                           // first prompt position not in the cache yet
   std::vector<gemma::EmbeddingBlock> blocks;  // images still to run, offsets from the prompt's start
-  std::vector<float> features;               // their soft-token embeddings
+  std::vector<float> features;                // their soft-token embeddings
   bool done() const { return next == static_cast<int64_t>(prompt->tokens.size()); }
 };
 
 struct GenerateOptions {
-  int64_t max_new_tokens = -1;        // < 0: until EOS or the context is full
-  std::vector<int32_t> eos_ids;       // any of them ends the answer (not printed)
-  std::vector<std::string> stop;      // stop strings (not printed)
+  int64_t max_new_tokens = -1;    // < 0: until EOS or the context is full
+  std::vector<int32_t> eos_ids;   // any of them ends the answer (not printed)
+  std::vector<std::string> stop;  // stop strings (not printed)
 };
 
 enum class StopReason { kEos, kStopString, kMaxTokens, kContextFull, kCancelled };
@@ -139,7 +142,8 @@ class Completion {
 class Generator {
  public:
   // boundaries_per_slot: ring snapshots each slot keeps (see Slot::Boundary).
-  Generator(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool, int boundaries_per_slot = 2);
+  Generator(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
+            int boundaries_per_slot = 2);
 
   // For prompts with images: each run of the encoder's <image_soft_token> ids in a prompt takes the
   // features of the next image, in order.
@@ -170,8 +174,9 @@ class Generator {
   std::span<float> ingest(Slot& slot, const Prompt& prompt, GenerateStats* stats = nullptr);
 
   // Prompt, then sampled tokens until a stop condition; streams decoded text to `sink`.
-  GenerateStats generate(Slot& slot, std::span<const int32_t> prompt, Sampler& sampler, const GenerateOptions& options,
-                         const TextSink& sink, std::span<const PromptImage> images = {});
+  GenerateStats generate(Slot& slot, std::span<const int32_t> prompt, Sampler& sampler,
+                         const GenerateOptions& options, const TextSink& sink,
+                         std::span<const PromptImage> images = {});
 
  private:
   // The longest cached prefix of `prompt` the slot holds (all of its positions if `length` is given).

@@ -50,7 +50,8 @@ std::optional<double> number_field(const json& j, const char* name, double min, 
 std::optional<int64_t> integer_field(const json& j, const char* name, int64_t min, int64_t max) {
   const json* f = field(j, name);
   if (!f) return std::nullopt;
-  if (!f->is_number_integer() && !(f->is_number_float() && std::nearbyint(f->get<double>()) == f->get<double>()))
+  if (!f->is_number_integer() &&
+      !(f->is_number_float() && std::nearbyint(f->get<double>()) == f->get<double>()))
     throw ApiError(400, std::string("'") + name + "' must be an integer");
   const double v = f->get<double>();
   if (v < static_cast<double>(min) || v > static_cast<double>(max))
@@ -81,11 +82,15 @@ std::vector<std::string> stop_field(const json& j, const char* name) {
   return out;
 }
 
-void init_generation(Generation& g, ServedModel& model) {
-  g.model = &model;
-  g.sampling = model.loaded->defaults.sampling;
+Generation start_generation(const json& body, const ModelLookup& find) {
+  const auto name = string_field(body, "model");
+  if (!name) throw ApiError(400, "'model' is required");
+  Generation g;
+  g.model = &find(*name);
+  g.sampling = g.model->loaded->defaults.sampling;
   g.sampling.seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
-  g.options.eos_ids = model.loaded->defaults.eos_ids;
+  g.options.eos_ids = g.model->loaded->defaults.eos_ids;
+  return g;
 }
 
 // Written by hand: none of the project's libraries decodes base64, and this is the whole of it.
@@ -165,11 +170,13 @@ std::shared_ptr<runtime::Job> submit(const Generation& g) {
   if (tokens.empty()) throw ApiError(400, "the prompt is empty");
   runtime::GenerateOptions options = g.options;
   // Chat answers end with <end_of_turn> even where generation_config.json lists only <eos>.
-  if (const auto eot = m.loaded->tokenizer.find("<end_of_turn>"); eot && g.chat) options.eos_ids.push_back(*eot);
-  const int64_t context = g.context > 0 ? std::min(g.context, m.engine->options().context) : m.engine->options().context;
+  if (const auto eot = m.loaded->tokenizer.find("<end_of_turn>"); eot && g.chat)
+    options.eos_ids.push_back(*eot);
+  const int64_t context =
+      g.context > 0 ? std::min(g.context, m.engine->options().context) : m.engine->options().context;
   if (static_cast<int64_t>(tokens.size()) > context)
-    throw ApiError(400, "the prompt has " + std::to_string(tokens.size()) + " tokens, more than the context of " +
-                            std::to_string(context));
+    throw ApiError(400, "the prompt has " + std::to_string(tokens.size()) +
+                            " tokens, more than the context of " + std::to_string(context));
   // num_ctx below the slot's: the answer stops where that context would be full.
   if (context < m.engine->options().context) {
     const int64_t room = context - static_cast<int64_t>(tokens.size());
@@ -180,14 +187,16 @@ std::shared_ptr<runtime::Job> submit(const Generation& g) {
   } catch (const std::exception& e) {
     throw ApiError(400, e.what());
   }
-  auto job = std::make_shared<runtime::Job>(std::move(tokens), std::move(images), g.sampling, std::move(options));
+  auto job =
+      std::make_shared<runtime::Job>(std::move(tokens), std::move(images), g.sampling, std::move(options));
   try {
     m.engine->check(*job);
   } catch (const std::exception& e) {
     throw ApiError(400, e.what());
   }
   if (!m.engine->submit(job))
-    throw ApiError(503, "the server is busy (every slot is taken and the queue is full) or stopping; retry later");
+    throw ApiError(503,
+                   "the server is busy (every slot is taken and the queue is full) or stopping; retry later");
   return job;
 }
 
@@ -205,7 +214,8 @@ runtime::Job::Progress collect(runtime::Job& job) {
 }
 
 void stream(httplib::Response& res, std::shared_ptr<runtime::Job> job, const char* content_type,
-            std::atomic<int>& open_streams, std::function<std::string(const runtime::Job::Progress&)> render) {
+            std::atomic<int>& open_streams,
+            std::function<std::string(const runtime::Job::Progress&)> render) {
   ++open_streams;
   res.set_chunked_content_provider(
       content_type,
@@ -230,7 +240,8 @@ void stream(httplib::Response& res, std::shared_ptr<runtime::Job> job, const cha
 }
 
 const char* finish_reason(runtime::StopReason stop) {
-  return stop == runtime::StopReason::kMaxTokens || stop == runtime::StopReason::kContextFull ? "length" : "stop";
+  return stop == runtime::StopReason::kMaxTokens || stop == runtime::StopReason::kContextFull ? "length"
+                                                                                              : "stop";
 }
 
 std::string rfc3339_now() {
@@ -240,14 +251,16 @@ std::string rfc3339_now() {
   gmtime_r(&t, &tm);
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count() % 1000000000;
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count() % 1000000000;
   char out[48];
   std::snprintf(out, sizeof out, "%s.%09lldZ", buf, static_cast<long long>(ns));
   return out;
 }
 
 int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace ge::server

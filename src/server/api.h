@@ -1,11 +1,10 @@
 // What the Ollama and OpenAI routes share: a generation request in one shape whichever API it came
 // through, its checks, and streaming a Job's text as an HTTP response.
 #pragma once
-#include <nlohmann/json.hpp>
-
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -42,7 +41,7 @@ struct Generation {
   bool chat = true;  // messages through the chat template; else `prompt` as it is
   std::vector<runtime::ChatMessage> messages;
   std::string prompt;
-  std::vector<std::string> images;  // encoded image files, in prompt order
+  std::vector<std::string> images;   // encoded image files, in prompt order
   runtime::SamplingParams sampling;  // the model's defaults, then the request's options
   runtime::GenerateOptions options;
   int64_t context = 0;  // the request's own limit on prompt + answer (num_ctx); 0: the slot's
@@ -59,8 +58,9 @@ std::optional<bool> bool_field(const nlohmann::json& j, const char* name);
 // `stop`: a string or an array of strings.
 std::vector<std::string> stop_field(const nlohmann::json& j, const char* name);
 
-// Fills sampling and options from the model's defaults; ends answers with <end_of_turn> for chats.
-void init_generation(Generation& g, ServedModel& model);
+// A generation for the body's "model" (400 without one, 404 for an unknown one), with its sampling
+// defaults and EOS ids.
+Generation start_generation(const nlohmann::json& body, const ModelLookup& find);
 // The bytes of standard base64 (padding optional); 400 naming `field` for anything else.
 std::string decode_base64(std::string_view text, const std::string& field);
 

@@ -23,9 +23,11 @@ void read_options(const json& body, Generation& g) {
   if (auto v = integer_field(o, "top_k", 0, kBig)) g.sampling.top_k = static_cast<int>(*v);
   if (auto v = number_field(o, "top_p", 0, 1)) g.sampling.top_p = static_cast<float>(*v);
   if (auto v = number_field(o, "min_p", 0, 1)) g.sampling.min_p = static_cast<float>(*v);
-  if (auto v = number_field(o, "repeat_penalty", 1e-6, 100)) g.sampling.repeat_penalty = static_cast<float>(*v);
+  if (auto v = number_field(o, "repeat_penalty", 1e-6, 100))
+    g.sampling.repeat_penalty = static_cast<float>(*v);
   if (auto v = integer_field(o, "repeat_last_n", -1, kBig)) g.sampling.repeat_last_n = static_cast<int>(*v);
-  if (auto v = integer_field(o, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
+  if (auto v =
+          integer_field(o, "seed", std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max());
       v && *v >= 0)
     g.sampling.seed = static_cast<uint64_t>(*v);
   // -1: until the answer ends; -2: until the context is full (the same here: the context ends it).
@@ -58,7 +60,8 @@ std::vector<std::string> read_images(const json& holder, const std::string& wher
 json metrics(const runtime::GenerateStats& s, std::chrono::steady_clock::time_point received) {
   const auto ns = [](double seconds) { return static_cast<int64_t>(seconds * 1e9); };
   const int64_t total =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - received).count();
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - received)
+          .count();
   const int64_t prompt = ns(s.prompt_seconds + s.image_seconds), eval = ns(s.decode_seconds);
   return {{"done_reason", finish_reason(s.stop)},
           {"total_duration", total},
@@ -70,7 +73,9 @@ json metrics(const runtime::GenerateStats& s, std::chrono::steady_clock::time_po
           {"eval_duration", eval}};
 }
 
-json error_body(const std::string& message) { return {{"error", message}}; }
+json error_body(const std::string& message) {
+  return {{"error", message}};
+}
 
 // Runs a handler and renders what it throws as Ollama does.
 template <class F>
@@ -90,7 +95,8 @@ httplib::Server::Handler handler(F f) {
 
 // Serves a generation as Ollama does: NDJSON objects, each with the model, created_at and `piece(text)`,
 // the last with done and the metrics; or one object when not streaming.
-void respond(httplib::Response& res, std::atomic<int>& open_streams, const Generation& g, const std::function<json(const std::string&)>& piece) {
+void respond(httplib::Response& res, std::atomic<int>& open_streams, const Generation& g,
+             const std::function<json(const std::string&)>& piece) {
   const auto received = std::chrono::steady_clock::now();
   auto job = submit(g);
   const std::string model = g.model->name;
@@ -132,9 +138,12 @@ bool load_only(httplib::Response& res, const ServedModel& m, const char* reply_k
 }
 
 json details(const ServedModel& m) {
-  return {{"parent_model", ""},       {"format", m.format},
-          {"family", m.family},       {"families", json::array({m.family})},
-          {"parameter_size", m.parameter_size}, {"quantization_level", m.quantization}};
+  return {{"parent_model", ""},
+          {"format", m.format},
+          {"family", m.family},
+          {"families", json::array({m.family})},
+          {"parameter_size", m.parameter_size},
+          {"quantization_level", m.quantization}};
 }
 
 std::string digest(const ServedModel& m) {
@@ -151,111 +160,110 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
   const ModelLookup& find = context.find;
   const std::vector<ServedModel*>& models = context.models;
   std::atomic<int>* open_streams = context.open_streams;
-  http.Post("/api/generate", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(req.body);
-    const auto name = string_field(body, "model");
-    if (!name) throw ApiError(400, "'model' is required");
-    ServedModel& m = find(*name);
-    Generation g;
-    init_generation(g, m);
-    read_common(body, g);
-    g.prompt = string_field(body, "prompt").value_or("");
-    g.images = read_images(body, "");
-    if (g.prompt.empty() && g.images.empty()) {
-      load_only(res, m, "response");
-      return;
-    }
-    if (string_field(body, "suffix").value_or("") != "")
-      throw ApiError(400, "'suffix' (fill in the middle) is not supported by Gemma");
-    g.chat = !bool_field(body, "raw").value_or(false);
-    if (g.chat) {
-      if (auto system = string_field(body, "system"); system && !system->empty())
-        g.messages.push_back({"system", *system, 0});
-      g.messages.push_back({"user", g.prompt, static_cast<int64_t>(g.images.size())});
-    }
-    respond(res, *open_streams, g, [](const std::string& text) { return json{{"response", text}}; });
-  }));
+  http.Post(
+      "/api/generate", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
+        const json body = parse_body(req.body);
+        Generation g = start_generation(body, find);
+        ServedModel& m = *g.model;
+        read_common(body, g);
+        g.prompt = string_field(body, "prompt").value_or("");
+        g.images = read_images(body, "");
+        if (g.prompt.empty() && g.images.empty()) {
+          load_only(res, m, "response");
+          return;
+        }
+        if (string_field(body, "suffix").value_or("") != "")
+          throw ApiError(400, "'suffix' (fill in the middle) is not supported by Gemma");
+        g.chat = !bool_field(body, "raw").value_or(false);
+        if (g.chat) {
+          if (auto system = string_field(body, "system"); system && !system->empty())
+            g.messages.push_back({"system", *system, 0});
+          g.messages.push_back({"user", g.prompt, static_cast<int64_t>(g.images.size())});
+        }
+        respond(res, *open_streams, g, [](const std::string& text) { return json{{"response", text}}; });
+      }));
 
   http.Post("/api/chat", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(req.body);
-    const auto name = string_field(body, "model");
-    if (!name) throw ApiError(400, "'model' is required");
-    ServedModel& m = find(*name);
-    Generation g;
-    init_generation(g, m);
-    read_common(body, g);
-    const auto it = body.find("messages");
-    if (it != body.end() && !it->is_null() && !it->is_array()) throw ApiError(400, "'messages' must be an array");
-    if (it == body.end() || it->is_null() || it->empty()) {
-      load_only(res, m, "message");
-      return;
-    }
-    for (size_t i = 0; i < it->size(); ++i) {
-      const json& msg = (*it)[i];
-      const std::string where = "messages[" + std::to_string(i) + "].";
-      if (!msg.is_object()) throw ApiError(400, "'messages[" + std::to_string(i) + "]' must be an object");
-      const auto role = string_field(msg, "role");
-      if (!role) throw ApiError(400, "'" + where + "role' is required");
-      const auto images = read_images(msg, where);
-      g.images.insert(g.images.end(), images.begin(), images.end());
-      g.messages.push_back({*role, string_field(msg, "content").value_or(""), static_cast<int64_t>(images.size())});
-    }
-    respond(res, *open_streams, g, [](const std::string& text) {
-      return json{{"message", {{"role", "assistant"}, {"content", text}}}};
-    });
-  }));
+              const json body = parse_body(req.body);
+              Generation g = start_generation(body, find);
+              ServedModel& m = *g.model;
+              read_common(body, g);
+              const auto it = body.find("messages");
+              if (it != body.end() && !it->is_null() && !it->is_array())
+                throw ApiError(400, "'messages' must be an array");
+              if (it == body.end() || it->is_null() || it->empty()) {
+                load_only(res, m, "message");
+                return;
+              }
+              for (size_t i = 0; i < it->size(); ++i) {
+                const json& msg = (*it)[i];
+                const std::string where = "messages[" + std::to_string(i) + "].";
+                if (!msg.is_object())
+                  throw ApiError(400, "'messages[" + std::to_string(i) + "]' must be an object");
+                const auto role = string_field(msg, "role");
+                if (!role) throw ApiError(400, "'" + where + "role' is required");
+                const auto images = read_images(msg, where);
+                g.images.insert(g.images.end(), images.begin(), images.end());
+                g.messages.push_back(
+                    {*role, string_field(msg, "content").value_or(""), static_cast<int64_t>(images.size())});
+              }
+              respond(res, *open_streams, g, [](const std::string& text) {
+                return json{{"message", {{"role", "assistant"}, {"content", text}}}};
+              });
+            }));
 
   const auto tag = [](const ServedModel& m) {
-    return json{{"name", m.name},          {"model", m.name},   {"modified_at", m.modified_at},
-                {"size", m.size_bytes},    {"digest", digest(m)}, {"details", details(m)}};
+    return json{{"name", m.name},       {"model", m.name},     {"modified_at", m.modified_at},
+                {"size", m.size_bytes}, {"digest", digest(m)}, {"details", details(m)}};
   };
   http.Get("/api/tags", handler([models, tag](const httplib::Request&, httplib::Response& res) {
-    json list = json::array();
-    for (const ServedModel* m : models)
-      if (m->ready) list.push_back(tag(*m));
-    res.set_content(json{{"models", list}}.dump(), "application/json");
-  }));
+             json list = json::array();
+             for (const ServedModel* m : models)
+               if (m->ready) list.push_back(tag(*m));
+             res.set_content(json{{"models", list}}.dump(), "application/json");
+           }));
   http.Get("/api/ps", handler([models, tag](const httplib::Request&, httplib::Response& res) {
-    json list = json::array();
-    for (const ServedModel* m : models) {
-      if (!m->ready) continue;
-      json j = tag(*m);
-      j["expires_at"] = "9999-12-31T23:59:59Z";  // loaded for as long as the server runs
-      j["size_vram"] = 0;
-      list.push_back(j);
-    }
-    res.set_content(json{{"models", list}}.dump(), "application/json");
-  }));
+             json list = json::array();
+             for (const ServedModel* m : models) {
+               if (!m->ready) continue;
+               json j = tag(*m);
+               j["expires_at"] = "9999-12-31T23:59:59Z";  // loaded for as long as the server runs
+               j["size_vram"] = 0;
+               list.push_back(j);
+             }
+             res.set_content(json{{"models", list}}.dump(), "application/json");
+           }));
   http.Post("/api/show", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
-    const json body = parse_body(req.body);
-    auto name = string_field(body, "model");
-    if (!name) name = string_field(body, "name");  // the older spelling
-    if (!name) throw ApiError(400, "'model' is required");
-    const ServedModel& m = find(*name);
-    const auto& c = m.loaded->model->config();
-    json capabilities = json::array({"completion"});
-    if (m.loaded->vision) capabilities.push_back("vision");
-    const auto& s = m.loaded->defaults.sampling;
-    std::string parameters = "temperature " + json(s.temperature).dump() + "\ntop_k " + std::to_string(s.top_k) +
-                             "\ntop_p " + json(s.top_p).dump() + "\nstop \"<end_of_turn>\"";
-    res.set_content(json{{"modelfile", "FROM " + m.path.string() + "\n"},
-                         {"parameters", parameters},
-                         {"template", "Gemma's chat template (rendered by the server)"},
-                         {"details", details(m)},
-                         {"model_info",
-                          {{"general.architecture", m.family},
-                           {"general.parameter_count", gemma::parameter_count(c)},
-                           {m.family + ".context_length", c.max_position_embeddings},
-                           {m.family + ".embedding_length", c.hidden_size},
-                           {m.family + ".block_count", c.num_layers},
-                           {m.family + ".attention.head_count", c.num_heads},
-                           {m.family + ".attention.head_count_kv", c.num_kv_heads},
-                           {m.family + ".attention.sliding_window", c.sliding_window}}},
-                         {"capabilities", capabilities},
-                         {"modified_at", m.modified_at}}
-                        .dump(),
-                    "application/json");
-  }));
+              const json body = parse_body(req.body);
+              auto name = string_field(body, "model");
+              if (!name) name = string_field(body, "name");  // the older spelling
+              if (!name) throw ApiError(400, "'model' is required");
+              const ServedModel& m = find(*name);
+              const auto& c = m.loaded->model->config();
+              json capabilities = json::array({"completion"});
+              if (m.loaded->vision) capabilities.push_back("vision");
+              const auto& s = m.loaded->defaults.sampling;
+              std::string parameters = "temperature " + json(s.temperature).dump() + "\ntop_k " +
+                                       std::to_string(s.top_k) + "\ntop_p " + json(s.top_p).dump() +
+                                       "\nstop \"<end_of_turn>\"";
+              res.set_content(json{{"modelfile", "FROM " + m.path.string() + "\n"},
+                                   {"parameters", parameters},
+                                   {"template", "Gemma's chat template (rendered by the server)"},
+                                   {"details", details(m)},
+                                   {"model_info",
+                                    {{"general.architecture", m.family},
+                                     {"general.parameter_count", gemma::parameter_count(c)},
+                                     {m.family + ".context_length", c.max_position_embeddings},
+                                     {m.family + ".embedding_length", c.hidden_size},
+                                     {m.family + ".block_count", c.num_layers},
+                                     {m.family + ".attention.head_count", c.num_heads},
+                                     {m.family + ".attention.head_count_kv", c.num_kv_heads},
+                                     {m.family + ".attention.sliding_window", c.sliding_window}}},
+                                   {"capabilities", capabilities},
+                                   {"modified_at", m.modified_at}}
+                                  .dump(),
+                              "application/json");
+            }));
   http.Get("/api/version", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(json{{"version", "0.6.8"}}.dump(), "application/json");
   });

@@ -1,7 +1,6 @@
 #include "server/server.h"
 
 #include <httplib.h>
-
 #include <sys/socket.h>
 
 #include <cstdio>
@@ -53,11 +52,22 @@ std::string parameter_size(int64_t n) {
 }
 
 // Routes whose requests /metrics counts by path; anything else counts as "other".
-const std::set<std::string> kRoutes = {"/",         "/health",    "/metrics",    "/api/generate", "/api/chat",
-                                       "/api/tags", "/api/show",  "/api/ps",     "/api/version",  "/v1/models",
-                                       "/v1/chat/completions",    "/v1/completions"};
+const std::set<std::string> kRoutes = {"/",
+                                       "/health",
+                                       "/metrics",
+                                       "/api/generate",
+                                       "/api/chat",
+                                       "/api/tags",
+                                       "/api/show",
+                                       "/api/ps",
+                                       "/api/version",
+                                       "/v1/models",
+                                       "/v1/chat/completions",
+                                       "/v1/completions"};
 
-bool is_openai(const std::string& path) { return path.starts_with("/v1/"); }
+bool is_openai(const std::string& path) {
+  return path.starts_with("/v1/");
+}
 
 std::string error_json(const std::string& path, int status, const std::string& message) {
   if (is_openai(path))
@@ -72,7 +82,8 @@ std::string error_json(const std::string& path, int status, const std::string& m
 
 }  // namespace
 
-Server::Server(ServerOptions options, std::vector<std::pair<std::filesystem::path, std::filesystem::path>> models)
+Server::Server(ServerOptions options,
+               std::vector<std::pair<std::filesystem::path, std::filesystem::path>> models)
     : options_(std::move(options)) {
   if (models.empty()) throw std::invalid_argument("serve: give at least one model with -m");
   std::set<std::string> names;
@@ -118,7 +129,8 @@ void Server::load_models() {
     m->pool = std::make_unique<kernels::ThreadPool>(options_.threads);
     siglip::Gemma3VisionEncoder* encoder = m->loaded->vision ? &m->loaded->vision->bind() : nullptr;
     runtime::EngineOptions engine = options_.engine;
-    engine.context = std::min(engine.context > 0 ? engine.context : 8192, model.config().max_position_embeddings);
+    engine.context =
+        std::min(engine.context > 0 ? engine.context : 8192, model.config().max_position_embeddings);
     m->engine = std::make_unique<runtime::Engine>(model, m->loaded->tokenizer, *m->pool, encoder, engine);
     m->family = model.config().family_name();
     m->quantization = gemma::matrix_formats(model.weights());
@@ -167,13 +179,15 @@ std::string Server::metrics() const {
        [](const auto& s) { return s.decode_seconds; }},
       {"gemma_decode_steps_total", "counter", "Batched decode steps.",
        [](const auto& s) { return static_cast<double>(s.decode_steps); }},
-      {"gemma_decode_rows_total", "counter", "Sequences advanced by decode steps (rows / steps = mean batch).",
+      {"gemma_decode_rows_total", "counter",
+       "Sequences advanced by decode steps (rows / steps = mean batch).",
        [](const auto& s) { return static_cast<double>(s.decode_rows); }},
       {"gemma_queue_length", "gauge", "Requests waiting for a slot.",
        [](const auto& s) { return static_cast<double>(s.queued); }},
       {"gemma_slots_busy", "gauge", "Slots serving a request.",
        [](const auto& s) { return static_cast<double>(s.active); }},
-      {"gemma_slots", "gauge", "Slots (--parallel).", [](const auto& s) { return static_cast<double>(s.slots); }},
+      {"gemma_slots", "gauge", "Slots (--parallel).",
+       [](const auto& s) { return static_cast<double>(s.slots); }},
   };
   for (const Metric& metric : metrics) {
     line(std::string("# HELP ") + metric.name + " " + metric.help);
@@ -223,7 +237,8 @@ void Server::routes() {
     res.set_content("Ollama is running", "text/plain");  // what Ollama answers; clients probe for it
   });
   http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    const bool ready = std::all_of(models_.begin(), models_.end(), [](const auto& m) { return m->ready.load(); });
+    const bool ready =
+        std::all_of(models_.begin(), models_.end(), [](const auto& m) { return m->ready.load(); });
     const char* status = draining_ ? "stopping" : ready ? "ready" : "loading";
     res.status = ready && !draining_ ? 200 : 503;
     res.set_content(json{{"status", status}}.dump(), "application/json");
@@ -244,8 +259,9 @@ void Server::routes() {
 void Server::run(const std::function<void(int port)>& on_listening) {
   http_ = std::make_unique<httplib::Server>();
   routes();
-  const int port = options_.port == 0 ? http_->bind_to_any_port(options_.host)
-                                      : (http_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
+  const int port = options_.port == 0
+                       ? http_->bind_to_any_port(options_.host)
+                       : (http_->bind_to_port(options_.host, options_.port) ? options_.port : -1);
   if (port < 0)
     throw std::runtime_error("cannot listen on " + options_.host + ":" + std::to_string(options_.port) +
                              " (in use, or not an address of this machine)");
@@ -268,7 +284,8 @@ void Server::shutdown() {
     if (m->ready) m->engine->drain();
   // The engines are done; let the HTTP threads write what their streams still hold (httplib cuts
   // streams that are open when it stops), for at most a few seconds.
-  for (int i = 0; i < 500 && open_streams_ > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 500 && open_streams_ > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   if (http_) http_->stop();
 }
 
