@@ -132,7 +132,6 @@ void Engine::loop() {
       prefill_step(first, answering ? options_.interleaved_chunk : model_.max_chunk());
     decode_step();
     std::lock_guard lock(mutex_);
-    stats_.active = std::count_if(active_.begin(), active_.end(), [](const auto& a) { return a != nullptr; });
     if (stats_.active == 0 && queue_.empty()) idle_.notify_all();
   }
   for (size_t s = 0; s < active_.size(); ++s)
@@ -153,11 +152,17 @@ void Engine::admit() {
       queue_.pop_front();
       stats_.queued = static_cast<int64_t>(queue_.size());
       ++stats_.jobs;
+      ++stats_.active;  // counted from here, so that drain() never sees a job in neither place
     }
+    const auto drop = [&](const GenerateStats& stats, std::string error) {
+      job->finish(stats, std::move(error));
+      std::lock_guard lock(mutex_);
+      --stats_.active;
+    };
     if (job->cancelled()) {
       GenerateStats s;
       s.stop = StopReason::kCancelled;
-      job->finish(s);
+      drop(s, {});
       continue;
     }
     try {
@@ -172,7 +177,7 @@ void Engine::admit() {
       a->prefill = generator_.begin(slots_[s], a->prompt, &a->completion->stats());
       active_[s] = std::move(a);
     } catch (const std::exception& e) {
-      job->finish({}, e.what());
+      drop({}, e.what());
     }
   }
 }
@@ -269,6 +274,7 @@ void Engine::finish(size_t s, std::string error) {
     stats_.prompt_tokens += stats.prompt_tokens;
     stats_.reused_tokens += stats.reused_tokens;
     stats_.generated_tokens += stats.generated_tokens;
+    --stats_.active;
   }
   a.job->finish(stats, std::move(error));
   active_[s].reset();

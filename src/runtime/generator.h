@@ -179,9 +179,10 @@ class Generator {
                          std::span<const PromptImage> images = {});
 
  private:
-  // The longest cached prefix of `prompt` the slot holds (all of its positions if `length` is given).
+  // How much of the slot's sequence the prompt shares, capped as reusable() says.
   int64_t shared_prefix(const Slot& slot, const Prompt& prompt) const;
-  // Whether rewinding to `keep` needs the boundary at `index`, or none (-1); -2 when it cannot be done.
+  // Sets `keep` to what the slot can keep of `shared` positions and returns how: directly (-1), through
+  // the boundary of that index, or not at all (-2, keep = 0).
   int boundary_for(const Slot& slot, int64_t shared, int64_t& keep) const;
   void save_boundary(Slot& slot);
 
