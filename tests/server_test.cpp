@@ -257,6 +257,8 @@ TEST(Server, ListsShowsAndReportsItsModelsAndItsHealth) {
   EXPECT_TRUE(json::parse(c.Get("/api/version")->body).contains("version"));
   EXPECT_EQ(json::parse(c.Get("/v1/models")->body)["data"][0]["id"], "gemma3-tiny");
   post_json(c, "/api/chat", chat("Count me", 5, false));
+  // httplib logs a request (and /metrics counts it) just after sending its response.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const std::string metrics = c.Get("/metrics")->body;
   EXPECT_NE(metrics.find("gemma_requests_total{path=\"/api/chat\",status=\"200\"} 1"), std::string::npos)
       << metrics;
@@ -311,6 +313,45 @@ TEST(Server, ThirtyTwoConcurrentStreamsEqualTheSameRequestsRunAlone) {
     return std::stod(metrics.substr(metrics.find(key) + key.size()));
   };
   EXPECT_GT(value("gemma_decode_rows_total"), value("gemma_decode_steps_total") * 1.5);
+}
+
+// /metrics shows `gauge` = `value` within a few seconds.
+bool wait_for_gauge(httplib::Client& c, const std::string& gauge, int value) {
+  const std::string line = gauge + "{model=\"gemma3-tiny\"} " + std::to_string(value) + "\n";
+  for (int i = 0; i < 500; ++i) {
+    if (c.Get("/metrics")->body.find(line) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+TEST(Server, FullQueueAnswers503AndTheOthersStillFinish) {
+  ServerProcess server("--parallel 1 --queue 1 --ctx 32768");
+  auto c = server.client();
+  std::atomic<int> done{0};
+  const auto long_answer = [&](int i) {
+    return std::thread([&, i] {
+      try {
+        auto own = server.client();
+        json last;
+        stream_chat(own, chat("Long answer " + std::to_string(i), 8000, true), &last);
+        if (last["eval_count"] == 8000) ++done;
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "long answer " << i << ": " << e.what();
+      }
+    });
+  };
+  std::thread answering = long_answer(0);
+  ASSERT_TRUE(wait_for_gauge(c, "gemma_slots_busy", 1));
+  std::thread waiting = long_answer(1);
+  ASSERT_TRUE(wait_for_gauge(c, "gemma_queue_length", 1));
+  int status = 0;
+  const json refused = post_json(c, "/api/chat", chat("One too many", 4, false), &status);
+  EXPECT_EQ(status, 503);
+  EXPECT_NE(refused["error"].get<std::string>().find("busy"), std::string::npos) << refused.dump();
+  answering.join();
+  waiting.join();
+  EXPECT_EQ(done, 2);
 }
 
 TEST(Server, ClientThatGoesAwayFreesItsSlotWithoutDisturbingOthers) {
