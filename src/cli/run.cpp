@@ -164,11 +164,12 @@ void run(RunOptions& o, bool prompt_given) {
     throw std::runtime_error("-p: empty prompt (leave -p out for a chat)");
   const auto start = std::chrono::steady_clock::now();
   kernels::ThreadPool pool(o.threads);
-  auto m = loader::load_model(o.model, o.batch, o.mmproj);
+  const hub::ModelLocation where = locate(o.model, o.mmproj);
+  auto m = loader::load_model(where.path, o.batch, where.mmproj);
   apply_precision(*m.model, o.precision);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (o.context <= 0) o.context = std::min<int64_t>(8192, m.model->config().max_position_embeddings);
-  if (std::filesystem::equivalent(o.model, default_model_dir()))
+  if (std::filesystem::equivalent(where.path, default_model_dir()))
     std::cerr
         << "note: the bundled demo model has random weights: its text is nonsense. Use -m DIR for a real "
            "Gemma checkpoint.\n";
@@ -185,8 +186,7 @@ void add_run_command(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   CLI::App* cmd =
       app.add_subcommand("run", "Chat with a model (or complete text with --raw); a REPL without -p");
-  cmd->add_option("-m,--model", o->model,
-                  "Model folder (Hugging Face layout) or .gguf file; default: the bundled demo model");
+  add_model_option(cmd, o->model);
   auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt; without it, an interactive chat");
   cmd->add_option(
       "--system", o->system,

@@ -1,5 +1,6 @@
 #include "loader/model_loader.h"
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -116,7 +117,12 @@ GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
 }
 
 bool is_gguf(const std::filesystem::path& path) {
-  return std::filesystem::is_regular_file(path) && path.extension() == ".gguf";
+  if (!std::filesystem::is_regular_file(path)) return false;
+  if (path.extension() == ".gguf") return true;
+  // Ollama's blobs (sha256-<hex>) have no extension: the magic tells.
+  char magic[4] = {};
+  std::ifstream(path, std::ios::binary).read(magic, sizeof magic);
+  return std::string_view(magic, sizeof magic) == "GGUF";
 }
 
 siglip::Gemma3VisionEncoder& VisionPart::bind() {

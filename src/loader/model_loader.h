@@ -48,7 +48,8 @@ gemma::Config load_config(const std::filesystem::path& dir);
 // config.json's MLX "quantization" (empty for an unquantized folder).
 nn::QuantizationConfig load_quantization_config(const std::filesystem::path& dir);
 GenerationDefaults load_generation_defaults(const std::filesystem::path& dir);
-// `path`: a Hugging Face folder, or a Gemma GGUF file (gemma, gemma2, gemma3 as `gemma convert` writes it).
+// `path`: a Hugging Face folder, or a Gemma GGUF file (gemma, gemma2, gemma3 as `gemma convert` writes it):
+// a file named .gguf, or any file that starts with GGUF's magic (Ollama's blobs have no extension).
 bool is_gguf(const std::filesystem::path& path);
 // `mmproj`: a llama.cpp "clip" file with the vision tower of a GGUF text model (ignored when empty).
 LoadedModel load_model(const std::filesystem::path& path, int64_t max_chunk, const std::filesystem::path& mmproj = {});
