@@ -51,6 +51,7 @@ void add_bench_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);
 void add_serve_command(CLI::App& app);  // Ollama/OpenAI HTTP server
+void add_pull_command(CLI::App& app);   // a Hugging Face repo into the cache
 void add_list_command(CLI::App& app);   // the models in the Hugging Face cache and Ollama's store
 
 }  // namespace ge::cli

@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
   ge::cli::add_bench_command(app);
   ge::cli::add_convert_command(app);
   ge::cli::add_quantize_command(app);
+  ge::cli::add_pull_command(app);
   ge::cli::add_list_command(app);
   try {
     app.parse(argc, argv);

@@ -126,7 +126,7 @@ std::vector<CachedSnapshot> list_hf_cache(const fs::path& cache) {
       for (const auto& f : fs::recursive_directory_iterator(refs_dir))
         if (f.is_regular_file())
           if (auto commit = read_ref(f.path()))
-            refs[*commit].push_back(fs::relative(f.path(), refs_dir).generic_string());
+            refs[*commit].push_back(f.path().lexically_relative(refs_dir).generic_string());
     const fs::path snapshots = repo.path() / "snapshots";
     if (!fs::is_directory(snapshots)) continue;
     for (const auto& snap : fs::directory_iterator(snapshots)) {

@@ -109,7 +109,7 @@ std::vector<StoredOllamaModel> list_ollama_store(const fs::path& store) {
   if (!fs::is_directory(manifests)) return found;
   for (const auto& entry : fs::recursive_directory_iterator(manifests)) {
     if (!entry.is_regular_file()) continue;
-    const fs::path rel = fs::relative(entry.path(), manifests);
+    const fs::path rel = entry.path().lexically_relative(manifests);
     const std::vector<fs::path> parts(rel.begin(), rel.end());
     if (parts.size() != 4) continue;  // host/namespace/model/tag
     OllamaName name{parts[0].string(), parts[1].string(), parts[2].string(), parts[3].string()};
