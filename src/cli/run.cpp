@@ -23,7 +23,7 @@ struct RunOptions {
   std::optional<int> top_k;
   int repeat_last_n = 64;
   std::optional<uint64_t> seed;
-  int64_t max_new_tokens = -1;
+  std::optional<int64_t> max_new_tokens;  // -n; without it, the model's generation_config.json decides
   int64_t context = 0;
   int64_t batch = 256;
   int threads = default_threads();
@@ -77,7 +77,6 @@ class Chat {
         generator_(*m.model, m.tokenizer, pool),
         slot_(*m.model, o.context, kv_cache_type(o.kv_type)),
         sampler_(sampling(o, m.defaults.sampling), static_cast<int32_t>(m.model->config().vocab_size)) {
-    options_.max_new_tokens = o.max_new_tokens;
     options_.eos_ids = m.defaults.eos_ids;
     options_.stop = o.stop;
     // Chat answers end with <end_of_turn> even when generation_config.json lists only <eos>.
@@ -111,6 +110,8 @@ class Chat {
     const auto ids = m_.tokenizer.encode(runtime::expand_image_markers(prompt, runtime::prompt_texts(images_)),
                                          o_.raw && m_.tokenizer.add_bos_default());
     const auto parts = runtime::prompt_parts(images_);
+    options_.max_new_tokens =
+        o_.max_new_tokens.value_or(m_.defaults.answer_limit(static_cast<int64_t>(ids.size())));
     std::string answer;
     const auto stats = generator_.generate(slot_, ids, sampler_, options_, [&](std::string_view piece) {
       std::cout << piece << std::flush;
@@ -201,8 +202,10 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--repeat-last-n", o->repeat_last_n, "Tokens the repetition penalty looks back over")
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Random seed for reproducible sampling");
-  cmd->add_option("-n,--max-tokens", o->max_new_tokens, "Most tokens to generate (-1 = until EOS)")
-      ->capture_default_str();
+  cmd->add_option(
+      "-n,--max-tokens", o->max_new_tokens,
+      "Most tokens to generate (-1 = until EOS); default: generation_config.json's max_new_tokens "
+      "(or max_length, prompt included), else until EOS");
   cmd->add_option("--ctx", o->context, "Context length (default min(8192, max_position_embeddings))");
   cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")
       ->capture_default_str()
