@@ -2,7 +2,6 @@
 
 #include <curl/curl.h>
 
-#include <algorithm>
 #include <cctype>
 #include <exception>
 #include <memory>
@@ -18,25 +17,8 @@ struct Transfer {
   const HttpRequest* request;
   HttpResponse* response;
   CURL* curl;
-  int responses = 0;           // status lines seen: one per response in the redirect chain
   std::exception_ptr failure;  // from on_body: exceptions must not unwind through libcurl's C frames
 };
-
-size_t on_header(char* data, size_t size, size_t count, void* user) {
-  auto& t = *static_cast<Transfer*>(user);
-  const std::string_view line(data, size * count);
-  if (line.starts_with("HTTP/")) ++t.responses;
-  const auto colon = line.find(':');
-  if (t.responses == 1 && colon != std::string_view::npos) {
-    std::string name(line.substr(0, colon));
-    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && std::isspace(static_cast<unsigned char>(value.front()))) value.remove_prefix(1);
-    while (!value.empty() && std::isspace(static_cast<unsigned char>(value.back()))) value.remove_suffix(1);
-    t.response->headers[name] = value;
-  }
-  return size * count;
-}
 
 size_t on_data(char* data, size_t size, size_t count, void* user) {
   auto& t = *static_cast<Transfer*>(user);
@@ -68,7 +50,7 @@ HttpResponse http_get(const HttpRequest& request) {
   const std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
   if (!curl) throw std::runtime_error("libcurl: cannot start a transfer");
   HttpResponse response;
-  Transfer t{&request, &response, curl.get(), 0, nullptr};
+  Transfer t{&request, &response, curl.get(), nullptr};
   curl_slist* headers = nullptr;
   if (!request.token.empty())
     headers = curl_slist_append(headers, ("Authorization: Bearer " + request.token).c_str());
@@ -86,8 +68,6 @@ HttpResponse http_get(const HttpRequest& request) {
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
-  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(c, CURLOPT_HEADERDATA, &t);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
   if (request.range_from > 0) curl_easy_setopt(c, CURLOPT_RANGE, range.c_str());

@@ -3,7 +3,6 @@
 #pragma once
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <string>
 #include <string_view>
 
@@ -19,9 +18,8 @@ struct HttpRequest {
 };
 
 struct HttpResponse {
-  long status = 0;                             // of the final response, after redirects
-  std::map<std::string, std::string> headers;  // of the first response (names in lower case)
-  std::string error_body;                      // the start of a non-2xx body (the hub explains errors there)
+  long status = 0;         // of the final response, after redirects
+  std::string error_body;  // the start of a non-2xx body (the hub explains errors there)
 };
 
 // Throws std::runtime_error naming the URL when the transfer fails (no connection, a cut-off body); an HTTP
