@@ -8,7 +8,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 packages=(cmake g++ make pkg-config libhwy-dev libsimdjson-dev nlohmann-json3-dev libcli11-dev
-          libgtest-dev libbenchmark-dev libcpp-httplib-dev nodejs libpng-dev libjpeg62-turbo-dev libwebp-dev libgif-dev)
+          libgtest-dev libbenchmark-dev libcpp-httplib-dev nodejs libpng-dev libjpeg62-turbo-dev libwebp-dev libgif-dev
+          libcurl4-openssl-dev libssl-dev)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

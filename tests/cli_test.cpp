@@ -68,6 +68,41 @@ TEST(Cli, RunStreamsAnAnswerAndReportsSpeed) {
   EXPECT_NE(r.output.find("eval count:           12 token(s)"), std::string::npos) << r.output;
 }
 
+// A first run: the demo model says it has random weights, and its generation_config.json's max_new_tokens
+// ends the nonsense after 32 tokens; -n -1 lifts the cap (here until the context is full).
+TEST(Cli, TheDemoModelStopsAfterAShortAnswer) {
+  const auto r = gemma("run -p 'Why is the sky blue?' --temp 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("random weights"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("eval count:           32 token(s)"), std::string::npos) << r.output;
+  const auto lifted = gemma("run --raw -p 'Once upon a time' --temp 0 -n -1 --ctx 64");
+  ASSERT_EQ(lifted.exit_code, 0) << lifted.output;
+  EXPECT_NE(lifted.output.find("context of 64 tokens is full"), std::string::npos) << lifted.output;
+}
+
+// max_length counts the prompt too, as in transformers; a value that is not a token count is named.
+TEST(Cli, GenerationConfigMaxLengthCountsThePrompt) {
+  test::ScratchDir dir;
+  test::copy_files(test::demo_model_dir(), dir.path());
+  const auto config_path = dir.path() / "generation_config.json";
+  auto config = test::read_json(config_path);
+  config.erase("max_new_tokens");
+  config["max_length"] = 20;
+  std::ofstream(config_path) << config.dump();
+  auto r = gemma("run -m " + quoted(dir.path()) + " --raw -p 'Once upon a time' --temp 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("prompt eval count:    8 token(s)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("eval count:           12 token(s)"), std::string::npos) << r.output;
+
+  config["max_length"] = "long";
+  std::ofstream(config_path) << config.dump();
+  r = gemma("run -m " + quoted(dir.path()) + " -p hi");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("generation_config.json: max_length: must be a non-negative integer"),
+            std::string::npos)
+      << r.output;
+}
+
 TEST(Cli, InteractiveChatKeepsTheCacheBetweenTurns) {
   test::ScratchDir dir;
   const auto input = dir.path() / "input.txt";

@@ -11,8 +11,11 @@
 #include <random>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -106,6 +109,28 @@ void edit_safetensors_header(const std::filesystem::path& path, Edit&& edit) {
   edit(parts.header);
   write_bytes(path, join_safetensors(parts.header.dump(), parts.data));
 }
+
+// Sets (or, with nullptr, unsets) environment variables for the life of the object, then restores them: the
+// gemma binaries these tests start inherit them (HF_HOME, OLLAMA_MODELS, HF_ENDPOINT, ...).
+class ScopedEnv {
+ public:
+  ScopedEnv(std::initializer_list<std::pair<const char*, const char*>> vars) {
+    for (const auto& [name, value] : vars) {
+      const char* old = std::getenv(name);
+      saved_.push_back({name, old ? std::optional<std::string>(old) : std::nullopt});
+      value ? ::setenv(name, value, 1) : ::unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it)
+      it->second ? ::setenv(it->first.c_str(), it->second->c_str(), 1) : ::unsetenv(it->first.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
 
 // Runs `fn` and returns the message of what it throws, "(no error)" when it throws nothing.
 template <typename Fn>

@@ -95,7 +95,8 @@ void bench_image(const BenchOptions& o, loader::LoadedModel& m, kernels::ThreadP
 
 void bench(const BenchOptions& o) {
   kernels::ThreadPool pool(o.threads);
-  auto m = loader::load_model(o.model, o.batch, o.mmproj);
+  const hub::ModelLocation where = locate(o.model, o.mmproj);
+  auto m = loader::load_model(where.path, o.batch, where.mmproj);
   if (!o.image.empty()) return bench_image(o, m, pool);
   gemma::Model& model = *m.model;
   apply_precision(model, o.precision);
@@ -167,7 +168,7 @@ void bench(const BenchOptions& o) {
 void add_bench_command(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand("bench", "Measure prompt (pp) and decode (tg) speed, llama-bench style");
-  cmd->add_option("-m,--model", o->model, "Model folder or .gguf file");
+  add_model_option(cmd, o->model);
   cmd->add_option("-p,--n-prompt", o->prompt, "Prompt tokens")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 20));

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "hub/model_location.h"
 #include "kernels/matmul.h"
 #include "loader/model_loader.h"
 #include "models/gemma/model.h"
@@ -14,6 +15,12 @@ namespace ge::cli {
 // The bundled demo model (random weights) used when -m is not given.
 std::string default_model_dir();
 int default_threads();
+
+// -m (or a command's model argument): a folder, a .gguf file, ORG/NAME[@REV] from the Hugging Face cache or
+// ollama:NAME[:TAG] from Ollama's store. `locate` is the one place every command turns it into files
+// (hub::locate_model); an explicit --mmproj takes the place of an Ollama model's projector.
+void add_model_option(CLI::App* cmd, std::string& model);
+hub::ModelLocation locate(const std::string& model, const std::string& mmproj = "");
 
 // --exact: every activation in f32 (the default rounds activations as llama.cpp does where a faster
 // kernel takes them); shared by run, logits and bench.
@@ -35,7 +42,7 @@ void print_progress(std::chrono::steady_clock::time_point start, size_t tensors_
                     uint64_t bytes_done, uint64_t bytes_total);
 
 // The model's vision side, or an error for --image on a model that reads text only (naming --mmproj for a
-// GGUF file, whose tower lives in a separate file).
+// GGUF file, whose tower lives in a separate file); `model` is the name the user gave.
 loader::VisionPart& vision_of(loader::LoadedModel& m, const std::string& model);
 
 void add_run_command(CLI::App& app);
@@ -43,6 +50,8 @@ void add_tool_commands(CLI::App& app);  // tokenize, logits, inspect
 void add_bench_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);
-void add_serve_command(CLI::App& app);  // Ollama/OpenAI HTTP server  // MLX-quantized folder for mlx-lm
+void add_serve_command(CLI::App& app);  // Ollama/OpenAI HTTP server
+void add_pull_command(CLI::App& app);   // a Hugging Face repo into the cache
+void add_list_command(CLI::App& app);   // the models in the Hugging Face cache and Ollama's store
 
 }  // namespace ge::cli

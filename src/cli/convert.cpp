@@ -56,12 +56,13 @@ void run_convert(const ConvertOptions& o) {
       throw std::runtime_error("--outtype: '" + o.outtype + "' is not one of " + convert::out_type_names());
   }
   const bool tty = isatty(STDERR_FILENO) != 0;
-  convert_one(convert::convert_to_gguf, o.dir, o.output, opts, tty);
+  const std::string dir = locate(o.dir).path.string();
+  convert_one(convert::convert_to_gguf, dir, o.output, opts, tty);
   if (o.mmproj.empty()) return;
   // Interrupted while writing the projector: the text output goes too, as on failure.
   const formats::RemovalOnSignal interrupted(o.output);
   try {
-    convert_one(convert::convert_mmproj_to_gguf, o.dir, o.mmproj, opts, tty);
+    convert_one(convert::convert_mmproj_to_gguf, dir, o.mmproj, opts, tty);
   } catch (...) {
     // One command, one outcome: a failed projector leaves no half of the pair behind.
     std::filesystem::remove(o.output);
@@ -75,7 +76,11 @@ void add_convert_command(CLI::App& app) {
   auto o = std::make_shared<ConvertOptions>();
   CLI::App* cmd =
       app.add_subcommand("convert", "Convert a Hugging Face checkpoint folder to GGUF (llama.cpp, Ollama)");
-  cmd->add_option("dir", o->dir, "Checkpoint folder (config.json, *.safetensors, tokenizer)")->required();
+  cmd->add_option(
+         "dir", o->dir,
+         "Checkpoint folder (config.json, *.safetensors, tokenizer), or ORG/NAME[@REVISION] from the "
+         "Hugging Face cache")
+      ->required();
   cmd->add_option("-o,--output", o->output, "Output .gguf file")->required();
   cmd->add_option(
       "--outtype", o->outtype,

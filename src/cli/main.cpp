@@ -17,6 +17,19 @@ int default_threads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+void add_model_option(CLI::App* cmd, std::string& model) {
+  cmd->add_option(
+      "-m,--model", model,
+      "Model: a folder (Hugging Face layout) or .gguf file, ORG/NAME[@REVISION] from the Hugging Face "
+      "cache (gemma pull), or ollama:NAME[:TAG] from Ollama's store; default: the bundled demo model");
+}
+
+hub::ModelLocation locate(const std::string& model, const std::string& mmproj) {
+  hub::ModelLocation where = hub::locate_model(model);
+  if (!mmproj.empty()) where.mmproj = mmproj;
+  return where;
+}
+
 void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags) {
   cmd->add_flag("--exact", flags.exact,
                 "Keep every activation in f32 (what the tests compare with the float64 reference). Default: "
@@ -58,7 +71,7 @@ void print_progress(std::chrono::steady_clock::time_point start, size_t tensors_
 loader::VisionPart& vision_of(loader::LoadedModel& m, const std::string& model) {
   if (!m.vision)
     throw std::runtime_error("--image: " + model + " reads text only (no vision tower" +
-                             (loader::is_gguf(model) ? "; give its mmproj file with --mmproj)" : ")"));
+                             (loader::is_gguf(m.dir) ? "; give its mmproj file with --mmproj)" : ")"));
   return *m.vision;
 }
 
@@ -80,6 +93,8 @@ int main(int argc, char** argv) {
   ge::cli::add_bench_command(app);
   ge::cli::add_convert_command(app);
   ge::cli::add_quantize_command(app);
+  ge::cli::add_pull_command(app);
+  ge::cli::add_list_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

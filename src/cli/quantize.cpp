@@ -55,7 +55,7 @@ void run_quantize(const QuantizeCliOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   if (tty) opts.progress = progress_line(start);
   try {
-    const auto r = quantize::quantize_checkpoint(o.dir, o.output, opts);
+    const auto r = quantize::quantize_checkpoint(locate(o.dir).path, o.output, opts);
     if (tty) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       std::fprintf(stderr,
@@ -76,7 +76,11 @@ void add_quantize_command(CLI::App& app) {
   auto o = std::make_shared<QuantizeCliOptions>();
   CLI::App* cmd =
       app.add_subcommand("quantize", "Quantize a Hugging Face checkpoint folder to MLX's format (mlx-lm)");
-  cmd->add_option("dir", o->dir, "Checkpoint folder (config.json, *.safetensors, tokenizer)")->required();
+  cmd->add_option(
+         "dir", o->dir,
+         "Checkpoint folder (config.json, *.safetensors, tokenizer), or ORG/NAME[@REVISION] from the "
+         "Hugging Face cache")
+      ->required();
   cmd->add_option("-o,--output", o->output, "Output folder (must not exist unless --force)")->required();
   cmd->add_option("--mode", o->mode, "affine, nvfp4, mxfp4 or mxfp8")->capture_default_str();
   cmd->add_option("--bits", o->bits,

@@ -23,7 +23,7 @@ struct RunOptions {
   std::optional<int> top_k;
   int repeat_last_n = 64;
   std::optional<uint64_t> seed;
-  int64_t max_new_tokens = -1;
+  std::optional<int64_t> max_new_tokens;  // -n; without it, the model's generation_config.json decides
   int64_t context = 0;
   int64_t batch = 256;
   int threads = default_threads();
@@ -77,7 +77,6 @@ class Chat {
         generator_(*m.model, m.tokenizer, pool),
         slot_(*m.model, o.context, kv_cache_type(o.kv_type)),
         sampler_(sampling(o, m.defaults.sampling), static_cast<int32_t>(m.model->config().vocab_size)) {
-    options_.max_new_tokens = o.max_new_tokens;
     options_.eos_ids = m.defaults.eos_ids;
     options_.stop = o.stop;
     // Chat answers end with <end_of_turn> even when generation_config.json lists only <eos>.
@@ -111,6 +110,8 @@ class Chat {
     const auto ids = m_.tokenizer.encode(runtime::expand_image_markers(prompt, runtime::prompt_texts(images_)),
                                          o_.raw && m_.tokenizer.add_bos_default());
     const auto parts = runtime::prompt_parts(images_);
+    options_.max_new_tokens =
+        o_.max_new_tokens.value_or(m_.defaults.answer_limit(static_cast<int64_t>(ids.size())));
     std::string answer;
     const auto stats = generator_.generate(slot_, ids, sampler_, options_, [&](std::string_view piece) {
       std::cout << piece << std::flush;
@@ -164,11 +165,12 @@ void run(RunOptions& o, bool prompt_given) {
     throw std::runtime_error("-p: empty prompt (leave -p out for a chat)");
   const auto start = std::chrono::steady_clock::now();
   kernels::ThreadPool pool(o.threads);
-  auto m = loader::load_model(o.model, o.batch, o.mmproj);
+  const hub::ModelLocation where = locate(o.model, o.mmproj);
+  auto m = loader::load_model(where.path, o.batch, where.mmproj);
   apply_precision(*m.model, o.precision);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (o.context <= 0) o.context = std::min<int64_t>(8192, m.model->config().max_position_embeddings);
-  if (std::filesystem::equivalent(o.model, default_model_dir()))
+  if (std::filesystem::equivalent(where.path, default_model_dir()))
     std::cerr
         << "note: the bundled demo model has random weights: its text is nonsense. Use -m DIR for a real "
            "Gemma checkpoint.\n";
@@ -185,8 +187,7 @@ void add_run_command(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   CLI::App* cmd =
       app.add_subcommand("run", "Chat with a model (or complete text with --raw); a REPL without -p");
-  cmd->add_option("-m,--model", o->model,
-                  "Model folder (Hugging Face layout) or .gguf file; default: the bundled demo model");
+  add_model_option(cmd, o->model);
   auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt; without it, an interactive chat");
   cmd->add_option(
       "--system", o->system,
@@ -201,8 +202,10 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--repeat-last-n", o->repeat_last_n, "Tokens the repetition penalty looks back over")
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Random seed for reproducible sampling");
-  cmd->add_option("-n,--max-tokens", o->max_new_tokens, "Most tokens to generate (-1 = until EOS)")
-      ->capture_default_str();
+  cmd->add_option(
+      "-n,--max-tokens", o->max_new_tokens,
+      "Most tokens to generate (-1 = until EOS); default: generation_config.json's max_new_tokens "
+      "(or max_length, prompt included), else until EOS");
   cmd->add_option("--ctx", o->context, "Context length (default min(8192, max_position_embeddings))");
   cmd->add_option("-b,--batch", o->batch, "Prompt tokens per forward step")
       ->capture_default_str()

@@ -26,9 +26,9 @@ struct ServeOptions {
 void serve(ServeOptions& o) {
   if (o.models.empty()) o.models.push_back(default_model_dir());
   if (o.mmproj.size() > o.models.size()) throw std::runtime_error("--mmproj: more of them than models (-m)");
-  std::vector<std::pair<std::filesystem::path, std::filesystem::path>> models;
+  std::vector<hub::ModelLocation> models;
   for (size_t i = 0; i < o.models.size(); ++i)
-    models.emplace_back(o.models[i], i < o.mmproj.size() ? o.mmproj[i] : "");
+    models.push_back(locate(o.models[i], i < o.mmproj.size() ? o.mmproj[i] : ""));
   o.server.engine.context = o.context;
   o.server.engine.kv_type = kv_cache_type(o.kv_type);
   o.server.precision =
@@ -72,9 +72,11 @@ void serve(ServeOptions& o) {
 void add_serve_command(CLI::App& app) {
   auto o = std::make_shared<ServeOptions>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve models over the Ollama and OpenAI HTTP APIs");
-  cmd->add_option("-m,--model", o->models,
-                  "Model folder or .gguf file (repeatable); clients name it by its folder or file name. "
-                  "Default: the bundled demo model");
+  cmd->add_option(
+      "-m,--model", o->models,
+      "Model folder or .gguf file, ORG/NAME[@REVISION] from the Hugging Face cache or "
+      "ollama:NAME[:TAG] (repeatable); clients name it by that name, or a path by its folder or file "
+      "name. Default: the bundled demo model");
   cmd->add_option("--mmproj", o->mmproj,
                   "llama.cpp vision file for the GGUF model given at the same position");
   cmd->add_option("--host", o->server.host, "Address to listen on")->capture_default_str();

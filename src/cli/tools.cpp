@@ -45,7 +45,7 @@ struct TokenizeOptions {
 };
 
 void tokenize(const TokenizeOptions& o) {
-  const Tokenizer tok = loader::load_tokenizer(o.model);
+  const Tokenizer tok = loader::load_tokenizer(locate(o.model).path);
   const auto ids = tok.encode(o.text, !o.no_bos && tok.add_bos_default());
   if (o.ids_only) {
     for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? "," : "") << ids[i];
@@ -103,7 +103,8 @@ std::vector<gemma::EmbeddingBlock> image_blocks(loader::LoadedModel& m, kernels:
 
 void logits(const LogitsOptions& o) {
   kernels::ThreadPool pool(o.threads);
-  auto m = loader::load_model(o.model, o.batch, o.mmproj);
+  const hub::ModelLocation where = locate(o.model, o.mmproj);
+  auto m = loader::load_model(where.path, o.batch, where.mmproj);
   apply_precision(*m.model, o.precision);
   if (o.ids.empty() && o.prompt.empty()) throw std::runtime_error("no tokens: give --ids or a non-empty -p");
   const auto images = prepare_images(m, o.model, o.images, o.pan_and_scan);
@@ -135,7 +136,8 @@ struct PreprocessOptions {
 };
 
 void preprocess(const PreprocessOptions& o) {
-  const loader::ImagePreprocessing p = loader::load_image_preprocessing(o.model, o.mmproj);
+  const hub::ModelLocation where = locate(o.model, o.mmproj);
+  const loader::ImagePreprocessing p = loader::load_image_preprocessing(where.path, where.mmproj);
   const auto image = runtime::prepare_image_file(o.image, p.processor, o.pan_and_scan || p.processor.do_pan_and_scan,
                                                  p.mm_tokens_per_image);
   const std::vector<float>& values = image.pixels.data;
@@ -191,7 +193,7 @@ std::string describe_value(const formats::GgufValue& value) {
       value);
 }
 
-void inspect_gguf(const std::string& path) {
+void inspect_gguf(const std::filesystem::path& path) {
   const formats::GgufFile file(path);
   const auto tensors = file.all();
   std::printf("GGUF v%u, alignment %u, %zu metadata keys, %zu tensors, data at byte %zu\n", file.version(),
@@ -204,9 +206,9 @@ void inspect_gguf(const std::string& path) {
                 file.file_offset(*t));
 }
 
-void inspect(const std::string& path) {
-  if (std::filesystem::is_regular_file(path)) return inspect_gguf(path);
-  const std::string& dir = path;
+void inspect(const std::string& model) {
+  const std::filesystem::path dir = locate(model).path;
+  if (std::filesystem::is_regular_file(dir)) return inspect_gguf(dir);
   const auto config = loader::load_config(dir);
   const formats::SafetensorsCheckpoint ckpt(dir);
   std::printf("architecture: %s (text)\n", config.family_name());
@@ -247,7 +249,7 @@ void inspect(const std::string& path) {
 void add_tool_commands(CLI::App& app) {
   auto t = std::make_shared<TokenizeOptions>();
   CLI::App* tok = app.add_subcommand("tokenize", "Print the token ids and pieces of TEXT");
-  tok->add_option("-m,--model", t->model, "Folder with tokenizer.json or tokenizer.model, or a .gguf file");
+  add_model_option(tok, t->model);  // only its tokenizer files (or a GGUF file's vocabulary) are read
   tok->add_option("text", t->text, "Text to encode")->required();
   tok->add_flag("--no-bos", t->no_bos, "Do not prepend <bos>");
   tok->add_flag("--ids", t->ids_only, "Print only the ids, comma-separated");
@@ -256,7 +258,7 @@ void add_tool_commands(CLI::App& app) {
   auto l = std::make_shared<LogitsOptions>();
   CLI::App* lg =
       app.add_subcommand("logits", "Write the logits of every position as raw f32 [n_tokens, vocab]");
-  lg->add_option("-m,--model", l->model, "Model folder or .gguf file");
+  add_model_option(lg, l->model);
   auto* ids = lg->add_option("--ids", l->ids, "Comma-separated token ids");
   lg->add_option("-p,--prompt", l->prompt, "Text to encode instead of --ids")->excludes(ids);
   lg->add_option("-o,--output", l->output, "Output file")->required();
@@ -274,7 +276,7 @@ void add_tool_commands(CLI::App& app) {
   auto pp = std::make_shared<PreprocessOptions>();
   CLI::App* pre = app.add_subcommand(
       "preprocess", "Write an image's pixel values as the model's processor computes them: raw f32 [n, 3, S, S]");
-  pre->add_option("-m,--model", pp->model, "Model folder (or .gguf with --mmproj)");
+  add_model_option(pre, pp->model);  // a GGUF model needs --mmproj (or an Ollama projector layer)
   pre->add_option("--image", pp->image, "Image file")->required();
   pre->add_flag("--pan-and-scan", pp->pan_and_scan, "Pan-and-scan crops after the original");
   pre->add_option("--mmproj", pp->mmproj, "llama.cpp vision file (clip GGUF) for a GGUF model");
@@ -284,7 +286,10 @@ void add_tool_commands(CLI::App& app) {
   auto dir = std::make_shared<std::string>();
   CLI::App* in =
       app.add_subcommand("inspect", "Show a checkpoint's resolved config and tensors, or a GGUF file's");
-  in->add_option("path", *dir, "Model folder or .gguf file")->required();
+  in->add_option(
+        "model", *dir,
+        "Model folder or .gguf file, ORG/NAME[@REVISION] from the Hugging Face cache, or ollama:NAME[:TAG]")
+      ->required();
   in->callback([dir] { inspect(*dir); });
 }
 

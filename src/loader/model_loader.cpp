@@ -1,5 +1,7 @@
 #include "loader/model_loader.h"
 
+#include <algorithm>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -27,6 +29,15 @@ std::vector<int32_t> eos_ids(const nlohmann::json& j, const std::string& source)
   else
     throw std::runtime_error(source + ": eos_token_id: must be an integer or a list of integers");
   return ids;
+}
+
+// A length limit: absent or null when not set, else a non-negative integer.
+std::optional<int64_t> token_count(const nlohmann::json& g, const char* field, const std::string& source) {
+  const auto it = g.find(field);
+  if (it == g.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number_integer() || it->get<int64_t>() < 0)
+    throw std::runtime_error(source + ": " + field + ": must be a non-negative integer");
+  return it->get<int64_t>();
 }
 
 void read_sampling(const nlohmann::json& g, runtime::SamplingParams& s) {
@@ -106,6 +117,8 @@ GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
     const auto g = formats::read_json_file(gen_path);
     if (g.contains("eos_token_id")) d.eos_ids = eos_ids(g, gen_path.string());
     read_sampling(g, d.sampling);
+    d.max_new_tokens = token_count(g, "max_new_tokens", gen_path.string());
+    d.max_length = token_count(g, "max_length", gen_path.string());
   }
   if (d.eos_ids.empty()) {
     const auto config_path = dir / "config.json";
@@ -115,8 +128,19 @@ GenerationDefaults load_generation_defaults(const std::filesystem::path& dir) {
   return d;
 }
 
+int64_t GenerationDefaults::answer_limit(int64_t prompt_tokens) const {
+  if (max_new_tokens) return *max_new_tokens;
+  if (max_length) return std::max<int64_t>(0, *max_length - prompt_tokens);
+  return -1;
+}
+
 bool is_gguf(const std::filesystem::path& path) {
-  return std::filesystem::is_regular_file(path) && path.extension() == ".gguf";
+  if (!std::filesystem::is_regular_file(path)) return false;
+  if (path.extension() == ".gguf") return true;
+  // Ollama's blobs (sha256-<hex>) have no extension: the magic tells.
+  char magic[4] = {};
+  std::ifstream(path, std::ios::binary).read(magic, sizeof magic);
+  return std::string_view(magic, sizeof magic) == "GGUF";
 }
 
 siglip::Gemma3VisionEncoder& VisionPart::bind() {

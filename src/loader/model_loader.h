@@ -4,6 +4,7 @@
 #pragma once
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "models/gemma/model.h"
@@ -19,6 +20,12 @@ namespace ge::loader {
 struct GenerationDefaults {
   std::vector<int32_t> eos_ids;      // generation_config.json (a list for Gemma 3 IT), else config.json
   runtime::SamplingParams sampling;  // temperature / top_k / top_p / min_p / repetition_penalty
+  // generation_config.json's length limits, as transformers reads them: max_new_tokens caps the answer,
+  // max_length the prompt and the answer together; max_new_tokens wins when both are there.
+  std::optional<int64_t> max_new_tokens, max_length;
+
+  // The most tokens to answer a prompt of `prompt_tokens` with; -1: no limit (until EOS or the context).
+  int64_t answer_limit(int64_t prompt_tokens) const;
 };
 
 // The vision side of a Gemma 3 model: its config at load, its tower bound on first use, so that text-only
@@ -48,7 +55,8 @@ gemma::Config load_config(const std::filesystem::path& dir);
 // config.json's MLX "quantization" (empty for an unquantized folder).
 nn::QuantizationConfig load_quantization_config(const std::filesystem::path& dir);
 GenerationDefaults load_generation_defaults(const std::filesystem::path& dir);
-// `path`: a Hugging Face folder, or a Gemma GGUF file (gemma, gemma2, gemma3 as `gemma convert` writes it).
+// `path`: a Hugging Face folder, or a Gemma GGUF file (gemma, gemma2, gemma3 as `gemma convert` writes it):
+// a file named .gguf, or any file that starts with GGUF's magic (Ollama's blobs have no extension).
 bool is_gguf(const std::filesystem::path& path);
 // `mmproj`: a llama.cpp "clip" file with the vision tower of a GGUF text model (ignored when empty).
 LoadedModel load_model(const std::filesystem::path& path, int64_t max_chunk, const std::filesystem::path& mmproj = {});

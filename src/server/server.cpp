@@ -82,15 +82,13 @@ std::string error_json(const std::string& path, int status, const std::string& m
 
 }  // namespace
 
-Server::Server(ServerOptions options,
-               std::vector<std::pair<std::filesystem::path, std::filesystem::path>> models)
-    : options_(std::move(options)) {
+Server::Server(ServerOptions options, std::vector<hub::ModelLocation> models) : options_(std::move(options)) {
   if (models.empty()) throw std::invalid_argument("serve: give at least one model with -m");
   std::set<std::string> names;
-  for (auto& [path, mmproj] : models) {
+  for (auto& [path, mmproj, name] : models) {
     if (!std::filesystem::exists(path)) throw std::runtime_error(path.string() + ": no such file or folder");
     auto m = std::make_unique<ServedModel>();
-    m->name = model_name(path);
+    m->name = name.empty() ? model_name(path) : name;
     if (!names.insert(m->name).second)
       throw std::invalid_argument("two models are named '" + m->name + "': rename a folder or file");
     m->path = path;
@@ -105,10 +103,14 @@ Server::Server(ServerOptions options,
 Server::~Server() = default;
 
 ServedModel& Server::find_model(const std::string& requested) const {
-  std::string name = requested;
-  if (name.ends_with(":latest")) name.resize(name.size() - 7);
+  // Ollama's clients add ":latest" to a name without a tag, and an Ollama model's name has one.
+  const auto untagged = [](std::string name) {
+    if (name.ends_with(":latest")) name.resize(name.size() - 7);
+    return name;
+  };
+  const std::string name = untagged(requested);
   for (const auto& m : models_)
-    if (m->name == name) {
+    if (untagged(m->name) == name) {
       if (!m->ready) throw ApiError(503, "model '" + name + "' is still loading; retry shortly");
       return *m;
     }

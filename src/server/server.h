@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "hub/model_location.h"
 #include "kernels/matmul.h"
 #include "loader/model_loader.h"
 #include "runtime/engine.h"
@@ -30,7 +31,8 @@ namespace ge::server {
 
 // One model as the server offers it.
 struct ServedModel {
-  std::string name;  // the folder or file name (without .gguf): what clients ask for
+  // What clients ask for: the repo id or Ollama name it was given by, else the folder or file name (no .gguf).
+  std::string name;
   std::filesystem::path path, mmproj;
   // Filled once loaded (ready): the server answers /health "loading" until every model is.
   std::optional<loader::LoadedModel> loaded;
@@ -56,7 +58,7 @@ struct ServerOptions {
 
 class Server {
  public:
-  Server(ServerOptions options, std::vector<std::pair<std::filesystem::path, std::filesystem::path>> models);
+  Server(ServerOptions options, std::vector<hub::ModelLocation> models);
   ~Server();
 
   // Loads the models (in the background: /health says "loading" meanwhile), binds and serves until
