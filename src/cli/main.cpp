@@ -1,4 +1,6 @@
 // gemma: run, inspect and benchmark Gemma models on the CPU.
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -77,6 +79,15 @@ loader::VisionPart& vision_of(loader::LoadedModel& m, const std::string& model) 
 
 void apply_precision(gemma::Model& model, const PrecisionFlags& flags) {
   const auto precision = flags.exact ? kernels::Precision::kExact : kernels::Precision::kReducedActivations;
+  // Repacking a quantized model takes seconds: say so on a terminal, and nothing when piped.
+  if (!flags.exact && isatty(STDERR_FILENO)) {
+    model.prepare_reduced_activations([](int64_t done, int64_t total) {
+      std::fprintf(stderr, "\rpreparing the fast kernels: layer %lld of %lld", static_cast<long long>(done),
+                   static_cast<long long>(total));
+      std::fflush(stderr);
+    });
+    std::fprintf(stderr, "\r\033[K");
+  }
   model.set_prefill_precision(precision);
   model.set_decode_precision(precision);
   if (!flags.head_type.empty()) model.quantize_lm_head(flags.head_type == "q8_0" ? DType::Q8_0 : DType::Q4_0);

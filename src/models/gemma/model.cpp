@@ -160,12 +160,17 @@ void Model::quantize_lm_head(DType block) {
     weights_.lm_head.prepare_reduced_activations();
 }
 
-void Model::prepare_reduced_activations() {
-  for (LayerWeights& l : weights_.layers)
+void Model::prepare_reduced_activations(const Progress& progress) {
+  const auto total = static_cast<int64_t>(weights_.layers.size()) + 1;
+  for (size_t i = 0; i < weights_.layers.size(); ++i) {
+    LayerWeights& l = weights_.layers[i];
     for (nn::Linear* layer :
          {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
       layer->prepare_reduced_activations();
+    if (progress) progress(static_cast<int64_t>(i) + 1, total);
+  }
   weights_.lm_head.prepare_reduced_activations();
+  if (progress) progress(total, total);
 }
 
 nn::KVCache Model::make_cache(int64_t context, DType dtype) const {

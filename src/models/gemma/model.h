@@ -98,6 +98,11 @@ class Model {
   // ~5e-3 on logits for ~2x; 8-bit blocks for q8_0/q4_0 and MLX 4/8-bit weights: ~3x).
   // Reduced precision readies the layers for it first (MLX-quantized weights are repacked once).
   void set_prefill_precision(kernels::Precision p);
+  // Readies every layer for kReducedActivations: repacks quantized matrices, the slow part of loading a
+  // quantized model (seconds for a 1B). `progress(done, total)` follows each layer; the setters above call
+  // it without one (and it does nothing the second time).
+  using Progress = std::function<void(int64_t done, int64_t total)>;
+  void prepare_reduced_activations(const Progress& progress = {});
   void set_decode_precision(kernels::Precision p);
 
   // Computes the logits from a Q8_0 or Q4_0 copy of the LM head (kept beside the embedding table, which
@@ -140,7 +145,6 @@ class Model {
   void mlp_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
   void linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const;
-  void prepare_reduced_activations();
 
   Config config_;
   Weights weights_;
