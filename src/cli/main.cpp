@@ -40,9 +40,10 @@ void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags) {
                 "bf16 for bf16 weights in prompts (AVX512_BF16 CPUs); bf16/f16/f32 decode stays f32");
   cmd->add_flag("--fast,--fast-prefill,--prefill-bf16", flags.legacy_fast, "The default now (ignored)")
       ->group("");
-  cmd->add_option("--head-type", flags.head_type,
-                  "Compute logits from a q8_0 or q4_0 copy of an f32/f16/bf16 LM head (the tied 262144-row head "
-                  "is most of a small model's bytes per token; see README for what it does to the logits)")
+  cmd->add_option(
+         "--head-type", flags.head_type,
+         "Compute logits from a q8_0 or q4_0 copy of an f32/f16/bf16 LM head (the tied 262144-row head "
+         "is most of a small model's bytes per token; see README for what it does to the logits)")
       ->check(CLI::IsMember({"q8_0", "q4_0"}));
 }
 

@@ -13,6 +13,20 @@ namespace ge::server {
 
 using nlohmann::json;
 
+std::string error_json(Api api, int status, const std::string& message) {
+  if (api == Api::kOllama) return json{{"error", message}}.dump();
+  const char* type = status == 401   ? "authentication_error"
+                     : status == 404 ? "not_found_error"
+                     : status >= 500 ? "server_error"
+                                     : "invalid_request_error";
+  return json{{"error",
+               {{"message", message},
+                {"type", type},
+                {"param", nullptr},
+                {"code", status == 404 ? json("model_not_found") : json(nullptr)}}}}
+      .dump();
+}
+
 json parse_body(const std::string& body) {
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded()) throw ApiError(400, "the request body is not valid JSON");

@@ -1,6 +1,8 @@
 // What the Ollama and OpenAI routes share: a generation request in one shape whichever API it came
 // through, its checks, and streaming a Job's text as an HTTP response.
 #pragma once
+#include <httplib.h>
+
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -14,10 +16,6 @@
 #include "runtime/engine.h"
 #include "server/server.h"
 
-namespace httplib {
-class Server;
-}
-
 namespace ge::server {
 
 // A request that gets a 4xx or 5xx; each API renders it in its own error shape.
@@ -25,6 +23,26 @@ struct ApiError : std::runtime_error {
   ApiError(int status, const std::string& message) : std::runtime_error(message), status(status) {}
   int status;
 };
+
+enum class Api { kOllama, kOpenAI };
+// Ollama's {"error": "..."} or OpenAI's {"error": {"message", "type", "param", "code"}}.
+std::string error_json(Api api, int status, const std::string& message);
+
+// Runs a route and renders what it throws in the API's error shape: an ApiError's status, else 500.
+template <class F>
+httplib::Server::Handler handler(Api api, F f) {
+  return [api, f](const httplib::Request& req, httplib::Response& res) {
+    try {
+      f(req, res);
+    } catch (const ApiError& e) {
+      res.status = e.status;
+      res.set_content(error_json(api, e.status, e.what()), "application/json");
+    } catch (const std::exception& e) {
+      res.status = 500;
+      res.set_content(error_json(api, 500, e.what()), "application/json");
+    }
+  };
+}
 
 using ModelLookup = std::function<ServedModel&(const std::string& name)>;
 

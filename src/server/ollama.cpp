@@ -73,26 +73,6 @@ json metrics(const runtime::GenerateStats& s, std::chrono::steady_clock::time_po
           {"eval_duration", eval}};
 }
 
-json error_body(const std::string& message) {
-  return {{"error", message}};
-}
-
-// Runs a handler and renders what it throws as Ollama does.
-template <class F>
-httplib::Server::Handler handler(F f) {
-  return [f](const httplib::Request& req, httplib::Response& res) {
-    try {
-      f(req, res);
-    } catch (const ApiError& e) {
-      res.status = e.status;
-      res.set_content(error_body(e.what()).dump(), "application/json");
-    } catch (const std::exception& e) {
-      res.status = 500;
-      res.set_content(error_body(e.what()).dump(), "application/json");
-    }
-  };
-}
-
 // Serves a generation as Ollama does: NDJSON objects, each with the model, created_at and `piece(text)`,
 // the last with done and the metrics; or one object when not streaming.
 void respond(httplib::Response& res, std::atomic<int>& open_streams, const Generation& g,
@@ -117,7 +97,7 @@ void respond(httplib::Response& res, std::atomic<int>& open_streams, const Gener
     std::string out;
     if (!p.text.empty()) out += object(p.text, false).dump() + "\n";
     if (p.done) {
-      if (!p.error.empty()) return out + error_body(p.error).dump() + "\n";
+      if (!p.error.empty()) return out + error_json(Api::kOllama, 500, p.error) + "\n";
       json last = object("", true);
       last.update(metrics(p.stats, received));
       out += last.dump() + "\n";
@@ -161,7 +141,8 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
   const std::vector<ServedModel*>& models = context.models;
   std::atomic<int>* open_streams = context.open_streams;
   http.Post(
-      "/api/generate", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
+      "/api/generate",
+      handler(Api::kOllama, [find, open_streams](const httplib::Request& req, httplib::Response& res) {
         const json body = parse_body(req.body);
         Generation g = start_generation(body, find);
         ServedModel& m = *g.model;
@@ -183,7 +164,8 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
         respond(res, *open_streams, g, [](const std::string& text) { return json{{"response", text}}; });
       }));
 
-  http.Post("/api/chat", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
+  http.Post("/api/chat",
+            handler(Api::kOllama, [find, open_streams](const httplib::Request& req, httplib::Response& res) {
               const json body = parse_body(req.body);
               Generation g = start_generation(body, find);
               ServedModel& m = *g.model;
@@ -216,13 +198,13 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
     return json{{"name", m.name},       {"model", m.name},     {"modified_at", m.modified_at},
                 {"size", m.size_bytes}, {"digest", digest(m)}, {"details", details(m)}};
   };
-  http.Get("/api/tags", handler([models, tag](const httplib::Request&, httplib::Response& res) {
+  http.Get("/api/tags", handler(Api::kOllama, [models, tag](const httplib::Request&, httplib::Response& res) {
              json list = json::array();
              for (const ServedModel* m : models)
                if (m->ready) list.push_back(tag(*m));
              res.set_content(json{{"models", list}}.dump(), "application/json");
            }));
-  http.Get("/api/ps", handler([models, tag](const httplib::Request&, httplib::Response& res) {
+  http.Get("/api/ps", handler(Api::kOllama, [models, tag](const httplib::Request&, httplib::Response& res) {
              json list = json::array();
              for (const ServedModel* m : models) {
                if (!m->ready) continue;
@@ -233,7 +215,8 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
              }
              res.set_content(json{{"models", list}}.dump(), "application/json");
            }));
-  http.Post("/api/show", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
+  http.Post("/api/show",
+            handler(Api::kOllama, [find, open_streams](const httplib::Request& req, httplib::Response& res) {
               const json body = parse_body(req.body);
               auto name = string_field(body, "model");
               if (!name) name = string_field(body, "name");  // the older spelling

@@ -15,33 +15,6 @@ namespace {
 using nlohmann::json;
 constexpr int64_t kBig = std::numeric_limits<int32_t>::max();
 
-json error_body(int status, const std::string& message) {
-  const char* type = status == 401   ? "authentication_error"
-                     : status == 404 ? "not_found_error"
-                     : status >= 500 ? "server_error"
-                                     : "invalid_request_error";
-  return {{"error",
-           {{"message", message},
-            {"type", type},
-            {"param", nullptr},
-            {"code", status == 404 ? json("model_not_found") : json(nullptr)}}}};
-}
-
-template <class F>
-httplib::Server::Handler handler(F f) {
-  return [f](const httplib::Request& req, httplib::Response& res) {
-    try {
-      f(req, res);
-    } catch (const ApiError& e) {
-      res.status = e.status;
-      res.set_content(error_body(e.status, e.what()).dump(), "application/json");
-    } catch (const std::exception& e) {
-      res.status = 500;
-      res.set_content(error_body(500, e.what()).dump(), "application/json");
-    }
-  };
-}
-
 std::string new_id(const char* prefix) {
   static std::atomic<uint64_t> counter{0};
   return std::string(prefix) + std::to_string(unix_now()) + "-" + std::to_string(++counter);
@@ -167,7 +140,8 @@ void respond(httplib::Response& res, std::atomic<int>& open_streams, const Gener
       out += sse(j);
     }
     if (!p.done) return out;
-    if (!p.error.empty()) return out + sse(error_body(500, p.error)) + "data: [DONE]\n\n";
+    if (!p.error.empty())
+      return out + "data: " + error_json(Api::kOpenAI, 500, p.error) + "\n\n" + "data: [DONE]\n\n";
     json last = envelope(chunk_object);
     last["choices"] = json::array({choice("", finish_reason(p.stats.stop), false)});
     out += sse(last);
@@ -189,7 +163,7 @@ void add_openai_routes(httplib::Server& http, const RouteContext& context) {
   std::atomic<int>* open_streams = context.open_streams;
   http.Post(
       "/v1/chat/completions",
-      handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
+      handler(Api::kOpenAI, [find, open_streams](const httplib::Request& req, httplib::Response& res) {
         const json body = parse_body(req.body);
         Generation g = start_generation(body, find);
         read_parameters(body, g);
@@ -224,38 +198,39 @@ void add_openai_routes(httplib::Server& http, const RouteContext& context) {
                 });
       }));
 
-  http.Post(
-      "/v1/completions", handler([find, open_streams](const httplib::Request& req, httplib::Response& res) {
-        const json body = parse_body(req.body);
-        Generation g = start_generation(body, find);
-        g.chat = false;
-        g.options.max_new_tokens = 16;  // OpenAI's default for this endpoint
-        read_parameters(body, g);
-        const auto it = body.find("prompt");
-        if (it != body.end() && it->is_array() && it->size() == 1 && (*it)[0].is_string())
-          g.prompt = (*it)[0].get<std::string>();
-        else if (it != body.end() && it->is_string())
-          g.prompt = it->get<std::string>();
-        else
-          throw ApiError(400, "'prompt' must be a string (or an array of one string)");
-        if (g.prompt.empty()) throw ApiError(400, "'prompt' is empty");
-        if (string_field(body, "suffix").value_or("") != "")
-          throw ApiError(400, "'suffix' is not supported by Gemma");
-        const bool echo = bool_field(body, "echo").value_or(false);
-        const std::string prompt = g.prompt;
-        auto echoed = std::make_shared<bool>(!echo);
-        respond(res, *open_streams, g, include_usage(body), "text_completion", "text_completion",
-                [prompt, echoed](const std::string& text, const json& finish, bool) {
-                  std::string t = text;
-                  if (!*echoed) {
-                    t = prompt + t;
-                    *echoed = true;
-                  }
-                  return json{{"index", 0}, {"text", t}, {"logprobs", nullptr}, {"finish_reason", finish}};
-                });
-      }));
+  http.Post("/v1/completions",
+            handler(Api::kOpenAI, [find, open_streams](const httplib::Request& req, httplib::Response& res) {
+              const json body = parse_body(req.body);
+              Generation g = start_generation(body, find);
+              g.chat = false;
+              g.options.max_new_tokens = 16;  // OpenAI's default for this endpoint
+              read_parameters(body, g);
+              const auto it = body.find("prompt");
+              if (it != body.end() && it->is_array() && it->size() == 1 && (*it)[0].is_string())
+                g.prompt = (*it)[0].get<std::string>();
+              else if (it != body.end() && it->is_string())
+                g.prompt = it->get<std::string>();
+              else
+                throw ApiError(400, "'prompt' must be a string (or an array of one string)");
+              if (g.prompt.empty()) throw ApiError(400, "'prompt' is empty");
+              if (string_field(body, "suffix").value_or("") != "")
+                throw ApiError(400, "'suffix' is not supported by Gemma");
+              const bool echo = bool_field(body, "echo").value_or(false);
+              const std::string prompt = g.prompt;
+              auto echoed = std::make_shared<bool>(!echo);
+              respond(
+                  res, *open_streams, g, include_usage(body), "text_completion", "text_completion",
+                  [prompt, echoed](const std::string& text, const json& finish, bool) {
+                    std::string t = text;
+                    if (!*echoed) {
+                      t = prompt + t;
+                      *echoed = true;
+                    }
+                    return json{{"index", 0}, {"text", t}, {"logprobs", nullptr}, {"finish_reason", finish}};
+                  });
+            }));
 
-  http.Get("/v1/models", handler([models](const httplib::Request&, httplib::Response& res) {
+  http.Get("/v1/models", handler(Api::kOpenAI, [models](const httplib::Request&, httplib::Response& res) {
              json data = json::array();
              for (const ServedModel* m : models)
                if (m->ready)

@@ -65,19 +65,9 @@ const std::set<std::string> kRoutes = {"/",
                                        "/v1/chat/completions",
                                        "/v1/completions"};
 
-bool is_openai(const std::string& path) {
-  return path.starts_with("/v1/");
-}
-
-std::string error_json(const std::string& path, int status, const std::string& message) {
-  if (is_openai(path))
-    return json{{"error",
-                 {{"message", message},
-                  {"type", status == 401 ? "authentication_error" : "invalid_request_error"},
-                  {"param", nullptr},
-                  {"code", nullptr}}}}
-        .dump();
-  return json{{"error", message}}.dump();
+// The API whose error shape a path's errors take.
+Api api_of(const std::string& path) {
+  return path.starts_with("/v1/") ? Api::kOpenAI : Api::kOllama;
 }
 
 }  // namespace
@@ -222,7 +212,7 @@ void Server::routes() {
     if (req.get_header_value("Authorization") == "Bearer " + options_.api_key)
       return httplib::Server::HandlerResponse::Unhandled;
     res.status = 401;
-    res.set_content(error_json(req.path, 401, "missing or wrong API key (Authorization: Bearer KEY)"),
+    res.set_content(error_json(api_of(req.path), 401, "missing or wrong API key (Authorization: Bearer KEY)"),
                     "application/json");
     return httplib::Server::HandlerResponse::Handled;
   });
@@ -231,7 +221,7 @@ void Server::routes() {
     const std::string message = res.status == 413   ? "the request body is larger than the server takes"
                                 : res.status == 404 ? "no such endpoint: " + req.method + " " + req.path
                                                     : "HTTP error " + std::to_string(res.status);
-    res.set_content(error_json(req.path, res.status, message), "application/json");
+    res.set_content(error_json(api_of(req.path), res.status, message), "application/json");
   });
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) { count(req, res); });
 

@@ -31,7 +31,8 @@ namespace ge::server {
 
 // One model as the server offers it.
 struct ServedModel {
-  // What clients ask for: the repo id or Ollama name it was given by, else the folder or file name (no .gguf).
+  // What clients ask for: the repo id or Ollama name it was given by, else the folder or file name (no
+  // .gguf).
   std::string name;
   std::filesystem::path path, mmproj;
   // Filled once loaded (ready): the server answers /health "loading" until every model is.

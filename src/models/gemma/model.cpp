@@ -91,7 +91,8 @@ Weights bind_weights(const Config& c, const nn::LayerSource& source) {
 std::string matrix_formats(const Weights& w) {
   std::map<std::string, int> count;
   for (const auto& l : w.layers)
-    for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (const nn::Linear* m :
+         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
       ++count[nn::weight_format(m->weight())];
   ++count[nn::weight_format(w.lm_head.weight())];
   std::vector<std::pair<int, std::string>> order;
@@ -255,7 +256,8 @@ void Model::decode(std::span<const DecodeRow> rows, kernels::ThreadPool& pool, f
     const DecodeRow& r = rows[t];
     if (r.token < 0 || r.token >= config_.vocab_size)
       throw std::runtime_error("token id " + std::to_string(r.token) + " of decode row " + std::to_string(t) +
-                               " is outside the vocabulary (" + std::to_string(config_.vocab_size) + " rows)");
+                               " is outside the vocabulary (" + std::to_string(config_.vocab_size) +
+                               " rows)");
     if (r.position >= r.cache->context())
       throw std::runtime_error("context length " + std::to_string(r.cache->context()) + " exceeded");
     for (size_t u = 0; u < t; ++u)
