@@ -258,8 +258,11 @@ TEST(Server, ListsShowsAndReportsItsModelsAndItsHealth) {
   EXPECT_EQ(json::parse(c.Get("/v1/models")->body)["data"][0]["id"], "gemma3-tiny");
   post_json(c, "/api/chat", chat("Count me", 5, false));
   // httplib logs a request (and /metrics counts it) just after sending its response.
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  const std::string metrics = c.Get("/metrics")->body;
+  std::string metrics;
+  for (int i = 0; i < 500 && metrics.find("path=\"/api/chat\"") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    metrics = c.Get("/metrics")->body;
+  }
   EXPECT_NE(metrics.find("gemma_requests_total{path=\"/api/chat\",status=\"200\"} 1"), std::string::npos)
       << metrics;
   EXPECT_NE(metrics.find("gemma_generated_tokens_total{model=\"gemma3-tiny\"} 5"), std::string::npos)
