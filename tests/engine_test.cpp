@@ -161,13 +161,16 @@ TEST_F(EngineTest, CancelledJobFreesItsSlotAndTheQueueIsBounded) {
   EXPECT_EQ(served.text, expected);
 }
 
-TEST_F(EngineTest, PromptPastTheContextIsRefusedBeforeQueueing) {
+TEST_F(EngineTest, BadPromptOrSamplingIsRefusedBeforeQueueing) {
   EngineOptions o;
   o.context = 8;
   Engine engine(*m_.model, m_.tokenizer, pool_, nullptr, o);
   EXPECT_THROW(engine.check(*job(ids("one two three four five six seven eight nine ten"), 4)),
                std::invalid_argument);
   EXPECT_THROW(engine.check(*job({1, 2, static_cast<int32_t>(vocab())}, 4)), std::invalid_argument);
+  SamplingParams bad = greedy();
+  bad.top_p = 2;
+  EXPECT_THROW(engine.check(Job(ids("Hi"), {}, bad, {})), std::invalid_argument);
 }
 
 // A second turn whose history differs from what the slot generated (an edited or re-tokenized answer)

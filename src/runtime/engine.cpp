@@ -70,6 +70,7 @@ Engine::~Engine() {
 
 void Engine::check(const Job& job) const {
   const auto vocab = model_.config().vocab_size;
+  validated(job.sampling_, static_cast<int32_t>(vocab));
   for (size_t i = 0; i < job.prompt_tokens_.size(); ++i)
     if (job.prompt_tokens_[i] < 0 || job.prompt_tokens_[i] >= vocab)
       throw std::invalid_argument("token id " + std::to_string(job.prompt_tokens_[i]) +

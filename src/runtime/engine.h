@@ -87,8 +87,8 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   const EngineOptions& options() const { return options_; }
-  // Checks a prompt (ids in the vocabulary, images matching its image runs, within the context) before it
-  // is queued; throws std::invalid_argument naming the problem.
+  // Checks a job (sampling parameters, ids in the vocabulary, images matching its image runs, within the
+  // context) before it is queued; throws std::invalid_argument naming the problem.
   void check(const Job& job) const;
   // Queues a job; false when the queue is full.
   bool submit(std::shared_ptr<Job> job);

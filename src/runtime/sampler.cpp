@@ -135,6 +135,9 @@ size_t nucleus_length(std::span<const int32_t> sorted, const std::vector<float>&
   return sorted.size();
 }
 
+
+}  // namespace
+
 const SamplingParams& validated(const SamplingParams& p, int32_t vocab_size) {
   auto require = [](bool ok, const char* what) {
     if (!ok) throw std::invalid_argument(std::string("SamplingParams: ") + what);
@@ -149,8 +152,6 @@ const SamplingParams& validated(const SamplingParams& p, int32_t vocab_size) {
   require(p.repeat_last_n >= -1, "repeat_last_n must be >= -1");
   return p;
 }
-
-}  // namespace
 
 Sampler::Sampler(const SamplingParams& p, int32_t vocab_size)
     : params_(validated(p, vocab_size)), vocab_size_(vocab_size), rng_(p.seed) {

@@ -20,6 +20,9 @@ struct SamplingParams {
   uint64_t seed = 0;            // same seed + same logits => same choices
 };
 
+// Throws std::invalid_argument naming the first parameter out of range; returns `p`.
+const SamplingParams& validated(const SamplingParams& p, int32_t vocab_size);
+
 // Chain, in order: repetition penalty -> top-k -> temperature -> softmax -> top-p -> min-p -> draw from
 // the renormalized survivors. That is llama.cpp's default order (penalties, top-k, top-p, min-p) except
 // for temperature: llama.cpp applies it last, so its top-p / min-p see T = 1 probabilities, whereas here,

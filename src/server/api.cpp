@@ -196,11 +196,6 @@ std::shared_ptr<runtime::Job> submit(const Generation& g) {
     const int64_t room = context - static_cast<int64_t>(tokens.size());
     options.max_new_tokens = options.max_new_tokens < 0 ? room : std::min(options.max_new_tokens, room);
   }
-  try {
-    runtime::Sampler check(g.sampling, static_cast<int32_t>(m.loaded->model->config().vocab_size));
-  } catch (const std::exception& e) {
-    throw ApiError(400, e.what());
-  }
   auto job =
       std::make_shared<runtime::Job>(std::move(tokens), std::move(images), g.sampling, std::move(options));
   try {
