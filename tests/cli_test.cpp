@@ -39,7 +39,8 @@ TEST_P(CliLogits, ReproduceTheReferenceWithinTolerance) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CliLogits,
-                         ::testing::Values("gemma3-tiny", "gemma3-tiny-rope", "gemma-tiny", "gemma2-tiny"));
+                         ::testing::Values("gemma3-tiny", "gemma3-tiny-rope", "gemma-tiny", "gemma2-tiny",
+                                           "gemma3n-tiny"));
 
 // --head-type: only the LM head is rounded (the embedding lookups still read the bf16 table), so the logits
 // move by about what Q8_0 rounding of the head moves them (gemma3-tiny-rope: 0.048; q4_0: 0.77).
@@ -154,6 +155,25 @@ TEST(Cli, InspectReadsAConvertedGguf) {
   r = gemma("inspect " + quoted(gguf));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find(gguf.string()), std::string::npos) << r.output;
+}
+
+// Gemma 3n chats like any other Gemma, from its folder and from the q8_0 GGUF `gemma convert` writes (the
+// default fast path: 8-bit activation blocks on the repacked matrices).
+TEST(Cli, RunsGemma3nFromItsFolderAndItsGguf) {
+  test::ScratchDir dir;
+  const auto folder = test::fixture_model_dir("gemma3n-tiny");
+  const auto gguf = dir.path() / "3n-q8_0.gguf";
+  auto r = gemma("convert " + quoted(folder) + " -o " + quoted(gguf) + " --outtype q8_0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const auto& model : {folder, gguf}) {
+    r = gemma("run -m " + quoted(model) + " -p 'Why is the sky blue?' -n 8 --temp 0");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("eval count:           8 token(s)"), std::string::npos) << r.output;
+  }
+  r = gemma("inspect " + quoted(folder));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("layer  9: global  mlp 128, sparsity 0, keys and values of layer 4"), std::string::npos)
+      << r.output;
 }
 
 // What a user does with a converted file: run it, tokenize with it, and get what the folder gives.

@@ -31,7 +31,7 @@ TEST(DecodeLoop, StepsAndSamplingDoNotAllocate) {
   auto m = loader::load_model(test::demo_model_dir(), 16);
   kernels::ThreadPool pool(2);
   auto cache = m.model->make_cache(64);
-  std::vector<float> logits(m.model->config().vocab_size);
+  std::vector<float> logits(m.model->shape().vocab_size);
   runtime::SamplingParams params;
   params.top_k = 40;
   params.top_p = 0.9f;

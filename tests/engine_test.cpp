@@ -26,7 +26,7 @@ class EngineTest : public ::testing::Test {
  protected:
   EngineTest() : m_(loader::load_model(test::demo_model_dir(), 4)), pool_(2) {}
 
-  int64_t vocab() const { return m_.model->config().vocab_size; }
+  int64_t vocab() const { return m_.model->shape().vocab_size; }
   std::vector<int32_t> ids(const std::string& text) const { return m_.tokenizer.encode(text, true); }
 
   // Greedy text of `prompt` run alone in a fresh slot.
@@ -74,7 +74,7 @@ TEST_F(EngineTest, BatchedDecodeGivesEachRowTheLogitsOfALoneStep) {
   std::vector<Slot> batched, single;
   std::vector<int32_t> next;
   Generator gen(*m_.model, m_.tokenizer, pool_);
-  for (const auto& p : prompts) {
+  for (size_t i = 0; i < prompts.size(); ++i) {
     batched.emplace_back(*m_.model, 64);
     single.emplace_back(*m_.model, 64);
   }

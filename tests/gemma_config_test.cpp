@@ -5,6 +5,7 @@
 #include "formats/safetensors.h"
 #include "loader/model_loader.h"
 #include "models/gemma/config.h"
+#include "models/gemma/model.h"
 #include "test_util.h"
 
 namespace ge {

@@ -29,8 +29,8 @@ struct Fixture {
         ids(reference["token_ids"].get<std::vector<int32_t>>()) {}
 
   std::vector<float> logits(kernels::ThreadPool& pool, int64_t n_positions,
-                            const gemma::HiddenObserver* observer = nullptr) {
-    std::vector<float> out(n_positions * model.config().vocab_size);
+                            const models::HiddenObserver* observer = nullptr) {
+    std::vector<float> out(n_positions * model.shape().vocab_size);
     auto cache = model.make_cache(n_positions);
     model.forward(std::span(ids).first(n_positions), 0, cache, pool, out.data(), true, observer);
     return out;
@@ -59,10 +59,10 @@ TEST_P(GemmaReference, EveryLayerMatchesTheReferenceResidualStream) {
   kernels::ThreadPool pool(2);
   Fixture f(GetParam());
   const auto expected = test::read_f32(fixture_reference_dir(GetParam()) / "reference_hidden.f32");
-  const int64_t n = static_cast<int64_t>(f.ids.size()), hidden = f.model.config().hidden_size;
+  const int64_t n = static_cast<int64_t>(f.ids.size()), hidden = f.model.shape().hidden_size;
   ASSERT_EQ(expected.size(), static_cast<size_t>((f.model.config().num_layers + 1) * n * hidden));
   int64_t seen = 0;
-  gemma::HiddenObserver observer = [&](int64_t index, const float* h, int64_t start, int64_t count) {
+  models::HiddenObserver observer = [&](int64_t index, const float* h, int64_t start, int64_t count) {
     ASSERT_EQ(start, 0);
     ASSERT_EQ(count, n);
     const float diff = test::max_abs_diff(h, expected.data() + index * n * hidden, n * hidden);
@@ -93,7 +93,7 @@ TEST_P(GemmaReference, HalfPrecisionCacheStaysCloseWithTheSameTopToken) {
   kernels::ThreadPool pool(2);
   Fixture f(GetParam(), 5);
   const auto expected = test::read_f32(fixture_reference_dir(GetParam()) / "reference_logits.f32");
-  const int64_t n = static_cast<int64_t>(f.ids.size()), vocab = f.model.config().vocab_size;
+  const int64_t n = static_cast<int64_t>(f.ids.size()), vocab = f.model.shape().vocab_size;
   std::vector<float> got(n * vocab);
   auto cache = f.model.make_cache(n, DType::F16);
   EXPECT_EQ(cache.bytes(), f.model.make_cache(n).bytes() / 2);
@@ -112,7 +112,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GemmaReference,
 TEST(Gemma3Vision, TextPrefixMatchesReferenceWithDefaultsFilledIn) {
   kernels::ThreadPool pool(2);
   Fixture f("gemma3-tiny-vision");
-  EXPECT_EQ(f.model.config().vocab_size, 1088);
+  EXPECT_EQ(f.model.shape().vocab_size, 1088);
   EXPECT_EQ(f.model.config().layers[5].sliding, false);
   EXPECT_DOUBLE_EQ(f.model.config().layers[5].rope_base, 1e6);
   EXPECT_DOUBLE_EQ(f.model.config().layers[0].rope_base, 1e4);
@@ -130,7 +130,7 @@ class GemmaChunking : public ::testing::TestWithParam<std::string> {};
 TEST_P(GemmaChunking, ChunkedPrefillEqualsStepwiseDecoding) {
   kernels::ThreadPool pool(2);
   Fixture stepwise(GetParam(), 1);
-  const int64_t n = static_cast<int64_t>(stepwise.ids.size()), vocab = stepwise.model.config().vocab_size;
+  const int64_t n = static_cast<int64_t>(stepwise.ids.size()), vocab = stepwise.model.shape().vocab_size;
   ASSERT_GT(n, 2 * stepwise.model.config().sliding_window);
   std::vector<float> expected(n * vocab);
   auto cache = stepwise.model.make_cache(n);
@@ -157,7 +157,7 @@ TEST(Gemma3Errors, TokenIdPastTheEmbeddingTableIsRejected) {
   kernels::ThreadPool pool(1);
   Fixture f("gemma3-tiny");
   auto cache = f.model.make_cache(8);
-  std::vector<float> logits(f.model.config().vocab_size);
+  std::vector<float> logits(f.model.shape().vocab_size);
   const int32_t bad[] = {2, 1024};
   try {
     f.model.forward(bad, 0, cache, pool, logits.data(), false);
@@ -171,7 +171,7 @@ TEST(Gemma3Errors, PositionsPastTheContextAreRejected) {
   kernels::ThreadPool pool(1);
   Fixture f("gemma3-tiny");
   auto cache = f.model.make_cache(4);
-  std::vector<float> logits(f.model.config().vocab_size);
+  std::vector<float> logits(f.model.shape().vocab_size);
   EXPECT_THROW(f.model.forward(std::span(f.ids).first(5), 0, cache, pool, logits.data(), false), std::runtime_error);
   f.model.forward(std::span(f.ids).first(4), 0, cache, pool, logits.data(), false);
   EXPECT_THROW(f.model.forward(std::span(f.ids).first(1), 4, cache, pool, logits.data(), false), std::runtime_error);

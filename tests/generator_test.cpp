@@ -16,7 +16,7 @@ class GeneratorTest : public ::testing::Test {
   std::string generate(Slot& slot, const std::string& prompt, GenerateOptions o, GenerateStats* stats = nullptr) {
     SamplingParams greedy;
     greedy.temperature = 0;
-    Sampler sampler(greedy, static_cast<int32_t>(m_.model->config().vocab_size));
+    Sampler sampler(greedy, static_cast<int32_t>(m_.model->shape().vocab_size));
     std::string text;
     const auto s = gen_.generate(slot, m_.tokenizer.encode(prompt, true), sampler, o, [&](std::string_view t) {
       text += t;

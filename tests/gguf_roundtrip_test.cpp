@@ -20,6 +20,7 @@
 #include "kernels/thread_pool.h"
 #include "loader/gguf_model.h"
 #include "loader/model_loader.h"
+#include "models/gemma/model.h"
 #include "tensor/dtype.h"
 #include "test_util.h"
 
@@ -98,9 +99,9 @@ std::vector<int32_t> reference_ids(const std::string& fixture) {
       .get<std::vector<int32_t>>();
 }
 
-std::vector<float> all_logits(gemma::Model& model, const std::vector<int32_t>& ids) {
+std::vector<float> all_logits(models::CausalLM& model, const std::vector<int32_t>& ids) {
   kernels::ThreadPool pool(2);
-  std::vector<float> out(ids.size() * model.config().vocab_size);
+  std::vector<float> out(ids.size() * model.shape().vocab_size);
   auto cache = model.make_cache(static_cast<int64_t>(ids.size()));
   model.forward(ids, 0, cache, pool, out.data(), true);
   return out;

@@ -11,6 +11,7 @@
 
 #include "kernels/thread_pool.h"
 #include "loader/model_loader.h"
+#include "models/gemma/model.h"
 #include "test_util.h"
 
 namespace ge {
@@ -25,9 +26,9 @@ std::vector<int32_t> reference_ids() {
 }
 
 // Logits of every position, the prompt either in one chunk or one token at a time (the decode kernels).
-std::vector<float> logits(gemma::Model& model, const std::vector<int32_t>& ids, bool token_by_token) {
+std::vector<float> logits(models::CausalLM& model, const std::vector<int32_t>& ids, bool token_by_token) {
   kernels::ThreadPool pool(2);
-  const int64_t vocab = model.config().vocab_size;
+  const int64_t vocab = model.shape().vocab_size;
   std::vector<float> out(ids.size() * static_cast<size_t>(vocab));
   auto cache = model.make_cache(static_cast<int64_t>(ids.size()));
   if (!token_by_token) {

@@ -92,10 +92,10 @@ std::vector<int32_t> reference_ids(const std::string& fixture) {
 
 // Logits of every position, from one prompt chunk or one token at a time (the decode kernels, which sum
 // each group's q * x before scaling it).
-std::vector<float> all_logits(gemma::Model& model, const std::vector<int32_t>& ids, bool stepwise = false) {
-  const gemma::Config& config = model.config();
+std::vector<float> all_logits(models::CausalLM& model, const std::vector<int32_t>& ids, bool stepwise = false) {
+  const int64_t vocab = model.shape().vocab_size;
   kernels::ThreadPool pool(2);
-  std::vector<float> out(ids.size() * config.vocab_size);
+  std::vector<float> out(ids.size() * vocab);
   auto cache = model.make_cache(static_cast<int64_t>(ids.size()));
   if (!stepwise) {
     model.forward(ids, 0, cache, pool, out.data(), true);
@@ -103,7 +103,7 @@ std::vector<float> all_logits(gemma::Model& model, const std::vector<int32_t>& i
   }
   for (size_t i = 0; i < ids.size(); ++i)
     model.forward(std::span(ids).subspan(i, 1), static_cast<int64_t>(i), cache, pool,
-                  out.data() + i * config.vocab_size, true);
+                  out.data() + i * vocab, true);
   return out;
 }
 
@@ -338,7 +338,7 @@ TEST(MlxFolderMultimodal, TheLanguageModelPrefixLoadsQuantized) {
   loader::LoadedModel m = loader::load_model(out, 64);
   const auto got = all_logits(*m.model, ids);
   EXPECT_EQ(test::max_abs_diff(got.data(), expected.data(), got.size()), 0.0f);
-  EXPECT_EQ(nn::weight_format(m.model->weights().layers[0].q_proj.weight()), "affine 4-bit g64");
+  EXPECT_EQ(nn::weight_format(dynamic_cast<gemma::Model&>(*m.model).weights().layers[0].q_proj.weight()), "affine 4-bit g64");
   EXPECT_EQ(formats::SafetensorsCheckpoint(out).find("multi_modal_projector.mm_input_projection_weight")->dtype,
             DType::BF16);
 }

@@ -62,7 +62,7 @@ siglip::Gemma3VisionConfig config_for(const loader::LoadedModel& m, const GgufFi
     EXPECT_TRUE(v) << piece;
     return v.value_or(-1);
   };
-  return loader::vision_config_from_mmproj(mmproj, m.model->config().hidden_size, m.dir.string(),
+  return loader::vision_config_from_mmproj(mmproj, m.model->shape().hidden_size, m.dir.string(),
                                            id("<image_soft_token>"), id("<start_of_image>"),
                                            id("<end_of_image>"));
 }
@@ -85,9 +85,9 @@ std::vector<float> image_logits(const fs::path& mmproj) {
   const auto first = std::find(ids.begin(), ids.end(), config.image_token_id) - ids.begin();
   const auto count = std::count(ids.begin(), ids.end(), config.image_token_id);
   EXPECT_EQ(count, config.mm_tokens_per_image);
-  const gemma::EmbeddingBlock block{first, count, features.data()};
+  const models::EmbeddingBlock block{first, count, features.data()};
   const auto n = static_cast<int64_t>(ids.size());
-  std::vector<float> logits(n * m.model->config().vocab_size);
+  std::vector<float> logits(n * m.model->shape().vocab_size);
   auto cache = m.model->make_cache(n);
   m.model->forward(ids, 0, cache, pool, logits.data(), true, nullptr, std::span(&block, 1));
   return logits;

@@ -24,14 +24,14 @@ struct VisionFixture {
         layers(ckpt),
         model(loader::load_config(dir), layers, max_chunk),
         encoder(siglip::resolve_gemma3_vision_config(test::read_json(dir / "config.json"),
-                                                     model.config().hidden_size, "config.json"),
+                                                     model.shape().hidden_size, "config.json"),
                 layers),
         reference(test::read_json(dir / "reference.json")),
         ids(reference["token_ids"].get<std::vector<int32_t>>()),
         pixels(test::read_f32(dir / "reference_pixel_values.f32")) {}
 
   // The block of soft tokens: the one run of <image_soft_token> ids in the prompt.
-  gemma::EmbeddingBlock image_block(kernels::ThreadPool& pool) {
+  models::EmbeddingBlock image_block(kernels::ThreadPool& pool) {
     const int32_t image_token = encoder.config().image_token_id;
     features.resize(encoder.config().mm_tokens_per_image * encoder.config().text_hidden_size);
     encoder.encode(pixels.data(), pool, features.data());
@@ -40,10 +40,10 @@ struct VisionFixture {
     return {first, count, features.data()};
   }
 
-  std::vector<float> logits(kernels::ThreadPool& pool, const gemma::HiddenObserver* observer = nullptr) {
-    const gemma::EmbeddingBlock block = image_block(pool);
+  std::vector<float> logits(kernels::ThreadPool& pool, const models::HiddenObserver* observer = nullptr) {
+    const models::EmbeddingBlock block = image_block(pool);
     const auto n = static_cast<int64_t>(ids.size());
-    std::vector<float> out(n * model.config().vocab_size);
+    std::vector<float> out(n * model.shape().vocab_size);
     auto cache = model.make_cache(n);
     model.forward(ids, 0, cache, pool, out.data(), true, observer, std::span(&block, 1));
     return out;
@@ -74,10 +74,10 @@ TEST(Gemma3VisionModel, EveryLayerMatchesTheReferenceResidualStream) {
   kernels::ThreadPool pool(2);
   VisionFixture f;
   const auto expected = test::read_f32(f.dir / "reference_hidden.f32");
-  const int64_t n = static_cast<int64_t>(f.ids.size()), hidden = f.model.config().hidden_size;
+  const int64_t n = static_cast<int64_t>(f.ids.size()), hidden = f.model.shape().hidden_size;
   ASSERT_EQ(expected.size(), static_cast<size_t>((f.model.config().num_layers + 1) * n * hidden));
   int64_t seen = 0;
-  gemma::HiddenObserver observer = [&](int64_t index, const float* h, int64_t start, int64_t count) {
+  models::HiddenObserver observer = [&](int64_t index, const float* h, int64_t start, int64_t count) {
     ASSERT_EQ(count, n);
     EXPECT_LT(test::max_abs_diff(h, expected.data() + index * n * hidden, n * hidden), kTolerance)
         << "residual stream diverges at index " << index;
@@ -105,12 +105,12 @@ TEST(Gemma3VisionModel, ChunkSizesThatCutTheImageBlockKeepTheReferenceLogits) {
 TEST(Gemma3VisionModel, TheBlockIsWhatMakesImageTokensAttendBothWays) {
   kernels::ThreadPool pool(2);
   VisionFixture f;
-  const gemma::EmbeddingBlock block = f.image_block(pool);
-  const auto n = static_cast<int64_t>(f.ids.size()), vocab = f.model.config().vocab_size;
+  const models::EmbeddingBlock block = f.image_block(pool);
+  const auto n = static_cast<int64_t>(f.ids.size()), vocab = f.model.shape().vocab_size;
   std::vector<float> one_way(n * vocab), both_ways(n * vocab);
-  std::vector<gemma::EmbeddingBlock> singles;
+  std::vector<models::EmbeddingBlock> singles;
   for (int64_t i = 0; i < block.count; ++i)
-    singles.push_back({block.offset + i, 1, block.embeddings + i * f.model.config().hidden_size});
+    singles.push_back({block.offset + i, 1, block.embeddings + i * f.model.shape().hidden_size});
   auto cache = f.model.make_cache(n);
   f.model.forward(f.ids, 0, cache, pool, one_way.data(), true, nullptr, singles);
   f.model.forward(f.ids, 0, cache, pool, both_ways.data(), true, nullptr, std::span(&block, 1));
@@ -122,14 +122,14 @@ TEST(Gemma3VisionModel, TheBlockIsWhatMakesImageTokensAttendBothWays) {
 TEST(Gemma3VisionModel, BlocksOutOfOrderOrPastTheTokensAreRejected) {
   kernels::ThreadPool pool(2);
   VisionFixture f;
-  const gemma::EmbeddingBlock block = f.image_block(pool);
+  const models::EmbeddingBlock block = f.image_block(pool);
   const auto n = static_cast<int64_t>(f.ids.size());
-  std::vector<float> out(f.model.config().vocab_size);
+  std::vector<float> out(f.model.shape().vocab_size);
   auto cache = f.model.make_cache(n);
-  const gemma::EmbeddingBlock past{n - 2, 16, block.embeddings};
+  const models::EmbeddingBlock past{n - 2, 16, block.embeddings};
   EXPECT_THROW(f.model.forward(f.ids, 0, cache, pool, out.data(), false, nullptr, std::span(&past, 1)),
                std::invalid_argument);
-  const gemma::EmbeddingBlock overlapping[] = {block, {block.offset + 1, 2, block.embeddings}};
+  const models::EmbeddingBlock overlapping[] = {block, {block.offset + 1, 2, block.embeddings}};
   EXPECT_THROW(f.model.forward(f.ids, 0, cache, pool, out.data(), false, nullptr, overlapping), std::invalid_argument);
 }
 
@@ -145,7 +145,7 @@ TEST(Gemma3VisionGenerator, ImagesInTheCacheAreNotEncodedAgain) {
   runtime::Slot slot(f.model, 128);
   const runtime::PromptImage image{f.pixels.data(), runtime::image_digest(f.pixels)};
   const auto expected = test::read_f32(f.dir / "reference_logits.f32");
-  const int64_t vocab = f.model.config().vocab_size, n = static_cast<int64_t>(f.ids.size());
+  const int64_t vocab = f.model.shape().vocab_size, n = static_cast<int64_t>(f.ids.size());
 
   runtime::GenerateStats first;
   const auto logits = generator.ingest(slot, f.ids, &first, std::span(&image, 1));

@@ -65,8 +65,8 @@ void bench_image(const BenchOptions& o, loader::LoadedModel& m, kernels::ThreadP
   loader::VisionPart& v = vision_of(m, o.model);
   const auto image = runtime::prepare_image_file(o.image, v.processor, false, v.config.mm_tokens_per_image);
   siglip::Gemma3VisionEncoder& encoder = v.bind();
-  gemma::Model& model = *m.model;
-  const int64_t tokens = v.config.mm_tokens_per_image, hidden = model.config().hidden_size;
+  models::CausalLM& model = *m.model;
+  const int64_t tokens = v.config.mm_tokens_per_image, hidden = model.shape().hidden_size;
   std::vector<float> features(tokens * hidden);
   const auto encode = [&] { encoder.encode(image.pixels.data.data(), pool, features.data()); };
   const Summary enc = summarize(repeat(o.repetitions, 1, encode));  // images per second
@@ -74,9 +74,9 @@ void bench_image(const BenchOptions& o, loader::LoadedModel& m, kernels::ThreadP
   std::vector<int32_t> ids = {v.config.boi_token_id};
   ids.insert(ids.end(), tokens, v.config.image_token_id);
   ids.push_back(v.config.eoi_token_id);
-  const gemma::EmbeddingBlock block{1, tokens, features.data()};
+  const models::EmbeddingBlock block{1, tokens, features.data()};
   auto cache = model.make_cache(static_cast<int64_t>(ids.size()));
-  std::vector<float> logits(model.config().vocab_size);
+  std::vector<float> logits(model.shape().vocab_size);
   const Summary prefill = summarize(repeat(o.repetitions, static_cast<int64_t>(ids.size()), [&] {
     model.forward(ids, 0, cache, pool, logits.data(), false, nullptr, std::span(&block, 1));
   }));
@@ -98,9 +98,9 @@ void bench(const BenchOptions& o) {
   const hub::ModelLocation where = locate(o.model, o.mmproj);
   auto m = loader::load_model(where.path, o.batch, where.mmproj);
   if (!o.image.empty()) return bench_image(o, m, pool);
-  gemma::Model& model = *m.model;
+  models::CausalLM& model = *m.model;
   apply_precision(model, o.precision);
-  const auto& c = model.config();
+  const auto c = model.shape();
   auto cache = model.make_cache(std::max<int64_t>(o.prompt, o.generate) + 1);
   std::vector<float> logits(c.vocab_size);
 
@@ -109,16 +109,17 @@ void bench(const BenchOptions& o) {
   std::vector<int32_t> prompt(o.prompt);
   for (auto& t : prompt) t = pick(rng);
 
-  size_t bytes = 0;
+  size_t bytes = 0;  // of the text model in its files
   int64_t params = 0;
   for (const Tensor* t : m.tensors->all()) {
-    if (siglip::is_vision_tensor(t->name)) continue;  // never read per decoded token
+    if (siglip::is_vision_tensor(t->name)) continue;
     bytes += t->nbytes;
     params += m.layers->parameter_count(*t);
   }
-  const std::string dtype = gemma::matrix_formats(model.weights());
+  const size_t per_token = model.weight_bytes_per_token();
+  const std::string dtype = model.matrix_formats();
   char name[128];
-  std::snprintf(name, sizeof name, "%s %.0fM %s%s", c.family_name(), static_cast<double>(params) / 1e6,
+  std::snprintf(name, sizeof name, "%s %.0fM %s%s", model.family_name(), static_cast<double>(params) / 1e6,
                 dtype.c_str(), o.precision.exact ? " (exact)" : "");
 
   std::printf(
@@ -152,14 +153,14 @@ void bench(const BenchOptions& o) {
   std::printf(
       "\nt/s is the median of %d runs ± their standard deviation. Weights read per decoded token: %.1f MB "
       "(every matrix once; the tied LM head is the embedding table).\n",
-      o.repetitions, static_cast<double>(bytes) / 1e6);
+      o.repetitions, static_cast<double>(per_token) / 1e6);
   if (o.bandwidth && o.generate > 0) {
     const double gbs = kernels::measure_read_bandwidth_gbs(pool, size_t{1} << 30);
-    const double used = decode.median * static_cast<double>(bytes) / 1e9;
+    const double used = decode.median * static_cast<double>(per_token) / 1e9;
     std::printf(
         "Measured read bandwidth: %.1f GB/s; decode reads %.1f GB/s of weights = %.0f%% of it (ceiling "
         "%.1f tok/s).\n",
-        gbs, used, 100.0 * used / gbs, gbs * 1e9 / static_cast<double>(bytes));
+        gbs, used, 100.0 * used / gbs, gbs * 1e9 / static_cast<double>(per_token));
   }
 }
 

@@ -8,7 +8,7 @@
 #include "hub/model_location.h"
 #include "kernels/matmul.h"
 #include "loader/model_loader.h"
-#include "models/gemma/model.h"
+#include "models/causal_lm.h"
 
 namespace ge::cli {
 
@@ -30,7 +30,7 @@ struct PrecisionFlags {
   bool legacy_fast = false;  // --fast / --fast-prefill: the default now, accepted for one release
 };
 void add_precision_flags(CLI::App* cmd, PrecisionFlags& flags);
-void apply_precision(gemma::Model& model, const PrecisionFlags& flags);
+void apply_precision(models::CausalLM& model, const PrecisionFlags& flags);
 
 // --kv-type f32|f16, shared by run and logits.
 void add_kv_type_option(CLI::App* cmd, std::string& kv_type);

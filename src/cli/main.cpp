@@ -78,7 +78,7 @@ loader::VisionPart& vision_of(loader::LoadedModel& m, const std::string& model) 
   return *m.vision;
 }
 
-void apply_precision(gemma::Model& model, const PrecisionFlags& flags) {
+void apply_precision(models::CausalLM& model, const PrecisionFlags& flags) {
   const auto precision = flags.exact ? kernels::Precision::kExact : kernels::Precision::kReducedActivations;
   // Repacking a quantized model takes seconds: say so on a terminal, and nothing when piped.
   if (!flags.exact && isatty(STDERR_FILENO)) {

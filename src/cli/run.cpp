@@ -76,7 +76,7 @@ class Chat {
         load_seconds_(load_seconds),
         generator_(*m.model, m.tokenizer, pool),
         slot_(*m.model, o.context, kv_cache_type(o.kv_type)),
-        sampler_(sampling(o, m.defaults.sampling), static_cast<int32_t>(m.model->config().vocab_size)) {
+        sampler_(sampling(o, m.defaults.sampling), static_cast<int32_t>(m.model->shape().vocab_size)) {
     options_.eos_ids = m.defaults.eos_ids;
     options_.stop = o.stop;
     // Chat answers end with <end_of_turn> even when generation_config.json lists only <eos>.
@@ -169,7 +169,7 @@ void run(RunOptions& o, bool prompt_given) {
   auto m = loader::load_model(where.path, o.batch, where.mmproj);
   apply_precision(*m.model, o.precision);
   const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  if (o.context <= 0) o.context = std::min<int64_t>(8192, m.model->config().max_position_embeddings);
+  if (o.context <= 0) o.context = std::min<int64_t>(8192, m.model->shape().max_position_embeddings);
   if (std::filesystem::equivalent(where.path, default_model_dir()))
     std::cerr
         << "note: the bundled demo model has random weights: its text is nonsense. Use -m DIR for a real "

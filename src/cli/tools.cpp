@@ -8,8 +8,11 @@
 #include "cli/common.h"
 #include "formats/atomic_output.h"
 #include "formats/gguf.h"
+#include "formats/json_file.h"
 #include "formats/safetensors.h"
 #include "loader/model_loader.h"
+#include "models/gemma/config.h"
+#include "models/gemma3n/config.h"
 #include "runtime/chat_template.h"
 #include "runtime/prompt_images.h"
 #include "tokenizer/tokenizer.h"
@@ -82,17 +85,17 @@ std::vector<runtime::PreparedImage> prepare_images(loader::LoadedModel& m, const
 }
 
 // Encodes each image (each crop) into the features of the next run of <image_soft_token> ids.
-std::vector<gemma::EmbeddingBlock> image_blocks(loader::LoadedModel& m, kernels::ThreadPool& pool,
+std::vector<models::EmbeddingBlock> image_blocks(loader::LoadedModel& m, kernels::ThreadPool& pool,
                                                 const std::vector<int32_t>& ids,
                                                 const std::vector<runtime::PreparedImage>& images,
                                                 std::vector<float>& features) {
   if (images.empty()) return {};
   siglip::Gemma3VisionEncoder& encoder = m.vision->bind();
   const auto parts = runtime::prompt_parts(images);
-  const int64_t per_image = encoder.config().mm_tokens_per_image, hidden = m.model->config().hidden_size;
+  const int64_t per_image = encoder.config().mm_tokens_per_image, hidden = m.model->shape().hidden_size;
   const auto runs = runtime::find_image_runs(ids, encoder.config().image_token_id, per_image, parts.size());
   features.resize(parts.size() * per_image * hidden);
-  std::vector<gemma::EmbeddingBlock> blocks;
+  std::vector<models::EmbeddingBlock> blocks;
   for (size_t i = 0; i < parts.size(); ++i) {
     float* f = features.data() + i * per_image * hidden;
     encoder.encode(parts[i].pixels, pool, f);
@@ -116,7 +119,7 @@ void logits(const LogitsOptions& o) {
                                  : parse_ids(o.ids);
   std::vector<float> features;
   const auto blocks = image_blocks(m, pool, ids, images, features);
-  const int64_t vocab = m.model->config().vocab_size;
+  const int64_t vocab = m.model->shape().vocab_size;
   std::vector<float> out(ids.size() * vocab);
   auto cache = m.model->make_cache(static_cast<int64_t>(ids.size()), kv_cache_type(o.kv_type));
   m.model->forward(ids, 0, cache, pool, out.data(), true, nullptr, blocks);
@@ -206,11 +209,23 @@ void inspect_gguf(const std::filesystem::path& path) {
                 file.file_offset(*t));
 }
 
-void inspect(const std::string& model) {
-  const std::filesystem::path dir = locate(model).path;
-  if (std::filesystem::is_regular_file(dir)) return inspect_gguf(dir);
-  const auto config = loader::load_config(dir);
-  const formats::SafetensorsCheckpoint ckpt(dir);
+void print_gemma3n_config(const gemma3n::Config& c) {
+  std::printf("architecture: gemma3n (text decoder; audio and vision towers not run)\n");
+  std::printf("vocab_size %" PRId64 " (per-layer inputs %" PRId64 "), hidden %" PRId64 " (per layer %" PRId64
+              "), layers %" PRId64 ", heads %" PRId64 " (kv %" PRId64 "), head_dim %" PRId64 "\n",
+              c.vocab_size, c.vocab_size_per_layer_input, c.hidden_size, c.hidden_size_per_layer_input,
+              c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim);
+  std::printf("altup %" PRId64 " streams (active %" PRId64 "), laurel rank %" PRId64 ", sliding_window %" PRId64
+              ", KV shared by the last %" PRId64 " layers\n",
+              c.altup_num_inputs, c.altup_active_idx, c.laurel_rank, c.sliding_window, c.num_kv_shared_layers);
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const auto& l = c.layers[i];
+    std::printf("layer %2" PRId64 ": %-7s mlp %" PRId64 ", sparsity %g, keys and values of layer %" PRId64 "\n", i,
+                l.sliding ? "sliding" : "global", l.intermediate_size, l.activation_sparsity, c.kv_source(i));
+  }
+}
+
+void print_gemma_config(const gemma::Config& config) {
   std::printf("architecture: %s (text)\n", config.family_name());
   std::printf("vocab_size %" PRId64 ", hidden %" PRId64 ", intermediate %" PRId64 ", layers %" PRId64
               ", heads %" PRId64 " (kv %" PRId64 "), head_dim %" PRId64 "\n",
@@ -227,6 +242,18 @@ void inspect(const std::string& model) {
     std::printf("layer %2zu: %-7s rope base %g scale %g\n", i, l.sliding ? "sliding" : "global", l.rope_base,
                 l.rope_scale);
   }
+}
+
+void inspect(const std::string& model) {
+  const std::filesystem::path dir = locate(model).path;
+  if (std::filesystem::is_regular_file(dir)) return inspect_gguf(dir);
+  const auto config_path = dir / "config.json";
+  const nlohmann::json config = formats::read_json_file(config_path);
+  if (gemma3n::is_gemma3n(config))
+    print_gemma3n_config(gemma3n::resolve_config(config, config_path.string()));
+  else
+    print_gemma_config(gemma::resolve_config(config, config_path.string()));
+  const formats::SafetensorsCheckpoint ckpt(dir);
   const nn::LayerSource layers(ckpt, loader::load_quantization_config(dir));
   if (const auto& q = layers.quantization(); q.defaults)
     std::printf("quantization: %s, %zu per-layer entries\n", kernels::describe(*q.defaults).c_str(),

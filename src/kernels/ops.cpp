@@ -43,6 +43,25 @@ void dequantize_row(const Tensor& t, int64_t row, float scale, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] *= scale;
 }
 
+namespace {
+
+// out = x / sqrt(mean(x^2) + eps) * gain (gain null: 1), per row; the sum of squares in double.
+void scaled_rms_norm(const float* x, const float* gain, float eps, int64_t rows, int64_t n, float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float* o = out + r * n;
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+    if (gain)
+      for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * inv * gain[i];
+    else
+      for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * inv;
+  }
+}
+
+}  // namespace
+
 void rms_norm(const float* x, const Tensor& w, float eps, bool one_plus, int64_t rows, int64_t n,
               float* out) {
   // The gain vector is tiny (n <= a few thousand): widen it once per call on the stack.
@@ -52,14 +71,11 @@ void rms_norm(const float* x, const Tensor& w, float eps, bool one_plus, int64_t
   widen(w, 0, n, 1.0f, gain);
   if (one_plus)
     for (int64_t i = 0; i < n; ++i) gain[i] += 1.0f;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * n;
-    float* o = out + r * n;
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
-    for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * inv * gain[i];
-  }
+  scaled_rms_norm(x, gain, eps, rows, n, out);
+}
+
+void rms_norm_unscaled(const float* x, float eps, int64_t rows, int64_t n, float* out) {
+  scaled_rms_norm(x, nullptr, eps, rows, n, out);
 }
 
 void layer_norm(const float* x, const Tensor& w, const Tensor& b, float eps, int64_t rows, int64_t n,

@@ -14,6 +14,9 @@ void dequantize_row(const Tensor& t, int64_t row, float scale, float* out);
 // g = 1 + w when `one_plus` (Gemma's offset parameterisation) and g = w otherwise. In-place allowed.
 void rms_norm(const float* x, const Tensor& w, float eps, bool one_plus, int64_t rows, int64_t n, float* out);
 
+// The same without a gain (transformers' RMSNorm with_scale=False): out = x / sqrt(mean(x^2) + eps).
+void rms_norm_unscaled(const float* x, float eps, int64_t rows, int64_t n, float* out);
+
 // LayerNorm of each of `rows` rows of length n: out = (x - mean) / sqrt(var + eps) * w + b, with the
 // population variance (torch's layer_norm). In-place allowed.
 void layer_norm(const float* x, const Tensor& w, const Tensor& b, float eps, int64_t rows, int64_t n, float* out);

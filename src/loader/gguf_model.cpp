@@ -1,6 +1,8 @@
 #include "loader/gguf_model.h"
 
+#include <deque>
 #include <functional>
+#include <cmath>
 #include <map>
 #include <stdexcept>
 #include <vector>
@@ -21,7 +23,7 @@ Family family_of(const GgufFile& f) {
   if (arch == "gemma") return Family::kGemma;
   if (arch == "gemma2") return Family::kGemma2;
   if (arch == "gemma3") return Family::kGemma3;
-  fail(f, "general.architecture '" + arch + "' is not supported (gemma, gemma2, gemma3)");
+  fail(f, "general.architecture '" + arch + "' is not supported (gemma, gemma2, gemma3, gemma3n)");
 }
 
 int64_t positive(const GgufFile& f, const std::string& key, std::optional<uint32_t> fallback = std::nullopt) {
@@ -112,12 +114,73 @@ std::string hf_name(const GgufFile& f, Family family, const std::string& name) {
               " text model");
 }
 
-// A GGUF file's tensors under the names a model binds.
+// Gemma 3n: GGUF name suffix within a block -> Hugging Face name within a layer.
+const std::map<std::string, std::string, std::less<>>& gemma3n_layer_names() {
+  static const auto names = [] {
+    auto m = layer_names(Family::kGemma3);
+    m.insert({{"inp_gate.weight", "per_layer_input_gate.weight"},
+              {"proj.weight", "per_layer_projection.weight"},
+              {"post_norm.weight", "post_per_layer_input_norm.weight"},
+              {"altup_correct_coef.weight", "altup.correction_coefs.weight"},
+              {"altup_correct_scale.weight", "altup.correct_output_scale"},
+              {"altup_predict_coef.weight", "altup.prediction_coefs.weight"},
+              {"altup_router.weight", "altup.modality_router.weight"},
+              {"altup_router_norm.weight", "altup.router_norm.weight"},
+              {"laurel_l.weight", "laurel.linear_left.weight"},
+              {"laurel_r.weight", "laurel.linear_right.weight"},
+              {"laurel_post_norm.weight", "laurel.post_laurel_norm.weight"}});
+    return m;
+  }();
+  return names;
+}
+
+// One GGUF tensor of a gemma3n file as the Hugging Face tensors it holds.
+std::vector<std::pair<std::string, Tensor>> gemma3n_views(const GgufFile& f, const Tensor& t) {
+  static const std::map<std::string, std::string, std::less<>> top = {
+      {"token_embd.weight", "embed_tokens.weight"},
+      {"per_layer_token_embd.weight", "embed_tokens_per_layer.weight"},
+      {"per_layer_model_proj.weight", "per_layer_model_projection.weight"},
+      {"per_layer_proj_norm.weight", "per_layer_projection_norm.weight"},
+      {"output_norm.weight", "norm.weight"}};
+  const std::string prefix = "model.";
+  const auto renamed = [&](const std::string& name) { return std::vector{std::pair{prefix + name, t}}; };
+  if (const auto it = top.find(t.name); it != top.end()) return renamed(it->second);
+  for (const auto& [stacked, stem] : {std::pair{"altup_proj.weight", "altup_projections."},
+                                      std::pair{"altup_unembd_proj.weight", "altup_unembed_projections."}}) {
+    if (t.name != stacked) continue;
+    if (t.shape.size() != 3) fail(f, "tensor '" + t.name + "' must be [n - 1, hidden, hidden]");
+    std::vector<std::pair<std::string, Tensor>> parts;
+    const size_t part_bytes = t.nbytes / static_cast<size_t>(t.shape[0]);
+    for (int64_t i = 0; i < t.shape[0]; ++i) {
+      Tensor v = t;
+      v.name = t.name + "[" + std::to_string(i) + "]";
+      v.shape = {t.shape[1], t.shape[2]};
+      v.data = t.data + i * part_bytes;
+      v.nbytes = part_bytes;
+      parts.emplace_back(prefix + stem + std::to_string(i) + ".weight", std::move(v));
+    }
+    return parts;
+  }
+  if (t.name.starts_with("blk.")) {
+    const size_t dot = t.name.find('.', 4);
+    if (dot != std::string::npos) {
+      const auto it = gemma3n_layer_names().find(std::string_view(t.name).substr(dot + 1));
+      if (it != gemma3n_layer_names().end()) return renamed("layers." + t.name.substr(4, dot - 4) + "." + it->second);
+    }
+  }
+  fail(f, "tensor '" + t.name + "' is not part of a gemma3n text model");
+}
+
+// A GGUF file's tensors under the names a model binds: views of its tensors (one per file tensor, or the
+// parts of a stacked one), kept at stable addresses.
 class RenamedTensors final : public TensorSource {
  public:
-  RenamedTensors(std::unique_ptr<GgufFile> file, const std::function<std::string(const std::string&)>& name_of)
-      : file_(std::move(file)) {
-    for (const Tensor* t : file_->all()) by_hf_name_[name_of(t->name)] = t;
+  RenamedTensors(std::unique_ptr<GgufFile> file, const TensorViews& views_of) : file_(std::move(file)) {
+    for (const Tensor* t : file_->all())
+      for (auto& [name, view] : views_of(*t)) {
+        views_.push_back(std::move(view));
+        by_hf_name_[name] = &views_.back();
+      }
   }
   const Tensor* find(std::string_view name) const override {
     const auto it = by_hf_name_.find(name);
@@ -128,6 +191,7 @@ class RenamedTensors final : public TensorSource {
 
  private:
   std::unique_ptr<GgufFile> file_;
+  std::deque<Tensor> views_;
   std::map<std::string, const Tensor*, std::less<>> by_hf_name_;
 };
 
@@ -180,14 +244,75 @@ gemma::Config config_from_gguf(const GgufFile& f) {
   return c;
 }
 
+std::unique_ptr<TensorSource> tensor_views(std::unique_ptr<GgufFile> file, const TensorViews& views_of) {
+  return std::make_unique<RenamedTensors>(std::move(file), views_of);
+}
+
 std::unique_ptr<TensorSource> renamed_tensors(std::unique_ptr<GgufFile> file,
                                               const std::function<std::string(const std::string&)>& name_of) {
-  return std::make_unique<RenamedTensors>(std::move(file), name_of);
+  return tensor_views(std::move(file), [&](const Tensor& t) { return std::vector{std::pair{name_of(t.name), t}}; });
 }
 
 std::unique_ptr<TensorSource> hf_named_tensors(std::unique_ptr<GgufFile> file, Family family) {
   const GgufFile& f = *file;
   return renamed_tensors(std::move(file), [&](const std::string& name) { return hf_name(f, family, name); });
+}
+
+gemma3n::Config gemma3n_config_from_gguf(const GgufFile& f) {
+  const GgufMetadata& m = f.metadata();
+  const std::string a = "gemma3n.";
+  gemma3n::Config c;
+  const Tensor* embed = f.find("token_embd.weight");
+  const Tensor* per_layer = f.find("per_layer_token_embd.weight");
+  const Tensor* laurel = f.find("blk.0.laurel_l.weight");
+  for (const auto& [t, name] : {std::pair{embed, "token_embd.weight"}, std::pair{per_layer, "per_layer_token_embd.weight"},
+                                std::pair{laurel, "blk.0.laurel_l.weight"}})
+    if (!t || t->shape.size() != 2) fail(f, std::string("tensor '") + name + "' is missing or not a matrix");
+  c.vocab_size = embed->shape[0];
+  c.vocab_size_per_layer_input = per_layer->shape[0];
+  c.laurel_rank = laurel->shape[0];
+  c.hidden_size = positive(f, a + "embedding_length");
+  c.hidden_size_per_layer_input = positive(f, a + "embedding_length_per_layer_input");
+  c.num_layers = positive(f, a + "block_count");
+  c.num_heads = positive(f, a + "attention.head_count");
+  c.num_kv_heads = positive(f, a + "attention.head_count_kv", static_cast<uint32_t>(c.num_heads));
+  c.head_dim = positive(f, a + "attention.key_length");
+  c.max_position_embeddings = positive(f, a + "context_length");
+  c.rms_norm_eps = m.get_f32(a + "attention.layer_norm_rms_epsilon");
+  c.sliding_window = positive(f, a + "attention.sliding_window");
+  c.rope_theta = m.find<float>(a + "rope.freq_base").value_or(1000000.0f);
+  c.rope_local_base_freq = m.find<float>(a + "rope.freq_base_swa").value_or(10000.0f);
+  if (const auto cap = m.find<float>(a + "final_logit_softcapping")) c.final_logit_softcapping = *cap;
+  c.altup_num_inputs = positive(f, a + "altup.num_inputs");
+  c.altup_active_idx = m.find<uint32_t>(a + "altup.active_idx").value_or(0);
+  c.altup_correct_scale = m.find<bool>(a + "altup.correct_scale").value_or(true);
+  c.num_kv_shared_layers = m.find<uint32_t>(a + "attention.shared_kv_layers").value_or(0);
+  if (c.num_heads % c.num_kv_heads != 0) fail(f, a + "attention.head_count_kv must divide the head count");
+  if (c.altup_active_idx >= c.altup_num_inputs) fail(f, a + "altup.active_idx must be below altup.num_inputs");
+  if (c.num_kv_shared_layers >= c.num_layers)
+    fail(f, a + "attention.shared_kv_layers must leave a layer computing its own keys and values");
+  const auto& widths = m.get_array<int32_t>(a + "feed_forward_length");
+  const auto& sparsity = m.get_array<float>(a + "activation_sparsity_scale");
+  const auto& sliding = m.get_array<bool>(a + "attention.sliding_window_pattern");
+  for (const auto& [size, key] : {std::pair{widths.size(), "feed_forward_length"},
+                                  std::pair{sparsity.size(), "activation_sparsity_scale"},
+                                  std::pair{sliding.size(), "attention.sliding_window_pattern"}})
+    if (static_cast<int64_t>(size) != c.num_layers)
+      fail(f, "metadata key '" + a + key + "' has " + std::to_string(size) + " entries for " +
+                  std::to_string(c.num_layers) + " layers");
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    if (widths[l] <= 0) fail(f, "metadata key '" + a + "feed_forward_length' must be positive");
+    // The file keeps the quantile (0 for a dense layer); the sparsity itself is its normal CDF.
+    const double multiplier = sparsity[l];
+    const double p = multiplier != 0 ? 0.5 * std::erfc(-multiplier / std::sqrt(2.0)) : 0.0;
+    c.layers.push_back({static_cast<bool>(sliding[l]), widths[l], p, multiplier});
+  }
+  return c;
+}
+
+std::unique_ptr<TensorSource> gemma3n_hf_named_tensors(std::unique_ptr<GgufFile> file) {
+  const GgufFile& f = *file;
+  return tensor_views(std::move(file), [&](const Tensor& t) { return gemma3n_views(f, t); });
 }
 
 Tokenizer tokenizer_from_gguf(const GgufFile& f) {

@@ -8,6 +8,7 @@
 
 #include "formats/gguf.h"
 #include "models/gemma/config.h"
+#include "models/gemma3n/config.h"
 #include "tensor/tensor_source.h"
 #include "tokenizer/tokenizer.h"
 
@@ -21,6 +22,11 @@ namespace ge::loader {
 // (hidden / heads)^-0.5 for the 27B shapes. Norm weights are stored as w + 1.
 gemma::Config config_from_gguf(const formats::GgufFile& file);
 
+// The file's tensors as `views_of` presents each: (name a model binds, view) pairs, one for most tensors,
+// several for the parts of a stacked one; the views point into the file and keep the file's names.
+using TensorViews = std::function<std::vector<std::pair<std::string, Tensor>>(const Tensor&)>;
+std::unique_ptr<TensorSource> tensor_views(std::unique_ptr<formats::GgufFile> file, const TensorViews& views_of);
+
 // The file's tensors under the names `name_of` gives them (it throws for a name it cannot place).
 std::unique_ptr<TensorSource> renamed_tensors(std::unique_ptr<formats::GgufFile> file,
                                               const std::function<std::string(const std::string&)>& name_of);
@@ -28,6 +34,12 @@ std::unique_ptr<TensorSource> renamed_tensors(std::unique_ptr<formats::GgufFile>
 // The file's tensors under the names the model binds ("model.layers.3.mlp.up_proj.weight" for
 // "blk.3.ffn_up.weight"); throws for a tensor name it cannot place.
 std::unique_ptr<TensorSource> hf_named_tensors(std::unique_ptr<formats::GgufFile> file, gemma::Family family);
+
+// Gemma 3n (arch gemma3n, as `gemma convert` writes it): the config from llama.cpp's keys (plus Ollama's
+// altup.correct_scale), and the tensors under the Hugging Face names of Gemma3nForCausalLM ("model."), the
+// stacked altup_proj / altup_unembd_proj split into their n - 1 matrices.
+gemma3n::Config gemma3n_config_from_gguf(const formats::GgufFile& file);
+std::unique_ptr<TensorSource> gemma3n_hf_named_tensors(std::unique_ptr<formats::GgufFile> file);
 
 Tokenizer tokenizer_from_gguf(const formats::GgufFile& file);
 

@@ -10,6 +10,8 @@
 #include "formats/safetensors.h"
 #include "loader/gguf_model.h"
 #include "loader/mmproj.h"
+#include "models/gemma/model.h"
+#include "models/gemma3n/model.h"
 #include "models/quantization_config.h"
 
 namespace ge::loader {
@@ -77,10 +79,44 @@ std::unique_ptr<VisionPart> mmproj_vision(const std::filesystem::path& mmproj, c
   return vision;
 }
 
+// Maps the pages of every tensor but those `skip` names now, rather than on first touch in the first
+// forward pass.
+void populate(const TensorSource& tensors, bool (*skip)(std::string_view) = nullptr) {
+  for (const Tensor* t : tensors.all())
+    if (!skip || !skip(t->name)) formats::populate_pages(t->data, t->nbytes);
+}
+
+// What a Gemma 3n text model leaves unmapped: the audio and vision towers (never run), and the per-layer
+// embedding table (most of the model, read one row per token: its pages come in as tokens use them).
+bool gemma3n_unmapped(std::string_view name) {
+  return name.starts_with("model.audio_tower.") || name.starts_with("model.vision_tower.") ||
+         name.ends_with("embed_tokens_per_layer.weight") || name == "per_layer_token_embd.weight";
+}
+
+LoadedModel load_gemma3n_gguf(const std::filesystem::path& path, std::unique_ptr<formats::GgufFile> file,
+                              int64_t max_chunk, const std::filesystem::path& mmproj) {
+  if (!mmproj.empty())
+    throw std::runtime_error("--mmproj " + mmproj.string() + ": Gemma 3n reads text only here (its vision tower is not run)");
+  populate(*file, gemma3n_unmapped);
+  gemma3n::Config config = gemma3n_config_from_gguf(*file);
+  Tokenizer tokenizer = tokenizer_from_gguf(*file);
+  GenerationDefaults defaults;
+  defaults.eos_ids = end_of_generation_ids(*file, tokenizer);
+  defaults.sampling.temperature = 0;
+  auto tensors = gemma3n_hf_named_tensors(std::move(file));
+  auto layers = std::make_unique<nn::LayerSource>(*tensors);
+  auto model = std::make_unique<gemma3n::Model>(std::move(config), *layers, max_chunk);
+  return LoadedModel{path, std::move(tensors), std::move(layers), std::move(model), std::move(tokenizer),
+                     std::move(defaults), nullptr};
+}
+
 // A GGUF file carries no sampling settings: generation is greedy, as for a folder without
 // generation_config.json.
 LoadedModel load_gguf_model(const std::filesystem::path& path, int64_t max_chunk, const std::filesystem::path& mmproj) {
-  auto file = std::make_unique<formats::GgufFile>(path, /*populate=*/true);
+  auto file = std::make_unique<formats::GgufFile>(path);
+  if (file->metadata().find<std::string>("general.architecture") == "gemma3n")
+    return load_gemma3n_gguf(path, std::move(file), max_chunk, mmproj);
+  populate(*file);
   gemma::Config config = config_from_gguf(*file);
   Tokenizer tokenizer = tokenizer_from_gguf(*file);
   std::unique_ptr<VisionPart> vision;
@@ -181,6 +217,22 @@ ImagePreprocessing load_image_preprocessing(const std::filesystem::path& path, c
   return {vision->processor, vision->config.mm_tokens_per_image};
 }
 
+// Gemma 3n from a folder: the text decoder (and the embedders of image and audio ids); the audio and vision
+// towers are never mapped.
+LoadedModel load_gemma3n_folder(const std::filesystem::path& dir, const nlohmann::json& config_json,
+                                int64_t max_chunk) {
+  auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir);
+  populate(*tensors, gemma3n_unmapped);
+  auto layers = std::make_unique<nn::LayerSource>(*tensors, load_quantization_config(dir));
+  auto model = std::make_unique<gemma3n::Model>(gemma3n::resolve_config(config_json, (dir / "config.json").string()),
+                                                *layers, max_chunk);
+  auto tokenizer = Tokenizer::load(dir);
+  auto defaults = load_generation_defaults(dir);
+  if (defaults.eos_ids.empty()) defaults.eos_ids.push_back(tokenizer.eos_id());
+  return LoadedModel{dir, std::move(tensors), std::move(layers), std::move(model), std::move(tokenizer),
+                     std::move(defaults), nullptr};
+}
+
 LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk, const std::filesystem::path& mmproj) {
   if (is_gguf(dir)) return load_gguf_model(dir, max_chunk, mmproj);
   if (!std::filesystem::is_directory(dir))
@@ -191,6 +243,7 @@ LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk, cons
                              dir.string() + " is a folder, whose vision tower (if any) is in its own weights");
   const auto config_path = dir / "config.json";
   const nlohmann::json config_json = formats::read_json_file(config_path);
+  if (gemma3n::is_gemma3n(config_json)) return load_gemma3n_folder(dir, config_json, max_chunk);
   // A multimodal checkpoint maps its text weights now and its vision weights on the first image: text-only
   // prompts never read them.
   const bool multimodal = siglip::has_vision_config(config_json);
@@ -203,7 +256,7 @@ LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk, cons
   auto tokenizer = Tokenizer::load(dir);
   auto defaults = load_generation_defaults(dir);
   if (defaults.eos_ids.empty()) defaults.eos_ids.push_back(tokenizer.eos_id());
-  auto vision = folder_vision(dir, config_json, model->config().hidden_size);
+  auto vision = folder_vision(dir, config_json, model->shape().hidden_size);
   if (vision) vision->tensors = tensors.get();
   return LoadedModel{dir,  std::move(tensors),   std::move(layers),  std::move(model),
                      std::move(tokenizer), std::move(defaults), std::move(vision)};

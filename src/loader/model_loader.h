@@ -7,7 +7,8 @@
 #include <optional>
 #include <vector>
 
-#include "models/gemma/model.h"
+#include "models/causal_lm.h"
+#include "models/gemma/config.h"
 #include "models/siglip/model.h"
 #include "nn/layer_source.h"
 #include "runtime/image_processor.h"
@@ -45,7 +46,7 @@ struct LoadedModel {
   std::filesystem::path dir;
   std::unique_ptr<TensorSource> tensors;
   std::unique_ptr<nn::LayerSource> layers;  // the tensors, and how config.json says they are quantized
-  std::unique_ptr<gemma::Model> model;
+  std::unique_ptr<models::CausalLM> model;
   Tokenizer tokenizer;
   GenerationDefaults defaults;
   std::unique_ptr<VisionPart> vision;  // null for a model that reads text only

@@ -33,6 +33,7 @@ class KVCache {
   void save_rings(RingSnapshot& into) const;  // reuses the buffers `into` has
   void restore_rings(const RingSnapshot& from);
 
+  int64_t layers() const { return static_cast<int64_t>(capacity_.size()); }
   int64_t capacity(int64_t layer) const { return capacity_[layer]; }
   int64_t context() const { return context_; }  // positions the sequence may reach
   DType dtype() const { return dtype_; }

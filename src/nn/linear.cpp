@@ -1,5 +1,8 @@
 #include "nn/linear.h"
 
+#include <algorithm>
+#include <map>
+
 #include "kernels/ops.h"
 #include "kernels/quantize.h"
 
@@ -38,6 +41,17 @@ size_t weight_bytes(const Weight& w) {
                                         (q.code_row_bytes() + q.scale_row_bytes() * (q.biases ? 2 : 1));
                                }},
                     w);
+}
+
+std::string formats_summary(const std::vector<const Linear*>& layers) {
+  std::map<std::string, int> count;
+  for (const Linear* l : layers) ++count[weight_format(l->weight())];
+  std::vector<std::pair<int, std::string>> order;
+  for (const auto& [format, n] : count) order.emplace_back(-n, format);
+  std::sort(order.begin(), order.end());
+  std::string joined;
+  for (const auto& [n, format] : order) joined += (joined.empty() ? "" : "+") + format;
+  return joined;
 }
 
 Linear::Linear(Weight weight, const Tensor* bias) : weight_(std::move(weight)) {
@@ -99,8 +113,18 @@ void Embedding::lookup(int32_t id, float scale, float* out) const {
              table_.weight());
 }
 
+RMSNorm RMSNorm::unscaled(int64_t size, float eps) {
+  RMSNorm norm;
+  norm.size_ = size;
+  norm.eps_ = eps;
+  return norm;
+}
+
 void RMSNorm::operator()(const float* x, int64_t rows, float* out) const {
-  kernels::rms_norm(x, weight_, eps_, one_plus_, rows, weight_.numel(), out);
+  if (!weight_.data)
+    kernels::rms_norm_unscaled(x, eps_, rows, size_, out);
+  else
+    kernels::rms_norm(x, weight_, eps_, one_plus_, rows, size_, out);
 }
 
 void LayerNorm::operator()(const float* x, int64_t rows, float* out) const {

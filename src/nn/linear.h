@@ -25,6 +25,11 @@ std::string weight_format(const Weight& w);  // "BF16", "Q8_0", "affine 4-bit g6
 // Bytes of the weight and, for MLX formats, its scales and biases: what one full pass reads.
 size_t weight_bytes(const Weight& w);
 
+class Linear;
+// The formats of `layers`' weights, most frequent first and joined by '+' when they differ: a
+// llama-quantize mix such as Q4_K_M of the 270M reads "Q5_0+Q8_0+Q4_K+Q6_K".
+std::string formats_summary(const std::vector<const Linear*>& layers);
+
 // y = x W^T (+ b).
 class Linear {
  public:
@@ -77,12 +82,16 @@ class Embedding {
 class RMSNorm {
  public:
   RMSNorm() = default;
-  RMSNorm(Tensor weight, float eps, bool one_plus) : weight_(std::move(weight)), eps_(eps), one_plus_(one_plus) {}
+  RMSNorm(Tensor weight, float eps, bool one_plus)
+      : weight_(std::move(weight)), size_(weight_.numel()), eps_(eps), one_plus_(one_plus) {}
+  // A norm without a weight (Gemma 3n's v_norm: transformers' with_scale=False) over rows of `size`.
+  static RMSNorm unscaled(int64_t size, float eps);
 
   void operator()(const float* x, int64_t rows, float* out) const;
 
  private:
   Tensor weight_;
+  int64_t size_ = 0;
   float eps_ = 1e-6f;
   bool one_plus_ = true;
 };

@@ -46,7 +46,7 @@ void Job::finish(const GenerateStats& stats, std::string error) {
   changed_.notify_all();
 }
 
-Engine::Engine(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
+Engine::Engine(models::CausalLM& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
                siglip::Gemma3VisionEncoder* encoder, const EngineOptions& options)
     : model_(model), tokenizer_(tokenizer), options_(options), generator_(model, tokenizer, pool) {
   if (options_.parallel < 1) throw std::invalid_argument("--parallel must be at least 1");
@@ -54,7 +54,7 @@ Engine::Engine(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadP
   for (int i = 0; i < options_.parallel; ++i) slots_.emplace_back(model, options_.context, options_.kv_type);
   active_.resize(slots_.size());
   last_used_.assign(slots_.size(), 0);
-  logits_.resize(slots_.size() * static_cast<size_t>(model.config().vocab_size));
+  logits_.resize(slots_.size() * static_cast<size_t>(model.shape().vocab_size));
   stats_.slots = options_.parallel;
   thread_ = std::thread([this] { loop(); });
 }
@@ -69,7 +69,7 @@ Engine::~Engine() {
 }
 
 void Engine::check(const Job& job) const {
-  const auto vocab = model_.config().vocab_size;
+  const auto vocab = model_.shape().vocab_size;
   validated(job.sampling_, static_cast<int32_t>(vocab));
   for (size_t i = 0; i < job.prompt_tokens_.size(); ++i)
     if (job.prompt_tokens_[i] < 0 || job.prompt_tokens_[i] >= vocab)
@@ -172,7 +172,7 @@ void Engine::admit() {
       a->order = ++admitted_;
       a->prompt = generator_.prepare(job->prompt_tokens_, prompt_parts(job->images_));
       a->sampler =
-          std::make_unique<Sampler>(job->sampling_, static_cast<int32_t>(model_.config().vocab_size));
+          std::make_unique<Sampler>(job->sampling_, static_cast<int32_t>(model_.shape().vocab_size));
       a->completion = std::make_unique<Completion>(tokenizer_, *a->sampler, job->options_);
       const size_t s = pick_slot(a->prompt);
       a->prefill = generator_.begin(slots_[s], a->prompt, &a->completion->stats());
@@ -202,7 +202,7 @@ void Engine::prefill_step(size_t s, int64_t max_tokens) {
   const auto start = Clock::now();
   try {
     const bool done =
-        generator_.advance(slots_[s], a.prefill, max_tokens, logits_.data() + s * model_.config().vocab_size);
+        generator_.advance(slots_[s], a.prefill, max_tokens, logits_.data() + s * model_.shape().vocab_size);
     const double seconds = seconds_since(start);
     a.completion->stats().prompt_seconds += seconds;
     {
@@ -211,7 +211,7 @@ void Engine::prefill_step(size_t s, int64_t max_tokens) {
     }
     if (!done) return;
     a.answering = true;
-    take(s, std::span(logits_).subspan(s * model_.config().vocab_size, model_.config().vocab_size));
+    take(s, std::span(logits_).subspan(s * model_.shape().vocab_size, model_.shape().vocab_size));
   } catch (const std::exception& e) {
     finish(s, e.what());
   }
@@ -229,7 +229,7 @@ void Engine::decode_step() {
     }
   if (batch_slots_.empty()) return;
   const auto start = Clock::now();
-  const int64_t vocab = model_.config().vocab_size;
+  const int64_t vocab = model_.shape().vocab_size;
   try {
     generator_.decode(batch_slots_, batch_tokens_, logits_.data());
   } catch (const std::exception& e) {

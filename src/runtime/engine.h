@@ -80,7 +80,7 @@ struct EngineStats {
 // model's activations and the pool's workers serve one caller at a time).
 class Engine {
  public:
-  Engine(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
+  Engine(models::CausalLM& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
          siglip::Gemma3VisionEncoder* encoder, const EngineOptions& options);
   ~Engine();  // cancels what still runs
   Engine(const Engine&) = delete;
@@ -117,7 +117,7 @@ class Engine {
   void take(size_t slot, std::span<float> logits);
   void finish(size_t slot, std::string error = {});
 
-  gemma::Model& model_;
+  models::CausalLM& model_;
   const Tokenizer& tokenizer_;
   EngineOptions options_;
   Generator generator_;

@@ -79,13 +79,13 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-Generator::Generator(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
+Generator::Generator(models::CausalLM& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
                      int boundaries_per_slot)
     : model_(model),
       tokenizer_(tokenizer),
       pool_(pool),
       boundaries_per_slot_(boundaries_per_slot),
-      logits_(model.config().vocab_size) {
+      logits_(model.shape().vocab_size) {
   rows_.reserve(static_cast<size_t>(model.chunk_capacity()));
 }
 
@@ -192,7 +192,7 @@ Prefill Generator::begin(Slot& slot, const Prompt& prompt, GenerateStats* stats)
   Prefill p;
   p.prompt = &prompt;
   p.next = keep;
-  const int64_t hidden = model_.config().hidden_size;
+  const int64_t hidden = model_.shape().hidden_size;
   size_t first = 0;
   while (first < prompt.runs.size() && prompt.runs[first].offset < keep) ++first;
   const size_t count = prompt.runs.size() - first;
@@ -215,9 +215,9 @@ Prefill Generator::begin(Slot& slot, const Prompt& prompt, GenerateStats* stats)
 bool Generator::advance(Slot& slot, Prefill& p, int64_t max_tokens, float* logits) {
   const auto& tokens = p.prompt->tokens;
   const auto total = static_cast<int64_t>(tokens.size());
-  const int64_t end = gemma::step_end(p.blocks, p.next, std::min(total, p.next + max_tokens));
-  std::vector<gemma::EmbeddingBlock> local;
-  for (const gemma::EmbeddingBlock& b : p.blocks)
+  const int64_t end = models::step_end(p.blocks, p.next, std::min(total, p.next + max_tokens));
+  std::vector<models::EmbeddingBlock> local;
+  for (const models::EmbeddingBlock& b : p.blocks)
     if (b.offset >= p.next && b.offset < end) local.push_back({b.offset - p.next, b.count, b.embeddings});
   const auto run = std::span(tokens).subspan(static_cast<size_t>(p.next), static_cast<size_t>(end - p.next));
   model_.forward(run, p.next, slot.cache, pool_, end == total ? logits : nullptr, false, nullptr, local);

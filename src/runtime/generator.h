@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "kernels/thread_pool.h"
-#include "models/gemma/model.h"
+#include "models/causal_lm.h"
 #include "models/siglip/model.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -20,7 +20,7 @@
 namespace ge::runtime {
 
 struct Slot {
-  Slot(const gemma::Model& model, int64_t context, DType kv_type = DType::F32)
+  Slot(const models::CausalLM& model, int64_t context, DType kv_type = DType::F32)
       : cache(model.make_cache(context, kv_type)) {
     tokens.reserve(static_cast<size_t>(context));
     image_digests.reserve(static_cast<size_t>(context));
@@ -74,7 +74,7 @@ struct Prompt {
 struct Prefill {
   const Prompt* prompt = nullptr;
   int64_t next = 0;                           // first prompt position not in the cache yet
-  std::vector<gemma::EmbeddingBlock> blocks;  // images still to run, offsets from the prompt's start
+  std::vector<models::EmbeddingBlock> blocks;  // images still to run, offsets from the prompt's start
   std::vector<float> features;                // their soft-token embeddings
   bool done() const { return next == static_cast<int64_t>(prompt->tokens.size()); }
 };
@@ -142,7 +142,7 @@ class Completion {
 class Generator {
  public:
   // boundaries_per_slot: ring snapshots each slot keeps (see Slot::Boundary).
-  Generator(gemma::Model& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
+  Generator(models::CausalLM& model, const Tokenizer& tokenizer, kernels::ThreadPool& pool,
             int boundaries_per_slot = 2);
 
   // For prompts with images: each run of the encoder's <image_soft_token> ids in a prompt takes the
@@ -186,13 +186,13 @@ class Generator {
   int boundary_for(const Slot& slot, int64_t shared, int64_t& keep) const;
   void save_boundary(Slot& slot);
 
-  gemma::Model& model_;
+  models::CausalLM& model_;
   const Tokenizer& tokenizer_;
   kernels::ThreadPool& pool_;
   int boundaries_per_slot_;
   siglip::Gemma3VisionEncoder* encoder_ = nullptr;
   std::vector<float> logits_;
-  std::vector<gemma::DecodeRow> rows_;
+  std::vector<models::DecodeRow> rows_;
 };
 
 }  // namespace ge::runtime

@@ -222,7 +222,8 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
               if (!name) name = string_field(body, "name");  // the older spelling
               if (!name) throw ApiError(400, "'model' is required");
               const ServedModel& m = find(*name);
-              const auto& c = m.loaded->model->config();
+              const models::CausalLM& model = *m.loaded->model;
+              const auto c = model.shape();
               json capabilities = json::array({"completion"});
               if (m.loaded->vision) capabilities.push_back("vision");
               const auto& s = m.loaded->defaults.sampling;
@@ -235,7 +236,7 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
                                    {"details", details(m)},
                                    {"model_info",
                                     {{"general.architecture", m.family},
-                                     {"general.parameter_count", gemma::parameter_count(c)},
+                                     {"general.parameter_count", model.parameter_count()},
                                      {m.family + ".context_length", c.max_position_embeddings},
                                      {m.family + ".embedding_length", c.hidden_size},
                                      {m.family + ".block_count", c.num_layers},

@@ -114,7 +114,7 @@ void Server::load_models() {
     if (draining_) return;
     const auto start = std::chrono::steady_clock::now();
     m->loaded.emplace(loader::load_model(m->path, options_.max_chunk, m->mmproj));
-    gemma::Model& model = *m->loaded->model;
+    models::CausalLM& model = *m->loaded->model;
     model.set_prefill_precision(options_.precision);
     model.set_decode_precision(options_.precision);
     if (options_.head_type) model.quantize_lm_head(*options_.head_type);
@@ -122,11 +122,11 @@ void Server::load_models() {
     siglip::Gemma3VisionEncoder* encoder = m->loaded->vision ? &m->loaded->vision->bind() : nullptr;
     runtime::EngineOptions engine = options_.engine;
     engine.context =
-        std::min(engine.context > 0 ? engine.context : 8192, model.config().max_position_embeddings);
+        std::min(engine.context > 0 ? engine.context : 8192, model.shape().max_position_embeddings);
     m->engine = std::make_unique<runtime::Engine>(model, m->loaded->tokenizer, *m->pool, encoder, engine);
-    m->family = model.config().family_name();
-    m->quantization = gemma::matrix_formats(model.weights());
-    m->parameter_size = parameter_size(gemma::parameter_count(model.config()));
+    m->family = model.family_name();
+    m->quantization = model.matrix_formats();
+    m->parameter_size = parameter_size(model.parameter_count());
     m->load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     m->ready = true;
     std::fprintf(stderr, "gemma serve: %s ready (%.1fs; %d slot(s) of %lld positions)\n", m->name.c_str(),

@@ -2,23 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 #include <stdexcept>
 
-#include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 
 namespace ge::gemma {
 
 namespace {
-
-// Prompt chunks of at least kMinBlockedAttention tokens attend in tiles of kAttentionTile queries per head:
-// two GEMMs over the keys the tile sees (kernels::attend_rows) instead of one pass over them per query
-// (270m q8_0 pp512: attention went from 32% of the time to 5%, 317 -> 428 tok/s). Tiles that would see
-// kMaxBlockedKeys keys or more (global layers deep into a long context) stream them per query, which
-// needs no score buffer.
-constexpr int64_t kMinBlockedAttention = 8, kAttentionTile = 64, kMaxBlockedKeys = 4096;
 
 // Batched decode runs at most this many rows per pass: fewer than detail::min_gemm_tokens, so that every
 // row takes the same kernels as a lone decode step and gets its logits to the last bit (a greedy answer
@@ -66,13 +57,6 @@ LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, const std::st
 
 }  // namespace
 
-int64_t step_end(std::span<const EmbeddingBlock> blocks, int64_t begin, int64_t limit) {
-  int64_t end = limit;
-  for (const EmbeddingBlock& b : blocks)
-    if (b.offset < end && b.offset + b.count > end) end = b.offset > begin ? b.offset : b.offset + b.count;
-  return end;
-}
-
 Weights bind_weights(const Config& c, const nn::LayerSource& source) {
   const std::string prefix = find_prefix(source);
   Weights w;
@@ -89,18 +73,12 @@ Weights bind_weights(const Config& c, const nn::LayerSource& source) {
 }
 
 std::string matrix_formats(const Weights& w) {
-  std::map<std::string, int> count;
+  std::vector<const nn::Linear*> layers = {&w.lm_head};
   for (const auto& l : w.layers)
     for (const nn::Linear* m :
          {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
-      ++count[nn::weight_format(m->weight())];
-  ++count[nn::weight_format(w.lm_head.weight())];
-  std::vector<std::pair<int, std::string>> order;
-  for (const auto& [format, n] : count) order.emplace_back(-n, format);
-  std::sort(order.begin(), order.end());
-  std::string joined;
-  for (const auto& [n, format] : order) joined += (joined.empty() ? "" : "+") + format;
-  return joined;
+      layers.push_back(m);
+  return nn::formats_summary(layers);
 }
 
 int64_t parameter_count(const Config& c) {
@@ -116,15 +94,9 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
       max_chunk_(max_chunk),
       chunk_capacity_(std::max(max_chunk, config_.image_block_tokens)) {
   const Config& c = config_;
-  for (const LayerConfig& l : c.layers) {
-    const std::pair<double, double> kind{l.rope_base, l.rope_scale};
-    auto it = std::find(rope_kinds_.begin(), rope_kinds_.end(), kind);
-    if (it == rope_kinds_.end()) it = rope_kinds_.insert(rope_kinds_.end(), kind);
-    layer_rope_kind_.push_back(static_cast<int>(it - rope_kinds_.begin()));
-  }
-  const size_t rope_floats = static_cast<size_t>(chunk_capacity_ * c.head_dim / 2);
-  rope_cos_.assign(rope_kinds_.size(), std::vector<float>(rope_floats));
-  rope_sin_.assign(rope_kinds_.size(), std::vector<float>(rope_floats));
+  std::vector<std::pair<double, double>> rope_kinds;
+  for (const LayerConfig& l : c.layers) rope_kinds.emplace_back(l.rope_base, l.rope_scale);
+  rope_ = nn::RopeTables(rope_kinds, c.head_dim, chunk_capacity_);
 
   const auto chunk = static_cast<size_t>(chunk_capacity_);
   hidden_.resize(chunk * c.hidden_size);
@@ -142,6 +114,20 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   positions_.resize(chunk);
   caches_.resize(chunk);
   decode_tokens_.reserve(chunk);
+}
+
+models::CausalLM::Shape Model::shape() const {
+  const Config& c = config_;
+  return {c.vocab_size, c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim,
+          c.sliding_window, c.max_position_embeddings};
+}
+
+size_t Model::weight_bytes_per_token() const {
+  size_t bytes = nn::weight_bytes(weights_.lm_head.weight());
+  for (const LayerWeights& l : weights_.layers)
+    for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+      bytes += nn::weight_bytes(m->weight());
+  return bytes;
 }
 
 void Model::set_prefill_precision(kernels::Precision p) {
@@ -182,12 +168,7 @@ nn::KVCache Model::make_cache(int64_t context, DType dtype) const {
 }
 
 bool Model::can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const {
-  for (int64_t l = 0; l < config_.num_layers; ++l) {
-    const int64_t spare =
-        cache.capacity(l) - (config_.layers[l].sliding ? config_.sliding_window : cache.context());
-    if (cache.capacity(l) < cache.context() && length - keep > spare) return false;
-  }
-  return true;
+  return models::can_rewind(cache, config_.sliding_window, length, keep);
 }
 
 void Model::check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_tokens, int64_t start_pos) const {
@@ -225,13 +206,11 @@ void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCa
                     const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks) {
   check_blocks(blocks, static_cast<int64_t>(tokens.size()), start_pos);
   check_tokens(tokens, start_pos, blocks);
-  if (start_pos + static_cast<int64_t>(tokens.size()) > cache.context())
-    throw std::runtime_error("context length " + std::to_string(cache.context()) + " exceeded: " +
-                             std::to_string(start_pos + tokens.size()) + " positions requested");
+  models::check_context(cache, start_pos, static_cast<int64_t>(tokens.size()));
   const auto total = static_cast<int64_t>(tokens.size());
   size_t first_block = 0;
   for (int64_t done = 0; done < total;) {
-    const int64_t end = step_end(blocks.subspan(first_block), done, std::min(done + max_chunk_, total));
+    const int64_t end = models::step_end(blocks.subspan(first_block), done, std::min(done + max_chunk_, total));
     std::vector<EmbeddingBlock> local;
     for (; first_block < blocks.size() && blocks[first_block].offset < end; ++first_block) {
       EmbeddingBlock b = blocks[first_block];
@@ -252,17 +231,7 @@ void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCa
 }
 
 void Model::decode(std::span<const DecodeRow> rows, kernels::ThreadPool& pool, float* logits) {
-  for (size_t t = 0; t < rows.size(); ++t) {
-    const DecodeRow& r = rows[t];
-    if (r.token < 0 || r.token >= config_.vocab_size)
-      throw std::runtime_error("token id " + std::to_string(r.token) + " of decode row " + std::to_string(t) +
-                               " is outside the vocabulary (" + std::to_string(config_.vocab_size) +
-                               " rows)");
-    if (r.position >= r.cache->context())
-      throw std::runtime_error("context length " + std::to_string(r.cache->context()) + " exceeded");
-    for (size_t u = 0; u < t; ++u)
-      if (rows[u].cache == r.cache) throw std::invalid_argument("two decode rows share one cache");
-  }
+  models::check_decode_rows(rows, config_.vocab_size);
   const size_t group = std::min(kDecodeGroup, static_cast<size_t>(chunk_capacity_));
   for (size_t done = 0; done < rows.size(); done += group) {
     const size_t n = std::min(rows.size() - done, group);
@@ -284,7 +253,7 @@ void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& p
   const int64_t n = static_cast<int64_t>(tokens.size());
   embed(tokens, blocks);
   if (observer) (*observer)(0, hidden_.data(), positions_[0], n);
-  prepare_rope(n);
+  rope_.prepare(positions_.data(), n);
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     attention_block(l, n, pool);
     mlp_block(l, n, pool);
@@ -313,26 +282,10 @@ void Model::embed(std::span<const int32_t> tokens, std::span<const EmbeddingBloc
   }
 }
 
-void Model::prepare_rope(int64_t n) {
-  const int64_t half = config_.head_dim / 2;
-  for (size_t kind = 0; kind < rope_kinds_.size(); ++kind) {
-    const auto [base, scale] = rope_kinds_[kind];
-    for (int64_t t = 0; t < n; ++t) {
-      const double pos = static_cast<double>(positions_[t]) / scale;
-      for (int64_t i = 0; i < half; ++i) {
-        const double angle =
-            pos * std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(config_.head_dim));
-        rope_cos_[kind][t * half + i] = static_cast<float>(std::cos(angle));
-        rope_sin_[kind][t * half + i] = static_cast<float>(std::sin(angle));
-      }
-    }
-  }
-}
-
 void Model::attention_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   const Config& c = config_;
   const LayerWeights& w = weights_.layers[l];
-  const int64_t hd = c.head_dim, half = hd / 2, q_width = c.num_heads * hd, kv_width = c.num_kv_heads * hd;
+  const int64_t hd = c.head_dim, q_width = c.num_heads * hd, kv_width = c.num_kv_heads * hd;
 
   w.input_layernorm(hidden_.data(), n, normed_.data());
   linear(pool, w.q_proj, normed_.data(), n, q_.data());
@@ -343,12 +296,9 @@ void Model::attention_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
     w.k_norm(k_.data(), n * c.num_kv_heads, k_.data());
   }
 
-  const int kind = layer_rope_kind_[l];
   for (int64_t t = 0; t < n; ++t) {
-    const float* cos = rope_cos_[kind].data() + t * half;
-    const float* sin = rope_sin_[kind].data() + t * half;
-    kernels::rope_neox(q_.data() + t * q_width, c.num_heads, hd, cos, sin);
-    kernels::rope_neox(k_.data() + t * kv_width, c.num_kv_heads, hd, cos, sin);
+    rope_.apply(l, t, q_.data() + t * q_width, c.num_heads);
+    rope_.apply(l, t, k_.data() + t * kv_width, c.num_kv_heads);
     caches_[t]->store(l, positions_[t], k_.data() + t * kv_width, v_.data() + t * kv_width);
   }
 
@@ -356,37 +306,13 @@ void Model::attention_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   // lies within this chunk): always one contiguous run of keys. The ring holds window + chunk - 1 rows,
   // so writing this chunk's keys first never evicts a key one of its queries needs.
   const bool sliding = c.layers[l].sliding;
-  const int64_t group = c.num_heads / c.num_kv_heads;
-  const float scale = c.attention_scale();
-  const float softcap = static_cast<float>(c.attn_logit_softcapping.value_or(0.0));
   for (int64_t t = 0; t < n; ++t) {
     const int64_t pos = positions_[t];
     key_first_[t] = sliding ? std::min(block_first_[t], std::max<int64_t>(0, pos - c.sliding_window + 1)) : 0;
   }
-  if (n < kMinBlockedAttention || !one_sequence_) {
-    pool.run(n * c.num_heads, [&](int64_t task) {
-      const int64_t t = task / c.num_heads, h = task % c.num_heads;
-      kernels::attend(q_.data() + t * q_width + h * hd, caches_[t]->head(l, h / group), key_first_[t],
-                      block_last_[t], hd, scale, softcap, attn_.data() + t * q_width + h * hd);
-    });
-  } else {
-    const int64_t tiles = (n + kAttentionTile - 1) / kAttentionTile;
-    pool.run(tiles * c.num_heads, [&](int64_t task) {
-      const int64_t t0 = task / c.num_heads * kAttentionTile, h = task % c.num_heads;
-      const int64_t m = std::min(kAttentionTile, n - t0);
-      const float* q = q_.data() + t0 * q_width + h * hd;
-      float* out = attn_.data() + t0 * q_width + h * hd;
-      const kernels::KVRows kv = caches_[t0]->head(l, h / group);
-      if (block_last_[t0 + m - 1] - key_first_[t0] < kMaxBlockedKeys) {
-        kernels::attend_rows(q, q_width, m, kv, key_first_.data() + t0, block_last_.data() + t0, hd, scale,
-                             softcap, out, q_width);
-        return;
-      }
-      for (int64_t i = 0; i < m; ++i)
-        kernels::attend(q + i * q_width, kv, key_first_[t0 + i], block_last_[t0 + i], hd, scale, softcap,
-                        out + i * q_width);
-    });
-  }
+  const nn::AttentionStep step{q_.data(), n, caches_, key_first_.data(), block_last_.data(), one_sequence_};
+  nn::attend_cached(pool, step, l, c.num_heads, c.num_kv_heads, hd, c.attention_scale(),
+                    static_cast<float>(c.attn_logit_softcapping.value_or(0.0)), attn_.data());
 
   linear(pool, w.o_proj, attn_.data(), n, proj_.data());
   if (c.sandwich_norms()) w.post_attention_layernorm(proj_.data(), n, proj_.data());

@@ -12,7 +12,9 @@
 
 #include "kernels/matmul.h"
 #include "kernels/thread_pool.h"
+#include "models/causal_lm.h"
 #include "models/gemma/config.h"
+#include "nn/attention.h"
 #include "nn/kv_cache.h"
 #include "nn/layer_source.h"
 #include "nn/linear.h"
@@ -48,38 +50,16 @@ struct Weights {
 // is missing or misshapen.
 Weights bind_weights(const Config& c, const nn::LayerSource& source);
 
-// The formats of the model's matrices, most frequent first and joined by '+' when they differ: a
-// llama-quantize mix such as Q4_K_M of the 270M reads "Q5_0+Q8_0+Q4_K+Q6_K".
+// The formats of the model's matrices (nn::formats_summary).
 std::string matrix_formats(const Weights& w);
 // Parameters of the text model (the embedding counted once when tied), from its shapes.
 int64_t parameter_count(const Config& c);
 
-// Called with the residual stream: index 0 after the embedding, i + 1 after layer i; rows are
-// positions [start, start + n_tokens).
-using HiddenObserver =
-    std::function<void(int64_t index, const float* hidden, int64_t start, int64_t n_tokens)>;
+using models::DecodeRow;
+using models::EmbeddingBlock;
+using models::HiddenObserver;
 
-// Embeddings that replace those of a run of tokens (an image's soft tokens, Gemma3ForConditionalGeneration)
-// and make the run one block whose tokens attend to each other both ways: tokens [offset, offset + count)
-// of a forward call read rows of `embeddings` [count, hidden] (not scaled) instead of the embedding table.
-struct EmbeddingBlock {
-  int64_t offset = 0;
-  int64_t count = 0;
-  const float* embeddings = nullptr;
-};
-
-// Where a forward step that starts at token `begin` and may run up to `limit` ends: before a block it would
-// cut, or after the block when one opens the step (a block's tokens attend to each other: they run together).
-int64_t step_end(std::span<const EmbeddingBlock> blocks, int64_t begin, int64_t limit);
-
-// One sequence's next token in a batched decode step: the token, its position and the sequence's cache.
-struct DecodeRow {
-  int32_t token = 0;
-  int64_t position = 0;
-  nn::KVCache* cache = nullptr;
-};
-
-class Model {
+class Model final : public models::CausalLM {
  public:
   // max_chunk: most tokens run through one forward step; longer inputs are processed in chunks.
   Model(Config config, const nn::LayerSource& source, int64_t max_chunk = 256);
@@ -89,47 +69,33 @@ class Model {
 
   const Config& config() const { return config_; }
   const Weights& weights() const { return weights_; }
-  int64_t max_chunk() const { return max_chunk_; }
-  // Most tokens one forward step holds: max_chunk, or a whole image block when that is longer.
-  int64_t chunk_capacity() const { return chunk_capacity_; }
 
-  // Precision of the matmuls of multi-token chunks (prompt processing) and of single-token decode steps;
-  // both exact unless set. kReducedActivations rounds activations as llama.cpp does (bf16 for bf16 weights:
-  // ~5e-3 on logits for ~2x; 8-bit blocks for q8_0/q4_0 and MLX 4/8-bit weights: ~3x).
-  // Reduced precision readies the layers for it first (MLX-quantized weights are repacked once).
-  void set_prefill_precision(kernels::Precision p);
-  // Readies every layer for kReducedActivations: repacks quantized matrices, the slow part of loading a
-  // quantized model (seconds for a 1B). `progress(done, total)` follows each layer; the setters above call
-  // it without one (and it does nothing the second time).
-  using Progress = std::function<void(int64_t done, int64_t total)>;
-  void prepare_reduced_activations(const Progress& progress = {});
-  void set_decode_precision(kernels::Precision p);
+  const char* family_name() const override { return config_.family_name(); }
+  Shape shape() const override;
+  std::string matrix_formats() const override { return gemma::matrix_formats(weights_); }
+  int64_t parameter_count() const override { return gemma::parameter_count(config_); }
+  size_t weight_bytes_per_token() const override;
+  int64_t max_chunk() const override { return max_chunk_; }
+  int64_t chunk_capacity() const override { return chunk_capacity_; }
 
-  // Computes the logits from a Q8_0 or Q4_0 copy of the LM head (kept beside the embedding table, which
-  // lookups still read), for f32/f16/bf16 heads: on the 270M, whose tied head is 63% of its weights, bf16
-  // decode then reads 379 MB a token instead of 536. Other head formats are left as they are.
-  void quantize_lm_head(DType block);
+  // kReducedActivations: bf16 for bf16 weights (~5e-3 on logits for ~2x; AVX512_BF16 prompts); 8-bit
+  // blocks for GGUF block types and MLX 4/8-bit weights (~3x). The setters prepare the layers first (it
+  // does nothing the second time).
+  void set_prefill_precision(kernels::Precision p) override;
+  void set_decode_precision(kernels::Precision p) override;
+  void prepare_reduced_activations(const Progress& progress = {}) override;
+  // The copy is kept beside the embedding table, which lookups still read: on the 270M, whose tied head is
+  // 63% of its weights, bf16 decode then reads 379 MB a token instead of 536.
+  void quantize_lm_head(DType block) override;
 
-  // A cache for one sequence of up to `context` positions, holding keys and values as `dtype` (F32 or F16).
-  nn::KVCache make_cache(int64_t context, DType dtype = DType::F32) const;
-
-  // Whether a cache filled up to `length` positions can be rewound to `keep` positions and extended from
-  // there: sliding layers' rings keep only max_chunk - 1 positions beyond their window.
-  bool can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const;
-
-  // Runs `tokens` at positions start_pos, start_pos + 1, ... of the sequence held in `cache` and writes
-  // logits: of every position ([n, vocab]) when all_positions, else of the last one ([vocab]).
-  // `blocks` (sorted, disjoint, within `tokens`) replace embeddings and attend bidirectionally; a block is
-  // never split across forward steps.
+  nn::KVCache make_cache(int64_t context, DType dtype = DType::F32) const override;
+  bool can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const override;
   void forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
                kernels::ThreadPool& pool, float* logits, bool all_positions,
-               const HiddenObserver* observer = nullptr, std::span<const EmbeddingBlock> blocks = {});
-
-  // One decode step of several sequences in one pass over the weights (what makes serving many clients
-  // pay on a bandwidth-bound CPU): writes the logits of each row ([rows, vocab]), equal to those of forward()
-  // on that row alone (bit for bit where the CPU has no AVX512_BF16 / VNNI kernel that 8 or more rows would
-  // take). Each row has its own cache (no two rows may share one).
-  void decode(std::span<const DecodeRow> rows, kernels::ThreadPool& pool, float* logits);
+               const HiddenObserver* observer = nullptr, std::span<const EmbeddingBlock> blocks = {}) override;
+  // At most 16 rows a pass, so each row's logits equal a lone step's bit for bit (where the CPU has no
+  // AVX512_BF16 / VNNI kernel that 8 or more rows would take).
+  void decode(std::span<const DecodeRow> rows, kernels::ThreadPool& pool, float* logits) override;
 
  private:
   void check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_tokens, int64_t start_pos) const;
@@ -140,7 +106,6 @@ class Model {
   void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
                     bool all_positions, const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks);
   void embed(std::span<const int32_t> tokens, std::span<const EmbeddingBlock> blocks);
-  void prepare_rope(int64_t n);
   void attention_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void mlp_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
@@ -153,10 +118,7 @@ class Model {
   kernels::Precision prefill_precision_ = kernels::Precision::kExact;
   kernels::Precision decode_precision_ = kernels::Precision::kExact;
   kernels::Precision step_precision_ = kernels::Precision::kExact;  // of the forward step running now
-  // RoPE tables per distinct (base, scale): [max_chunk, head_dim / 2] each for cos and sin.
-  std::vector<std::pair<double, double>> rope_kinds_;
-  std::vector<int> layer_rope_kind_;
-  std::vector<std::vector<float>> rope_cos_, rope_sin_;
+  nn::RopeTables rope_;
   // Activations of one chunk, allocated once so the decode loop never allocates.
   std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_;
   // Per position of the chunk: the last key position it attends to and the first its block reaches back

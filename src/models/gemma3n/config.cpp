@@ -155,7 +155,8 @@ Config resolve(const ConfigFields& f) {
   const std::vector<double> sparsity = activation_sparsity(f, c.num_layers);
   for (int64_t i = 0; i < c.num_layers; ++i)
     c.layers.push_back(
-        {sliding[i], widths[i], sparsity[i], sparsity[i] > 0 ? normal_quantile(sparsity[i]) : 0.0});
+        // torch takes the quantile of the float32 sparsity (Normal(0, 1).icdf of a float32 tensor).
+        {sliding[i], widths[i], sparsity[i], sparsity[i] > 0 ? normal_quantile(static_cast<float>(sparsity[i])) : 0.0});
   return c;
 }
 
@@ -182,7 +183,27 @@ double acklam_quantile(double p) {
          (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
 }
 
+MultimodalIds multimodal_ids(const nlohmann::json& config, const char* key, int64_t default_offset,
+                             const std::string& source) {
+  static const nlohmann::json none = nlohmann::json::object();
+  const nlohmann::json& sub = config.contains(key) && config[key].is_object() ? config[key] : none;
+  static const nlohmann::json tower_defaults = {{"vocab_size", 128}, {"rms_norm_eps", 1e-6}};
+  nlohmann::json d = tower_defaults;
+  d["vocab_offset"] = default_offset;
+  const ConfigFields f(sub, d, source + ": " + key);
+  return {f.integer("vocab_offset", 0), f.integer("vocab_size", 0), f.number("rms_norm_eps")};
+}
+
 }  // namespace
+
+int64_t Config::kv_source(int64_t layer) const {
+  const int64_t first = first_kv_shared_layer();
+  if (layer < first || first == 0) return layer;
+  for (int64_t i = first - 1; i >= 0; --i)
+    if (layers[i].sliding == layers[layer].sliding) return i;
+  throw std::runtime_error("Gemma 3n: KV-shared layer " + std::to_string(layer) +
+                           " has no earlier layer of its type to read keys and values from");
+}
 
 double normal_quantile(double p) {
   if (!(p > 0 && p < 1)) {
@@ -199,6 +220,11 @@ double normal_quantile(double p) {
   return x - u / (1 + x * u / 2);
 }
 
+bool is_gemma3n(const nlohmann::json& config) {
+  const std::string type = config.is_object() ? config.value("model_type", std::string()) : std::string();
+  return type == "gemma3n" || type == "gemma3n_text";
+}
+
 Config resolve_config(const nlohmann::json& config, const std::string& source) {
   if (!config.is_object()) throw std::runtime_error(source + ": not a JSON object");
   const std::string type = config.value("model_type", std::string());
@@ -206,7 +232,11 @@ Config resolve_config(const nlohmann::json& config, const std::string& source) {
   if (type == "gemma3n") {
     if (!config.contains("text_config") || !config["text_config"].is_object())
       throw std::runtime_error(source + ": text_config: missing or not an object");
-    return resolve(ConfigFields(config["text_config"], defaults(), source + ": text_config"));
+    Config c = resolve(ConfigFields(config["text_config"], defaults(), source + ": text_config"));
+    // Gemma3nVisionConfig / Gemma3nAudioConfig defaults: 128 ids each after the text vocabulary.
+    c.vision = multimodal_ids(config, "vision_config", 262144, source);
+    c.audio = multimodal_ids(config, "audio_config", 262272, source);
+    return c;
   }
   throw std::runtime_error(source + ": model_type: '" + type + "' is not a Gemma 3n (gemma3n, gemma3n_text)");
 }

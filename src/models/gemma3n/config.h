@@ -20,6 +20,14 @@ struct LayerConfig {
   double sparsity_std_multiplier = 0;
 };
 
+// Gemma3nForConditionalGeneration's embedder of one modality's ids typed as text (embed_vision,
+// embed_audio): ids [vocab_offset, vocab_offset + vocab_size) take its rows.
+struct MultimodalIds {
+  int64_t vocab_offset = 0;
+  int64_t vocab_size = 0;
+  double rms_norm_eps = 1e-6;
+};
+
 struct Config {
   int64_t vocab_size = 0;                  // rows of the token embedding (text, image and audio ids)
   int64_t vocab_size_per_layer_input = 0;  // rows of the per-layer embedding (text ids only)
@@ -42,13 +50,21 @@ struct Config {
   int64_t laurel_rank = 0;
   int64_t num_kv_shared_layers = 0;  // the last layers, which reuse keys and values of earlier ones
   std::vector<LayerConfig> layers;
+  // model_type "gemma3n" only (its vision_config / audio_config); a text-only config has neither.
+  std::optional<MultimodalIds> vision, audio;
 
   int64_t first_kv_shared_layer() const { return num_layers - num_kv_shared_layers; }
+  // The layer whose keys and values layer `layer` attends to: itself, or for a KV-shared layer the last
+  // layer of the same type before the shared ones (transformers' Gemma3nTextAttention).
+  int64_t kv_source(int64_t layer) const;
 };
 
 // The standard normal quantile (probit) of p in (0, 1): Acklam's rational approximation (relative
 // error below 1.2e-9) refined by one Halley step on std::erfc, which brings it to about 1e-15.
 double normal_quantile(double p);
+
+// Whether config.json describes a Gemma 3n (model_type gemma3n or gemma3n_text).
+bool is_gemma3n(const nlohmann::json& config);
 
 // Accepts model_type "gemma3n" (the text model in text_config) and "gemma3n_text". Keys a config leaves
 // out take the defaults of transformers' Gemma3nTextConfig. `source` names the file in errors.

@@ -1,0 +1,614 @@
+#include "models/gemma3n/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <utility>
+
+#include "kernels/ops.h"
+#include "tensor/dtype.h"
+
+namespace ge::gemma3n {
+
+namespace {
+
+// Batched decode runs at most this many rows per pass, as Gemma's does: fewer than the GEMM's threshold,
+// so every row takes a lone step's kernels and its logits to the last bit.
+constexpr size_t kDecodeGroup = 16;
+
+// AltUp's streams are rescaled to a target RMS with this floor on the mean square (transformers' 1e-5).
+constexpr double kMinMeanSquare = 1e-5;
+
+const float kInvSqrt2 = static_cast<float>(1.0 / std::sqrt(2.0));
+
+std::string find_prefix(const nn::LayerSource& source) {
+  for (const char* p : {"model.language_model.", "model."})
+    if (source.has(std::string(p) + "embed_tokens.weight")) return p;
+  throw std::runtime_error(source.describe() + ": missing tensor 'model.language_model.embed_tokens.weight'");
+}
+
+// A small float matrix (AltUp's coefficients), widened to f32.
+std::vector<float> widened(const nn::LayerSource& s, const std::string& path, int64_t rows, int64_t cols) {
+  const nn::Weight w = s.weight(path, rows, cols);
+  const Tensor* t = std::get_if<Tensor>(&w);
+  if (!t)
+    throw std::runtime_error(s.describe() + ": tensor '" + path + ".weight' must be stored as floats");
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) kernels::dequantize_row(*t, r, 1.0f, out.data() + r * cols);
+  return out;
+}
+
+std::vector<float> widened_vector(const nn::LayerSource& s, const std::string& name, int64_t n) {
+  const Tensor t = s.vector(name, n);
+  std::vector<float> out(static_cast<size_t>(n));
+  kernels::dequantize_row(t, 0, 1.0f, out.data());
+  return out;
+}
+
+AltUpWeights bind_altup(const nn::LayerSource& s, const Config& c, const std::string& p, float eps) {
+  const int64_t n = c.altup_num_inputs, h = c.hidden_size;
+  AltUpWeights w;
+  w.router_norm = s.rms_norm(p + "router_norm", h, eps, false);
+  w.modality_router = s.linear(p + "modality_router", n, h);
+  w.prediction_coefs = widened(s, p + "prediction_coefs", n * n, n);
+  w.correction_coefs = widened(s, p + "correction_coefs", n, n);
+  // transformers clamps the correction coefficients at every use, inference included.
+  if (c.altup_coef_clip) {
+    const auto clip = static_cast<float>(*c.altup_coef_clip);
+    for (float& v : w.correction_coefs) v = std::clamp(v, -clip, clip);
+  }
+  w.correct_output_scale = widened_vector(s, p + "correct_output_scale", h);
+  return w;
+}
+
+LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, int64_t l, const std::string& p) {
+  const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  const int64_t inter = c.layers[l].intermediate_size, hpl = c.hidden_size_per_layer_input;
+  const auto eps = static_cast<float>(c.rms_norm_eps);
+  const auto norm = [&](const std::string& name, int64_t n) { return s.rms_norm(p + name, n, eps, false); };
+  LayerWeights w;
+  w.input_layernorm = norm("input_layernorm", h);
+  w.q_proj = s.linear(p + "self_attn.q_proj", q, h);
+  if (l < c.first_kv_shared_layer()) {  // shared layers' k/v projections are never used
+    w.k_proj = s.linear(p + "self_attn.k_proj", kv, h);
+    w.v_proj = s.linear(p + "self_attn.v_proj", kv, h);
+    w.k_norm = norm("self_attn.k_norm", c.head_dim);
+  }
+  w.o_proj = s.linear(p + "self_attn.o_proj", h, q);
+  w.q_norm = norm("self_attn.q_norm", c.head_dim);
+  w.v_norm = nn::RMSNorm::unscaled(c.head_dim, eps);
+  w.post_attention_layernorm = norm("post_attention_layernorm", h);
+  w.pre_feedforward_layernorm = norm("pre_feedforward_layernorm", h);
+  w.post_feedforward_layernorm = norm("post_feedforward_layernorm", h);
+  w.gate_proj = s.linear(p + "mlp.gate_proj", inter, h);
+  w.up_proj = s.linear(p + "mlp.up_proj", inter, h);
+  w.down_proj = s.linear(p + "mlp.down_proj", h, inter);
+  w.altup = bind_altup(s, c, p + "altup.", eps);
+  w.laurel_left = s.linear(p + "laurel.linear_left", c.laurel_rank, h);
+  w.laurel_right = s.linear(p + "laurel.linear_right", h, c.laurel_rank);
+  w.post_laurel_norm = norm("laurel.post_laurel_norm", h);
+  w.per_layer_input_gate = s.linear(p + "per_layer_input_gate", hpl, h);
+  w.per_layer_projection = s.linear(p + "per_layer_projection", h, hpl);
+  w.post_per_layer_input_norm = norm("post_per_layer_input_norm", h);
+  return w;
+}
+
+std::optional<MultimodalEmbedder> bind_embedder(const nn::LayerSource& s, const Config& c,
+                                                const std::optional<MultimodalIds>& ids, const std::string& p) {
+  const Tensor* table = s.tensors().find(p + "embedding.weight");
+  if (!ids || !table) return std::nullopt;
+  const int64_t dim = table->shape.size() == 2 ? table->shape[1] : 0;
+  const auto eps = static_cast<float>(ids->rms_norm_eps);
+  MultimodalEmbedder e;
+  e.vocab_offset = ids->vocab_offset;
+  e.embedding = s.embedding(p + "embedding", ids->vocab_size, dim);
+  e.hard_embedding_norm = s.rms_norm(p + "hard_embedding_norm", dim, eps, false);
+  e.embedding_projection = s.linear(p + "embedding_projection", c.hidden_size, dim);
+  e.embedding_post_projection_norm = nn::RMSNorm::unscaled(c.hidden_size, eps);
+  return e;
+}
+
+// Rows of x [n, width] scaled so that each row's RMS is target[t] (its mean square floored at 1e-5).
+void rescale_rows(float* x, const double* target, int64_t n, int64_t width) {
+  for (int64_t t = 0; t < n; ++t) {
+    float* row = x + t * width;
+    double ss = 0;
+    for (int64_t i = 0; i < width; ++i) ss += static_cast<double>(row[i]) * row[i];
+    const auto factor = static_cast<float>(target[t] / std::sqrt(std::max(ss / width, kMinMeanSquare)));
+    for (int64_t i = 0; i < width; ++i) row[i] *= factor;
+  }
+}
+
+double rms(const float* x, int64_t n) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  return std::sqrt(ss / n);
+}
+
+// Gemma3nTextMLP's activation sparsity: g = relu(g - (mean(g) + std(g) * multiplier)), the population
+// standard deviation (torch.std(unbiased=False)).
+void sparsify(float* g, int64_t n, double multiplier) {
+  double sum = 0, ss = 0;
+  for (int64_t i = 0; i < n; ++i) sum += g[i];
+  const double mean = sum / n;
+  for (int64_t i = 0; i < n; ++i) ss += (g[i] - mean) * (g[i] - mean);
+  const auto cutoff = static_cast<float>(mean + std::sqrt(ss / n) * multiplier);
+  for (int64_t i = 0; i < n; ++i) g[i] = std::max(g[i] - cutoff, 0.0f);
+}
+
+}  // namespace
+
+Weights bind_weights(const Config& c, const nn::LayerSource& source) {
+  const std::string p = find_prefix(source);
+  const int64_t h = c.hidden_size, per_layer_width = c.num_layers * c.hidden_size_per_layer_input;
+  const auto eps = static_cast<float>(c.rms_norm_eps);
+  Weights w;
+  w.embed_tokens = source.embedding(p + "embed_tokens", c.vocab_size, h);
+  // A GGUF file holds vocab_size rows (zeros past the text ids); a checkpoint vocab_size_per_layer_input.
+  const Tensor* per_layer = source.tensors().find(p + "embed_tokens_per_layer.weight");
+  const int64_t per_layer_rows =
+      per_layer && !per_layer->shape.empty() && per_layer->shape[0] >= c.vocab_size_per_layer_input
+          ? per_layer->shape[0]
+          : c.vocab_size_per_layer_input;
+  w.embed_tokens_per_layer = source.embedding(p + "embed_tokens_per_layer", per_layer_rows, per_layer_width);
+  w.per_layer_model_projection = source.linear(p + "per_layer_model_projection", per_layer_width, h);
+  w.per_layer_projection_norm =
+      source.rms_norm(p + "per_layer_projection_norm", c.hidden_size_per_layer_input, eps, false);
+  for (int64_t i = 0; i + 1 < c.altup_num_inputs; ++i) {
+    w.altup_projections.push_back(source.linear(p + "altup_projections." + std::to_string(i), h, h));
+    w.altup_unembed_projections.push_back(
+        source.linear(p + "altup_unembed_projections." + std::to_string(i), h, h));
+  }
+  w.norm = source.rms_norm(p + "norm", h, eps, false);
+  w.lm_head = w.embed_tokens.as_linear();
+  w.embed_vision = bind_embedder(source, c, c.vision, "model.embed_vision.");
+  w.embed_audio = bind_embedder(source, c, c.audio, "model.embed_audio.");
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    w.layers.push_back(bind_layer(source, c, l, p + "layers." + std::to_string(l) + "."));
+  return w;
+}
+
+int64_t parameter_count(const Config& c) {
+  const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  const int64_t n = c.altup_num_inputs, hpl = c.hidden_size_per_layer_input;
+  int64_t total = c.vocab_size * h + c.vocab_size_per_layer_input * c.num_layers * hpl +
+                  c.num_layers * hpl * h + hpl + 2 * (n - 1) * h * h + h;
+  for (const LayerConfig& l : c.layers)
+    total += h * (q + 2 * kv) + q * h + 2 * c.head_dim + 5 * h + 3 * h * l.intermediate_size +
+             2 * c.laurel_rank * h + h + (n * h + n * n * n + n * n + 2 * h) + 2 * hpl * h + h;
+  return total;
+}
+
+Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
+    : config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
+  const Config& c = config_;
+  std::vector<std::pair<double, double>> rope_kinds;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    rope_kinds.emplace_back(c.layers[l].sliding ? c.rope_local_base_freq : c.rope_theta, 1.0);
+    cache_layer_.push_back(c.kv_source(l));
+  }
+  rope_ = nn::RopeTables(rope_kinds, c.head_dim, max_chunk_);
+
+  int64_t inter = 0;
+  for (const LayerConfig& l : c.layers) inter = std::max(inter, l.intermediate_size);
+  const auto rows = static_cast<size_t>(max_chunk_), h = static_cast<size_t>(c.hidden_size);
+  const auto streams = static_cast<size_t>(c.altup_num_inputs);
+  streams_.resize(streams * rows * h);
+  predictions_.resize(streams * rows * h);
+  per_layer_.resize(rows * c.num_layers * c.hidden_size_per_layer_input);
+  gate_per_layer_.resize(rows * c.num_layers * c.hidden_size_per_layer_input);
+  int64_t tower = 0;
+  for (const auto* e : {&weights_.embed_vision, &weights_.embed_audio})
+    if (*e) tower = std::max(tower, (*e)->embedding.dim());
+  active_.resize(rows * h);
+  normed_.resize(std::max(rows * h, static_cast<size_t>(tower)));
+  laurel_.resize(rows * h);
+  laurel_rank_.resize(rows * c.laurel_rank);
+  q_.resize(rows * c.num_heads * c.head_dim);
+  k_.resize(rows * c.num_kv_heads * c.head_dim);
+  v_.resize(rows * c.num_kv_heads * c.head_dim);
+  attn_.resize(rows * c.num_heads * c.head_dim);
+  proj_.resize(rows * h);
+  gate_.resize(rows * inter);
+  up_.resize(rows * inter);
+  router_.resize(rows * streams);
+  coefs_.resize(rows * streams * streams);
+  rms_.resize(rows);
+  positions_.resize(rows);
+  key_first_.resize(rows);
+  key_last_.resize(rows);
+  caches_.resize(rows);
+}
+
+models::CausalLM::Shape Model::shape() const {
+  const Config& c = config_;
+  return {c.vocab_size, c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim,
+          c.sliding_window, c.max_position_embeddings};
+}
+
+// Every matrix a forward step multiplies by (the routers aside: 4 rows each).
+std::vector<const nn::Linear*> Model::matrices() const {
+  const Weights& w = weights_;
+  std::vector<const nn::Linear*> all = {&w.per_layer_model_projection, &w.lm_head};
+  for (const auto* group : {&w.altup_projections, &w.altup_unembed_projections})
+    for (const nn::Linear& m : *group) all.push_back(&m);
+  for (const LayerWeights& l : w.layers)
+    for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj,
+                                &l.down_proj, &l.laurel_left, &l.laurel_right, &l.per_layer_input_gate,
+                                &l.per_layer_projection})
+      if (m->out_features() > 0) all.push_back(m);  // KV-shared layers bind no k/v projections
+  return all;
+}
+
+std::vector<nn::Linear*> Model::matrices() {
+  std::vector<nn::Linear*> all;
+  for (const nn::Linear* m : std::as_const(*this).matrices()) all.push_back(const_cast<nn::Linear*>(m));
+  return all;
+}
+
+size_t Model::weight_bytes_per_token() const {
+  size_t bytes = 0;
+  for (const nn::Linear* m : matrices()) bytes += nn::weight_bytes(m->weight());
+  const nn::Weight& table = weights_.embed_tokens_per_layer.as_linear().weight();
+  return bytes + nn::weight_bytes(table) / static_cast<size_t>(nn::weight_rows(table));
+}
+
+std::string Model::matrix_formats() const {
+  std::vector<const nn::Linear*> layers = {&weights_.lm_head};
+  for (const LayerWeights& l : weights_.layers)
+    for (const nn::Linear* m : {&l.q_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+      layers.push_back(m);
+  return nn::formats_summary(layers);
+}
+
+void Model::set_prefill_precision(kernels::Precision p) {
+  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
+  prefill_precision_ = p;
+}
+
+void Model::set_decode_precision(kernels::Precision p) {
+  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
+  decode_precision_ = p;
+}
+
+void Model::prepare_reduced_activations(const Progress& progress) {
+  const std::vector<nn::Linear*> all = matrices();
+  for (size_t i = 0; i < all.size(); ++i) {
+    all[i]->prepare_reduced_activations();
+    if (progress) progress(static_cast<int64_t>(i) + 1, static_cast<int64_t>(all.size()));
+  }
+}
+
+void Model::quantize_lm_head(DType block) {
+  weights_.lm_head = weights_.lm_head.quantized_copy(block);
+  if (prefill_precision_ == kernels::Precision::kReducedActivations ||
+      decode_precision_ == kernels::Precision::kReducedActivations)
+    weights_.lm_head.prepare_reduced_activations();
+}
+
+nn::KVCache Model::make_cache(int64_t context, DType dtype) const {
+  std::vector<int64_t> capacity;
+  for (int64_t l = 0; l < config_.first_kv_shared_layer(); ++l)
+    capacity.push_back(config_.layers[l].sliding ? std::min(context, config_.sliding_window + max_chunk_ - 1)
+                                                 : context);
+  return nn::KVCache(std::move(capacity), context, config_.num_kv_heads, config_.head_dim, dtype);
+}
+
+bool Model::can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const {
+  return models::can_rewind(cache, config_.sliding_window, length, keep);
+}
+
+void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos) const {
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const int32_t id = tokens[i];
+    const std::string where = "token id " + std::to_string(id) + " at position " +
+                              std::to_string(start_pos + static_cast<int64_t>(i));
+    if (id < 0 || id >= config_.vocab_size)
+      throw std::runtime_error(where + " is outside the vocabulary (" + std::to_string(config_.vocab_size) +
+                               " rows)");
+    const bool multimodal = weights_.embed_vision || weights_.embed_audio;
+    if (!multimodal && id >= weights_.embed_tokens_per_layer.num_embeddings())
+      throw std::runtime_error(where + " has no row in the per-layer embedding (" +
+                               std::to_string(weights_.embed_tokens_per_layer.num_embeddings()) + " rows)");
+  }
+}
+
+void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
+                    kernels::ThreadPool& pool, float* logits, bool all_positions,
+                    const models::HiddenObserver* observer, std::span<const models::EmbeddingBlock> blocks) {
+  if (!blocks.empty())
+    throw std::runtime_error("Gemma 3n: image embeddings are not supported (its vision tower is not run)");
+  check_tokens(tokens, start_pos);
+  models::check_context(cache, start_pos, static_cast<int64_t>(tokens.size()));
+  const auto total = static_cast<int64_t>(tokens.size());
+  for (int64_t done = 0; done < total;) {
+    const int64_t end = std::min(done + max_chunk_, total);
+    const bool last_chunk = end == total;
+    float* out = all_positions ? logits + done * config_.vocab_size : (last_chunk ? logits : nullptr);
+    for (int64_t t = 0; t < end - done; ++t) {
+      positions_[t] = start_pos + done + t;
+      caches_[t] = &cache;
+    }
+    one_sequence_ = true;
+    step_precision_ = end - done > 1 ? prefill_precision_ : decode_precision_;
+    forward_rows(tokens.subspan(done, end - done), pool, out, all_positions, observer);
+    done = end;
+  }
+}
+
+void Model::decode(std::span<const models::DecodeRow> rows, kernels::ThreadPool& pool, float* logits) {
+  models::check_decode_rows(rows, config_.vocab_size);
+  const size_t group = std::min(kDecodeGroup, static_cast<size_t>(max_chunk_));
+  int32_t tokens[kDecodeGroup];
+  for (size_t done = 0; done < rows.size(); done += group) {
+    const size_t n = std::min(rows.size() - done, group);
+    for (size_t t = 0; t < n; ++t) {
+      tokens[t] = rows[done + t].token;
+      positions_[t] = rows[done + t].position;
+      caches_[t] = rows[done + t].cache;
+    }
+    check_tokens(std::span<const int32_t>(tokens, n), positions_[0]);
+    one_sequence_ = false;
+    step_precision_ = decode_precision_;
+    forward_rows(std::span<const int32_t>(tokens, n), pool, logits + done * config_.vocab_size, true, nullptr);
+  }
+}
+
+void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
+                         bool all_positions, const models::HiddenObserver* observer) {
+  const auto n = static_cast<int64_t>(tokens.size());
+  step_rows_ = n;
+  embed(tokens, pool);
+  per_layer_inputs(tokens, n, pool);
+  expand_streams(n, pool);
+  if (observer) (*observer)(0, streams_.data(), positions_[0], n);
+  rope_.prepare(positions_.data(), n);
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    decoder_layer(l, n, pool);
+    if (observer) (*observer)(l + 1, streams_.data(), positions_[0], n);
+  }
+  if (!logits) return;
+  if (all_positions)
+    lm_head(0, n, pool, logits);
+  else
+    lm_head(n - 1, 1, pool, logits);
+}
+
+// Stream 0 (the scaled token embedding, or a modality embedder's output) into active_.
+void Model::embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool) {
+  const int64_t h = config_.hidden_size;
+  const float scale = bf16_to_f32(f32_to_bf16(std::sqrt(static_cast<float>(h))));
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    float* out = active_.data() + t * h;
+    const MultimodalEmbedder* mm = nullptr;
+    for (const auto* e : {&weights_.embed_vision, &weights_.embed_audio})
+      if (*e && tokens[t] >= (*e)->vocab_offset && tokens[t] < (*e)->vocab_offset + (*e)->embedding.num_embeddings())
+        mm = &**e;
+    if (!mm) {
+      weights_.embed_tokens.lookup(tokens[t], scale, out);
+      continue;
+    }
+    float* hard = normed_.data();
+    mm->embedding.lookup(tokens[t] - mm->vocab_offset, 1.0f, hard);
+    mm->hard_embedding_norm(hard, 1, hard);
+    mm->embedding_projection(pool, hard, 1, out);
+    mm->embedding_post_projection_norm(out, 1, out);
+  }
+}
+
+// per_layer_ [n, layers, hidden_per_layer] = (norm(per_layer_model_projection(e) / sqrt(hidden)) +
+// per-layer embedding of the token) / sqrt(2).
+void Model::per_layer_inputs(std::span<const int32_t> tokens, int64_t n, kernels::ThreadPool& pool) {
+  const Config& c = config_;
+  const int64_t width = c.num_layers * c.hidden_size_per_layer_input;
+  linear(pool, weights_.per_layer_model_projection, active_.data(), n, per_layer_.data());
+  const auto proj_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.hidden_size)));
+  for (int64_t i = 0; i < n * width; ++i) per_layer_[i] *= proj_scale;
+  weights_.per_layer_projection_norm(per_layer_.data(), n * c.num_layers, per_layer_.data());
+  const float scale = bf16_to_f32(f32_to_bf16(std::sqrt(static_cast<float>(c.hidden_size_per_layer_input))));
+  const bool multimodal = weights_.embed_vision || weights_.embed_audio;
+  float* row = gate_per_layer_.data();
+  for (int64_t t = 0; t < n; ++t) {
+    // Gemma3nModel gives ids outside the text vocabulary row 0 of the per-layer table.
+    const int32_t id = tokens[t];
+    const int32_t per_layer_id = multimodal && id >= c.vocab_size_per_layer_input ? 0 : id;
+    weights_.embed_tokens_per_layer.lookup(per_layer_id, scale, row);
+    float* out = per_layer_.data() + t * width;
+    for (int64_t i = 0; i < width; ++i) out[i] = (out[i] + row[i]) * kInvSqrt2;
+  }
+}
+
+// streams_[0] = the embedding; streams_[i] = altup_projections[i - 1](embedding) at the embedding's RMS.
+void Model::expand_streams(int64_t n, kernels::ThreadPool& pool) {
+  const int64_t h = config_.hidden_size;
+  std::copy(active_.begin(), active_.begin() + n * h, streams_.begin());
+  double* target = rms_.data();
+  for (int64_t t = 0; t < n; ++t) target[t] = rms(active_.data() + t * h, h);
+  for (int64_t i = 1; i < config_.altup_num_inputs; ++i) {
+    float* stream = streams_.data() + i * n * h;
+    linear(pool, weights_.altup_projections[i - 1], active_.data(), n, stream);
+    rescale_rows(stream, target, n, h);
+  }
+}
+
+void Model::decoder_layer(int64_t l, int64_t n, kernels::ThreadPool& pool) {
+  const LayerWeights& w = weights_.layers[l];
+  const int64_t h = config_.hidden_size;
+  altup_predict(w.altup, n, pool);
+  const float* active = predictions_.data() + config_.altup_active_idx * n * h;
+  w.input_layernorm(active, n, normed_.data());
+
+  linear(pool, w.laurel_left, normed_.data(), n, laurel_rank_.data());
+  linear(pool, w.laurel_right, laurel_rank_.data(), n, laurel_.data());
+  w.post_laurel_norm(laurel_.data(), n, laurel_.data());
+  kernels::add_inplace(laurel_.data(), normed_.data(), n * h);
+
+  attention(l, n, pool);  // normed_ -> proj_
+  for (int64_t i = 0; i < n * h; ++i) active_[i] = (active[i] + proj_[i] + laurel_[i]) * kInvSqrt2;
+  mlp(l, n, pool);  // active_ += MLP(active_)
+  altup_correct(w.altup, n, pool);
+  per_layer_update(l, n, pool);
+}
+
+// out [n, altup_num_inputs] = tanh(modality_router(router_norm(x) / hidden)), exact: the router picks
+// mixing coefficients, a matrix of 4 rows.
+void Model::router(const AltUpWeights& w, const float* x, int64_t n, kernels::ThreadPool& pool, float* out) {
+  const int64_t h = config_.hidden_size;
+  w.router_norm(x, n, normed_.data());
+  const float inv = 1.0f / static_cast<float>(h);
+  for (int64_t i = 0; i < n * h; ++i) normed_[i] *= inv;
+  w.modality_router(pool, normed_.data(), n, out);
+  for (int64_t i = 0; i < n * config_.altup_num_inputs; ++i) out[i] = std::tanh(out[i]);
+}
+
+// predictions_[k] = streams_[k] + sum_j C[k][j] streams_[j], C = prediction_coefs(router(active stream)).
+void Model::altup_predict(const AltUpWeights& w, int64_t n, kernels::ThreadPool& pool) {
+  const int64_t s = config_.altup_num_inputs, h = config_.hidden_size;
+  router(w, streams_.data() + config_.altup_active_idx * n * h, n, pool, router_.data());
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t m = 0; m < s * s; ++m) {
+      float sum = 0;
+      for (int64_t j = 0; j < s; ++j) sum += router_[t * s + j] * w.prediction_coefs[m * s + j];
+      coefs_[t * s * s + m] = sum;
+    }
+  pool.run(n, [&](int64_t t) {
+    for (int64_t k = 0; k < s; ++k) {
+      float* out = predictions_.data() + (k * n + t) * h;
+      std::copy_n(streams_.data() + (k * n + t) * h, h, out);
+      for (int64_t j = 0; j < s; ++j) {
+        const float c = coefs_[t * s * s + k * s + j];
+        const float* x = streams_.data() + (j * n + t) * h;
+        for (int64_t i = 0; i < h; ++i) out[i] += c * x[i];
+      }
+    }
+  });
+}
+
+// streams_[k] = predictions_[k] + (correction_coefs(router(active_))[k] + 1) * (active_ - predictions_[a]).
+void Model::altup_correct(const AltUpWeights& w, int64_t n, kernels::ThreadPool& pool) {
+  const int64_t s = config_.altup_num_inputs, h = config_.hidden_size, a = config_.altup_active_idx;
+  router(w, active_.data(), n, pool, router_.data());
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t k = 0; k < s; ++k) {
+      float sum = 1.0f;
+      for (int64_t j = 0; j < s; ++j) sum += router_[t * s + j] * w.correction_coefs[k * s + j];
+      coefs_[t * s + k] = sum;
+    }
+  pool.run(n, [&](int64_t t) {
+    const float* activated = active_.data() + t * h;
+    const float* predicted_active = predictions_.data() + (a * n + t) * h;
+    for (int64_t k = 0; k < s; ++k) {
+      const float c = coefs_[t * s + k];
+      const float* p = predictions_.data() + (k * n + t) * h;
+      float* out = streams_.data() + (k * n + t) * h;
+      for (int64_t i = 0; i < h; ++i) out[i] = p[i] + c * (activated[i] - predicted_active[i]);
+    }
+  });
+}
+
+// normed_ (the input-normed active prediction) -> proj_ = post_attention_layernorm(o_proj(attention)).
+void Model::attention(int64_t l, int64_t n, kernels::ThreadPool& pool) {
+  const Config& c = config_;
+  const LayerWeights& w = weights_.layers[l];
+  const int64_t hd = c.head_dim, q_width = c.num_heads * hd, kv_width = c.num_kv_heads * hd;
+  const int64_t cache_layer = cache_layer_[l];
+  linear(pool, w.q_proj, normed_.data(), n, q_.data());
+  w.q_norm(q_.data(), n * c.num_heads, q_.data());
+  for (int64_t t = 0; t < n; ++t) rope_.apply(l, t, q_.data() + t * q_width, c.num_heads);
+  if (cache_layer == l) {
+    linear(pool, w.k_proj, normed_.data(), n, k_.data());
+    linear(pool, w.v_proj, normed_.data(), n, v_.data());
+    w.k_norm(k_.data(), n * c.num_kv_heads, k_.data());
+    w.v_norm(v_.data(), n * c.num_kv_heads, v_.data());
+    for (int64_t t = 0; t < n; ++t) {
+      rope_.apply(l, t, k_.data() + t * kv_width, c.num_kv_heads);
+      caches_[t]->store(l, positions_[t], k_.data() + t * kv_width, v_.data() + t * kv_width);
+    }
+  }
+  // The ring of a sliding layer holds window + chunk - 1 rows: this chunk's keys never evict one its
+  // queries need.
+  for (int64_t t = 0; t < n; ++t) {
+    key_last_[t] = positions_[t];
+    key_first_[t] = c.layers[l].sliding ? std::max<int64_t>(0, positions_[t] - c.sliding_window + 1) : 0;
+  }
+  const nn::AttentionStep step{q_.data(), n, caches_, key_first_.data(), key_last_.data(), one_sequence_};
+  nn::attend_cached(pool, step, cache_layer, c.num_heads, c.num_kv_heads, hd, 1.0f, 0.0f, attn_.data());
+  linear(pool, w.o_proj, attn_.data(), n, proj_.data());
+  w.post_attention_layernorm(proj_.data(), n, proj_.data());
+}
+
+// active_ += post_feedforward_layernorm(down(gelu(sparsified gate) * up)) of pre_feedforward_layernorm(active_).
+void Model::mlp(int64_t l, int64_t n, kernels::ThreadPool& pool) {
+  const LayerWeights& w = weights_.layers[l];
+  const LayerConfig& lc = config_.layers[l];
+  const int64_t inter = lc.intermediate_size, h = config_.hidden_size;
+  w.pre_feedforward_layernorm(active_.data(), n, normed_.data());
+  linear(pool, w.gate_proj, normed_.data(), n, gate_.data());
+  linear(pool, w.up_proj, normed_.data(), n, up_.data());
+  if (lc.activation_sparsity > 0)
+    pool.run(n, [&](int64_t t) { sparsify(gate_.data() + t * inter, inter, lc.sparsity_std_multiplier); });
+  constexpr int64_t kSlice = 1024;
+  const int64_t total = n * inter;
+  pool.run((total + kSlice - 1) / kSlice, [&](int64_t s) {
+    const int64_t begin = s * kSlice, count = std::min(kSlice, total - begin);
+    kernels::gelu_tanh_mul(gate_.data() + begin, up_.data() + begin, count, gate_.data() + begin);
+  });
+  linear(pool, w.down_proj, gate_.data(), n, proj_.data());
+  w.post_feedforward_layernorm(proj_.data(), n, proj_.data());
+  kernels::add_inplace(active_.data(), proj_.data(), n * h);
+}
+
+// The corrected active stream (times correct_output_scale) gates the layer's per-layer input, whose
+// projection is added to streams 1..n-1.
+void Model::per_layer_update(int64_t l, int64_t n, kernels::ThreadPool& pool) {
+  const Config& c = config_;
+  const LayerWeights& w = weights_.layers[l];
+  const int64_t h = c.hidden_size, hpl = c.hidden_size_per_layer_input;
+  const float* first = streams_.data() + c.altup_active_idx * n * h;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < h; ++i)
+      normed_[t * h + i] = c.altup_correct_scale ? first[t * h + i] * w.altup.correct_output_scale[i]
+                                                 : first[t * h + i];
+  float* gate = gate_per_layer_.data();
+  linear(pool, w.per_layer_input_gate, normed_.data(), n, gate);
+  for (int64_t t = 0; t < n; ++t)
+    kernels::gelu_tanh_mul(gate + t * hpl, per_layer_.data() + (t * c.num_layers + l) * hpl, hpl, gate + t * hpl);
+  linear(pool, w.per_layer_projection, gate, n, proj_.data());
+  w.post_per_layer_input_norm(proj_.data(), n, proj_.data());
+  for (int64_t k = 1; k < c.altup_num_inputs; ++k)
+    kernels::add_inplace(streams_.data() + k * n * h, proj_.data(), n * h);
+}
+
+// The streams of rows [first_row, first_row + n_rows) unprojected to stream 0's RMS and averaged, then
+// the final norm, the tied head and the soft-cap.
+void Model::lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) {
+  const Config& c = config_;
+  const int64_t h = c.hidden_size, s = c.altup_num_inputs;
+  const int64_t rows = step_rows_;
+  float* mean = active_.data();
+  double* target = rms_.data();
+  for (int64_t t = 0; t < n_rows; ++t) {
+    const float* x0 = streams_.data() + (first_row + t) * h;
+    target[t] = rms(x0, h);
+    std::copy_n(x0, h, mean + t * h);
+  }
+  for (int64_t i = 1; i < s; ++i) {
+    linear(pool, weights_.altup_unembed_projections[i - 1], streams_.data() + (i * rows + first_row) * h,
+           n_rows, proj_.data());
+    rescale_rows(proj_.data(), target, n_rows, h);
+    kernels::add_inplace(mean, proj_.data(), n_rows * h);
+  }
+  const float inv = 1.0f / static_cast<float>(s);
+  for (int64_t i = 0; i < n_rows * h; ++i) mean[i] *= inv;
+  weights_.norm(mean, n_rows, normed_.data());
+  linear(pool, weights_.lm_head, normed_.data(), n_rows, logits);
+  if (c.final_logit_softcapping)
+    kernels::soft_cap(logits, n_rows * c.vocab_size, static_cast<float>(*c.final_logit_softcapping));
+}
+
+void Model::linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n,
+                   float* y) const {
+  layer(pool, x, n, y, step_precision_);
+}
+
+}  // namespace ge::gemma3n
