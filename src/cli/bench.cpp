@@ -1,9 +1,13 @@
 // `gemma bench`: prompt-processing and decode speed, printed in llama-bench's table form so the two can
 // be compared side by side.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <random>
 
@@ -93,6 +97,14 @@ void bench_image(const BenchOptions& o, loader::LoadedModel& m, kernels::ThreadP
               ids.size(), static_cast<long long>(tokens), prefill.median);
 }
 
+// Resident set size of this process (/proc/self/statm; 0 where there is none).
+size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
 void bench(const BenchOptions& o) {
   kernels::ThreadPool pool(o.threads);
   const hub::ModelLocation where = locate(o.model, o.mmproj);
@@ -117,6 +129,7 @@ void bench(const BenchOptions& o) {
     params += m.layers->parameter_count(*t);
   }
   const size_t per_token = model.weight_bytes_per_token();
+  const size_t resident_loaded = resident_bytes();
   const std::string dtype = model.matrix_formats();
   char name[128];
   std::snprintf(name, sizeof name, "%s %.0fM %s%s", model.family_name(), static_cast<double>(params) / 1e6,
@@ -134,10 +147,12 @@ void bench(const BenchOptions& o) {
                 kernels::matmul_target(), o.threads, test, s.median, s.stddev);
     std::fflush(stdout);
   };
+  size_t resident_prompt = 0;
   if (o.prompt > 0) {
     const auto s = summarize(repeat(o.repetitions, o.prompt,
                                     [&] { model.forward(prompt, 0, cache, pool, logits.data(), false); }));
     row(("pp" + std::to_string(o.prompt)).c_str(), s);
+    resident_prompt = resident_bytes();
   }
   Summary decode{};
   if (o.generate > 0) {
@@ -154,6 +169,11 @@ void bench(const BenchOptions& o) {
       "\nt/s is the median of %d runs ± their standard deviation. Weights read per decoded token: %.1f MB "
       "(every matrix once; the tied LM head is the embedding table).\n",
       o.repetitions, static_cast<double>(per_token) / 1e6);
+  std::printf("Resident memory: %.0f MiB after loading", static_cast<double>(resident_loaded) / (1 << 20));
+  if (resident_prompt)
+    std::printf(", %.0f MiB after pp%" PRId64 " (%" PRId64 " random ids)", static_cast<double>(resident_prompt) / (1 << 20),
+                o.prompt, o.prompt);
+  std::printf(" (cache: %.0f MiB).\n", static_cast<double>(cache.bytes()) / (1 << 20));
   if (o.bandwidth && o.generate > 0) {
     const double gbs = kernels::measure_read_bandwidth_gbs(pool, size_t{1} << 30);
     const double used = decode.median * static_cast<double>(per_token) / 1e9;
