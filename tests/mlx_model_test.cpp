@@ -12,6 +12,7 @@
 #include "kernels/ops.h"
 #include "loader/model_loader.h"
 #include "models/gemma/model.h"
+#include "models/gemma3n/model.h"
 #include "models/quantization_config.h"
 #include "quantize/mlx_quantize.h"
 #include "test_util.h"
@@ -183,6 +184,46 @@ std::vector<Case> cases() {
 INSTANTIATE_TEST_SUITE_P(Modes, MlxQuantizedModel, ::testing::ValuesIn(cases()));
 
 // mlx-lm's per-layer entries: one layer at other parameters, the embedding (and so the tied head) float.
+// Gemma 3n binds the same layer set: an MLX-quantized 3n (every matrix whose rows are whole groups, the
+// per-layer table and the routers included) is the model of its dequantized weights.
+TEST(MlxQuantizedModel, Gemma3nIsTheModelOfItsDequantizedWeights) {
+  const auto dir = test::fixture_model_dir("gemma3n-tiny");
+  const formats::SafetensorsCheckpoint ckpt(dir);
+  const auto config_json = test::read_json(dir / "config.json");
+  const gemma3n::Config config = gemma3n::resolve_config(config_json, "config.json");
+  const auto ids = reference_ids("gemma3n-tiny");
+  for (const QuantParams& p : {QuantParams{QuantMode::kAffine, 4, 32}, QuantParams{QuantMode::kAffine, 8, 32}}) {
+    nn::QuantizationConfig q;
+    q.defaults = p;
+    const auto params_of = [&](const std::string& path) -> std::optional<QuantParams> {
+      if (path.find("audio_tower") != std::string::npos || path.find("vision_tower") != std::string::npos)
+        return std::nullopt;
+      return p;
+    };
+    const QuantizedCopy quantized(ckpt, params_of, false), reference(ckpt, params_of, true);
+    gemma3n::Model got(config, nn::LayerSource(quantized, q), 64), want(config, nn::LayerSource(reference), 64);
+    ASSERT_NE(nn::weight_format(got.weights().embed_tokens_per_layer.as_linear().weight()), "BF16");
+    const auto expected = all_logits(want, ids);
+    const auto exact = all_logits(got, ids), stepwise = all_logits(got, ids, true);
+    got.set_prefill_precision(kernels::Precision::kReducedActivations);
+    got.set_decode_precision(kernels::Precision::kReducedActivations);
+    const auto fast = all_logits(got, ids);
+    const float d = std::max(test::max_abs_diff(exact.data(), expected.data(), exact.size()),
+                             test::max_abs_diff(stepwise.data(), expected.data(), exact.size()));
+    const float f = test::max_abs_diff(fast.data(), expected.data(), exact.size());
+    // The tiny 3n's random weights amplify any rounding (AltUp mixes four streams per layer): measure the
+    // activations' 8-bit blocks against what quantizing the weights themselves cost.
+    gemma3n::Model unquantized(config, nn::LayerSource(ckpt), 64);
+    const auto from_float = all_logits(unquantized, ids);
+    const float w = test::max_abs_diff(exact.data(), from_float.data(), exact.size());
+    std::printf("gemma3n-tiny %s: exact %.2g, default path %.3f from the dequantized model (the weights' "
+                "rounding: %.3f)\n", kernels::describe(p).c_str(), d, f, w);
+    EXPECT_LT(d, 5e-5f) << kernels::describe(p);
+    EXPECT_GT(f, 1e-3f) << "the default path should round activations";
+    EXPECT_LT(f, w) << kernels::describe(p);
+  }
+}
+
 TEST(MlxQuantizedModelOverrides, PerLayerEntriesAndAFloatEmbedding) {
   nn::QuantizationConfig q;
   q.defaults = QuantParams{QuantMode::kAffine, 4, 64};

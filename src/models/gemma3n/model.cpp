@@ -95,9 +95,10 @@ LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, int64_t l, co
 
 std::optional<MultimodalEmbedder> bind_embedder(const nn::LayerSource& s, const Config& c,
                                                 const std::optional<MultimodalIds>& ids, const std::string& p) {
-  const Tensor* table = s.tensors().find(p + "embedding.weight");
-  if (!ids || !table) return std::nullopt;
-  const int64_t dim = table->shape.size() == 2 ? table->shape[1] : 0;
+  // The tower's width, from its norm (the table may be MLX-packed).
+  const Tensor* norm = s.tensors().find(p + "hard_embedding_norm.weight");
+  if (!ids || !norm) return std::nullopt;
+  const int64_t dim = norm->shape.size() == 1 ? norm->shape[0] : 0;
   const auto eps = static_cast<float>(ids->rms_norm_eps);
   MultimodalEmbedder e;
   e.vocab_offset = ids->vocab_offset;
