@@ -43,25 +43,35 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
 }
 
-void release_pages(const std::byte* data, size_t n) {
+namespace {
+
+// madvise over the pages [data, data + n) touches (outward) or those wholly inside it; -1 for none.
+int advise_pages(const std::byte* data, size_t n, int advice, bool outward) {
   static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + n + page - 1) & ~(page - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  const auto first = reinterpret_cast<uintptr_t>(data), last = first + n;
+  const uintptr_t begin = (outward ? first : first + page - 1) & ~(page - 1);
+  const uintptr_t end = (outward ? last + page - 1 : last) & ~(page - 1);
+  return end > begin ? madvise(reinterpret_cast<void*>(begin), end - begin, advice) : -1;
 }
 
+}  // namespace
+
+void release_pages(const std::byte* data, size_t n) { advise_pages(data, n, MADV_DONTNEED, true); }
+
+void advise_random_access(const std::byte* data, size_t n) { advise_pages(data, n, MADV_RANDOM, false); }
+
 void populate_pages(const std::byte* data, size_t n) {
-  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + n + page - 1) & ~(page - 1);
-  if (end <= begin) return;
 #ifdef MADV_POPULATE_READ
-  if (madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ) == 0) return;
+  if (advise_pages(data, n, MADV_POPULATE_READ, true) == 0) return;
 #endif
   // Kernels before 5.14: read ahead, then touch one byte per page.
-  madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  advise_pages(data, n, MADV_WILLNEED, true);
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(data) + n;
   volatile std::byte sink{};
   for (uintptr_t p = begin; p < end; p += page) sink = *reinterpret_cast<const std::byte*>(p);
+  (void)sink;
 }
 
 }  // namespace ge::formats

@@ -29,6 +29,11 @@ class MappedFile {
 // so that streaming through a whole mmapped checkpoint does not add up in the resident set.
 void release_pages(const std::byte* data, size_t n);
 
+// Tells the kernel that [data, data + n) (the pages wholly inside it) is read at random, a row here and
+// there: a fault then maps that page alone, without reading ahead or mapping its neighbours, so that the
+// resident set grows with the rows read.
+void advise_random_access(const std::byte* data, size_t n);
+
 // Maps the pages of [data, data + n) now (what `populate` does for a whole file), for the tensors of a
 // file that are about to be used when others in it may never be.
 void populate_pages(const std::byte* data, size_t n);

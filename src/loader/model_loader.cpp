@@ -86,18 +86,33 @@ void populate(const TensorSource& tensors, bool (*skip)(std::string_view) = null
     if (!skip || !skip(t->name)) formats::populate_pages(t->data, t->nbytes);
 }
 
+bool is_per_layer_table(std::string_view name) {
+  return name.ends_with("embed_tokens_per_layer.weight") || name == "per_layer_token_embd.weight";
+}
+
 // What a Gemma 3n text model leaves unmapped: the audio and vision towers (never run), and the per-layer
 // embedding table (most of the model, read one row per token: its pages come in as tokens use them).
 bool gemma3n_unmapped(std::string_view name) {
   return name.starts_with("model.audio_tower.") || name.starts_with("model.vision_tower.") ||
-         name.ends_with("embed_tokens_per_layer.weight") || name == "per_layer_token_embd.weight";
+         is_per_layer_table(name);
+}
+
+// Maps a Gemma 3n's weights but its per-layer table, whose pages are marked for random access: a token's
+// row then reads its own pages from disk, without readahead (E2B q8_0, 1,000 random ids with the file out
+// of the page cache: resident memory +19 MiB instead of +76 MiB). Pages the page cache already holds are
+// still mapped 64 KB around each fault (the kernel's fault-around): +170 MiB for the same prompt, clean
+// file pages the kernel takes back under pressure.
+void map_gemma3n(const TensorSource& tensors) {
+  populate(tensors, gemma3n_unmapped);
+  for (const Tensor* t : tensors.all())
+    if (is_per_layer_table(t->name)) formats::advise_random_access(t->data, t->nbytes);
 }
 
 LoadedModel load_gemma3n_gguf(const std::filesystem::path& path, std::unique_ptr<formats::GgufFile> file,
                               int64_t max_chunk, const std::filesystem::path& mmproj) {
   if (!mmproj.empty())
     throw std::runtime_error("--mmproj " + mmproj.string() + ": Gemma 3n reads text only here (its vision tower is not run)");
-  populate(*file, gemma3n_unmapped);
+  map_gemma3n(*file);
   gemma3n::Config config = gemma3n_config_from_gguf(*file);
   Tokenizer tokenizer = tokenizer_from_gguf(*file);
   GenerationDefaults defaults;
@@ -222,7 +237,7 @@ ImagePreprocessing load_image_preprocessing(const std::filesystem::path& path, c
 LoadedModel load_gemma3n_folder(const std::filesystem::path& dir, const nlohmann::json& config_json,
                                 int64_t max_chunk) {
   auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir);
-  populate(*tensors, gemma3n_unmapped);
+  map_gemma3n(*tensors);
   auto layers = std::make_unique<nn::LayerSource>(*tensors, load_quantization_config(dir));
   auto model = std::make_unique<gemma3n::Model>(gemma3n::resolve_config(config_json, (dir / "config.json").string()),
                                                 *layers, max_chunk);
