@@ -1,4 +1,4 @@
-// Serving many sequences on the demo model: batched decode gives each row the logits of a lone step, the
+// Serving many sequences on the demo model and on Gemma 3n's fixture: batched decode gives each row the logits of a lone step, the
 // engine's concurrent answers equal those of each request run alone, and prefix reuse survives the sliding
 // window through the ring snapshots taken at turn boundaries.
 #include "runtime/engine.h"
@@ -20,11 +20,12 @@ SamplingParams greedy() {
   return s;
 }
 
-// The demo model (sliding window 8) with prompt steps of 4 tokens, so that its rings keep 3 positions
-// beyond the window: any answer longer than that leaves the window behind.
-class EngineTest : public ::testing::Test {
+// The demo model and Gemma 3n's fixture (both with sliding window 8; 3n's last layers read earlier layers'
+// caches) with prompt steps of 4 tokens, so that their rings keep 3 positions beyond the window: any answer
+// longer than that leaves the window behind.
+class EngineTest : public ::testing::TestWithParam<std::string> {
  protected:
-  EngineTest() : m_(loader::load_model(test::demo_model_dir(), 4)), pool_(2) {}
+  EngineTest() : m_(loader::load_model(test::fixture_model_dir(GetParam()), 4)), pool_(2) {}
 
   int64_t vocab() const { return m_.model->shape().vocab_size; }
   std::vector<int32_t> ids(const std::string& text) const { return m_.tokenizer.encode(text, true); }
@@ -68,7 +69,7 @@ class EngineTest : public ::testing::Test {
   kernels::ThreadPool pool_;
 };
 
-TEST_F(EngineTest, BatchedDecodeGivesEachRowTheLogitsOfALoneStep) {
+TEST_P(EngineTest, BatchedDecodeGivesEachRowTheLogitsOfALoneStep) {
   const std::vector<std::string> prompts = {"The quick brown fox", "Once upon a time there", "Hello",
                                             "A B C D E F G H I J K"};
   std::vector<Slot> batched, single;
@@ -99,7 +100,7 @@ TEST_F(EngineTest, BatchedDecodeGivesEachRowTheLogitsOfALoneStep) {
   }
 }
 
-TEST_F(EngineTest, DecodeRowsMustNotShareACache) {
+TEST_P(EngineTest, DecodeRowsMustNotShareACache) {
   Slot slot(*m_.model, 64);
   Generator gen(*m_.model, m_.tokenizer, pool_);
   gen.ingest(slot, ids("Hello"));
@@ -109,7 +110,7 @@ TEST_F(EngineTest, DecodeRowsMustNotShareACache) {
   EXPECT_THROW(gen.decode(twice, tokens, logits.data()), std::invalid_argument);
 }
 
-TEST_F(EngineTest, ConcurrentRequestsAnswerAsIfAlone) {
+TEST_P(EngineTest, ConcurrentRequestsAnswerAsIfAlone) {
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::string> expected;
   for (int i = 0; i < 8; ++i) {
@@ -139,7 +140,7 @@ TEST_F(EngineTest, ConcurrentRequestsAnswerAsIfAlone) {
   EXPECT_GT(s.decode_rows, s.decode_steps);  // some steps ran several sequences at once
 }
 
-TEST_F(EngineTest, CancelledJobFreesItsSlotAndTheQueueIsBounded) {
+TEST_P(EngineTest, CancelledJobFreesItsSlotAndTheQueueIsBounded) {
   const std::string expected = alone(ids("Short"), 4);
   EngineOptions o;
   o.parallel = 1;
@@ -161,7 +162,7 @@ TEST_F(EngineTest, CancelledJobFreesItsSlotAndTheQueueIsBounded) {
   EXPECT_EQ(served.text, expected);
 }
 
-TEST_F(EngineTest, BadPromptOrSamplingIsRefusedBeforeQueueing) {
+TEST_P(EngineTest, BadPromptOrSamplingIsRefusedBeforeQueueing) {
   EngineOptions o;
   o.context = 8;
   Engine engine(*m_.model, m_.tokenizer, pool_, nullptr, o);
@@ -176,7 +177,7 @@ TEST_F(EngineTest, BadPromptOrSamplingIsRefusedBeforeQueueing) {
 // A second turn whose history differs from what the slot generated (an edited or re-tokenized answer)
 // shares the slot's sequence only up to the end of the first prompt, 30 tokens before the slot's end:
 // far past the window, so only the snapshot taken there lets the slot keep the first turn.
-TEST_F(EngineTest, BoundarySnapshotReusesThePrefixPastTheWindowWithColdLogits) {
+TEST_P(EngineTest, BoundarySnapshotReusesThePrefixPastTheWindowWithColdLogits) {
   const auto first =
       ids("<start_of_turn>user\nThe quick brown fox jumps over the lazy "
           "dog<end_of_turn>\n<start_of_turn>model\n");
@@ -209,6 +210,9 @@ TEST_F(EngineTest, BoundarySnapshotReusesThePrefixPastTheWindowWithColdLogits) {
     EXPECT_EQ(regen.reused_tokens, static_cast<int64_t>(first.size() - 1));
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Models, EngineTest, ::testing::Values("gemma3-tiny", "gemma3n-tiny"),
+                         [](const auto& info) { return info.param == "gemma3-tiny" ? "Gemma3" : "Gemma3n"; });
 
 }  // namespace
 }  // namespace ge::runtime
