@@ -19,38 +19,42 @@ constexpr int64_t kMinBlockedAttention = 8, kAttentionTile = 64, kMaxBlockedKeys
 
 }  // namespace
 
-RopeTables::RopeTables(const std::vector<std::pair<double, double>>& layer_kinds, int64_t head_dim, int64_t rows)
-    : head_dim_(head_dim) {
-  for (const auto& kind : layer_kinds) {
+RopeTables::RopeTables(const std::vector<std::vector<double>>& layer_inv_freq, int64_t rows) {
+  for (const auto& kind : layer_inv_freq) {
     auto it = std::find(kinds_.begin(), kinds_.end(), kind);
     if (it == kinds_.end()) it = kinds_.insert(kinds_.end(), kind);
     layer_kind_.push_back(static_cast<int>(it - kinds_.begin()));
   }
-  const auto floats = static_cast<size_t>(rows * head_dim / 2);
-  cos_.assign(kinds_.size(), std::vector<float>(floats));
-  sin_.assign(kinds_.size(), std::vector<float>(floats));
+  for (const auto& kind : kinds_) {
+    cos_.emplace_back(static_cast<size_t>(rows) * kind.size());
+    sin_.emplace_back(static_cast<size_t>(rows) * kind.size());
+  }
+}
+
+std::vector<double> RopeTables::default_inv_freq(double base, double scale, int64_t head_dim) {
+  std::vector<double> inv(static_cast<size_t>(head_dim / 2));
+  for (size_t i = 0; i < inv.size(); ++i)
+    inv[i] = std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim)) / scale;
+  return inv;
 }
 
 void RopeTables::prepare(const int64_t* positions, int64_t n) {
-  const int64_t half = head_dim_ / 2;
   for (size_t kind = 0; kind < kinds_.size(); ++kind) {
-    const auto [base, scale] = kinds_[kind];
-    for (int64_t t = 0; t < n; ++t) {
-      const double pos = static_cast<double>(positions[t]) / scale;
+    const std::vector<double>& inv = kinds_[kind];
+    const auto half = static_cast<int64_t>(inv.size());
+    for (int64_t t = 0; t < n; ++t)
       for (int64_t i = 0; i < half; ++i) {
-        const double angle =
-            pos * std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim_));
+        const double angle = static_cast<double>(positions[t]) * inv[i];
         cos_[kind][t * half + i] = static_cast<float>(std::cos(angle));
         sin_[kind][t * half + i] = static_cast<float>(std::sin(angle));
       }
-    }
   }
 }
 
 void RopeTables::apply(int64_t layer, int64_t t, float* x, int64_t heads) const {
   const int kind = layer_kind_[layer];
-  const int64_t half = head_dim_ / 2;
-  kernels::rope_neox(x, heads, head_dim_, cos_[kind].data() + t * half, sin_[kind].data() + t * half);
+  const auto half = static_cast<int64_t>(kinds_[kind].size());
+  kernels::rope_neox(x, heads, 2 * half, cos_[kind].data() + t * half, sin_[kind].data() + t * half);
 }
 
 void attend_cached(kernels::ThreadPool& pool, const AttentionStep& s, int64_t layer, int64_t num_heads,

@@ -12,21 +12,23 @@
 
 namespace ge::nn {
 
-// cos/sin of each row's position for each distinct (base, linear scale) of a model's layers, NeoX layout
-// (head_dim / 2 angles per row).
+// cos/sin of each row's position for each distinct set of RoPE frequencies among a model's layers, NeoX
+// layout (head_dim / 2 angles per row: dimension j pairs with j + head_dim / 2).
 class RopeTables {
  public:
   RopeTables() = default;
-  // `kinds`: (base, scale) per layer; rows: most rows a step holds.
-  RopeTables(const std::vector<std::pair<double, double>>& layer_kinds, int64_t head_dim, int64_t rows);
+  // Per layer: its inverse frequencies (head_dim / 2 of them; 0 leaves a pair unrotated, as Gemma 4's
+  // proportional RoPE does past its rotated share). rows: most rows a step holds.
+  RopeTables(const std::vector<std::vector<double>>& layer_inv_freq, int64_t rows);
+  // Per layer (base, linear scale) over head_dim: inv_freq[j] = base^(-2j / head_dim) / scale.
+  static std::vector<double> default_inv_freq(double base, double scale, int64_t head_dim);
 
   void prepare(const int64_t* positions, int64_t n);
   // Rotates row t's `heads` heads of x in place with layer `layer`'s table.
   void apply(int64_t layer, int64_t t, float* x, int64_t heads) const;
 
  private:
-  int64_t head_dim_ = 0;
-  std::vector<std::pair<double, double>> kinds_;
+  std::vector<std::vector<double>> kinds_;
   std::vector<int> layer_kind_;
   std::vector<std::vector<float>> cos_, sin_;  // per kind: [rows, head_dim / 2]
 };

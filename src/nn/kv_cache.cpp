@@ -6,38 +6,49 @@
 
 namespace ge::nn {
 
+namespace {
+
+std::vector<KVCache::LayerShape> uniform(const std::vector<int64_t>& capacity, int64_t n_kv_heads, int64_t head_dim) {
+  std::vector<KVCache::LayerShape> layers;
+  for (int64_t c : capacity) layers.push_back({c, n_kv_heads, head_dim});
+  return layers;
+}
+
+}  // namespace
+
 KVCache::KVCache(std::vector<int64_t> capacity, int64_t context, int64_t n_kv_heads, int64_t head_dim, DType dtype)
-    : capacity_(std::move(capacity)),
-      context_(context),
-      head_dim_(head_dim),
-      row_values_(n_kv_heads * head_dim),
-      dtype_(dtype),
-      element_bytes_(static_cast<size_t>(dtype_info(dtype).block_bytes)) {
+    : KVCache(uniform(capacity, n_kv_heads, head_dim), context, dtype) {}
+
+KVCache::KVCache(const std::vector<LayerShape>& layers, int64_t context, DType dtype)
+    : context_(context), dtype_(dtype), element_bytes_(static_cast<size_t>(dtype_info(dtype).block_bytes)) {
   if (dtype != DType::F32 && dtype != DType::F16)
     throw std::invalid_argument("KV cache type must be f32 or f16, not " + std::string(dtype_info(dtype).name));
-  for (int64_t c : capacity_) {
-    k_.emplace_back(static_cast<size_t>(c * row_values_) * element_bytes_);
-    v_.emplace_back(static_cast<size_t>(c * row_values_) * element_bytes_);
+  for (const LayerShape& l : layers) {
+    capacity_.push_back(l.capacity);
+    head_dim_.push_back(l.head_dim);
+    row_values_.push_back(l.kv_heads * l.head_dim);
+    k_.emplace_back(static_cast<size_t>(l.capacity * row_values_.back()) * element_bytes_);
+    v_.emplace_back(static_cast<size_t>(l.capacity * row_values_.back()) * element_bytes_);
   }
 }
 
-void KVCache::store_row(std::byte* dst, const float* src) const {
+void KVCache::store_row(std::byte* dst, const float* src, int64_t n) const {
   if (dtype_ == DType::F32) {
-    std::memcpy(dst, src, static_cast<size_t>(row_values_) * sizeof(float));
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
     return;
   }
   auto* out = reinterpret_cast<uint16_t*>(dst);
-  for (int64_t i = 0; i < row_values_; ++i) out[i] = f32_to_f16(src[i]);
+  for (int64_t i = 0; i < n; ++i) out[i] = f32_to_f16(src[i]);
 }
 
 void KVCache::store(int64_t layer, int64_t pos, const float* k, const float* v) {
-  store_row(row(k_[layer], layer, pos), k);
-  store_row(row(v_[layer], layer, pos), v);
+  store_row(row(k_[layer], layer, pos), k, row_values_[layer]);
+  store_row(row(v_[layer], layer, pos), v, row_values_[layer]);
 }
 
 kernels::KVRows KVCache::head(int64_t layer, int64_t kv_head) const {
-  const size_t offset = static_cast<size_t>(kv_head * head_dim_) * element_bytes_;
-  return {k_[layer].data() + offset, v_[layer].data() + offset, dtype_, row_values_, capacity_[layer]};
+  const size_t offset = static_cast<size_t>(kv_head * head_dim_[layer]) * element_bytes_;
+  return {k_[layer].data() + offset, v_[layer].data() + offset, dtype_, row_values_[layer], capacity_[layer]};
 }
 
 void KVCache::save_rings(RingSnapshot& into) const {

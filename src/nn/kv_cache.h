@@ -18,6 +18,11 @@ class KVCache {
   // values for K and for V, stored as `dtype` (F32, or F16 to halve the memory).
   KVCache(std::vector<int64_t> capacity, int64_t context, int64_t n_kv_heads, int64_t head_dim,
           DType dtype = DType::F32);
+  // Layers of different shapes (Gemma 4: wider heads on its global layers).
+  struct LayerShape {
+    int64_t capacity = 0, kv_heads = 0, head_dim = 0;
+  };
+  KVCache(const std::vector<LayerShape>& layers, int64_t context, DType dtype = DType::F32);
 
   // Stores the keys and values (n_kv_heads * head_dim floats each) of position `pos` of `layer`.
   void store(int64_t layer, int64_t pos, const float* k, const float* v);
@@ -41,14 +46,13 @@ class KVCache {
 
  private:
   std::byte* row(std::vector<std::byte>& buf, int64_t layer, int64_t pos) {
-    return buf.data() + (pos % capacity_[layer]) * row_values_ * element_bytes_;
+    return buf.data() + (pos % capacity_[layer]) * row_values_[layer] * element_bytes_;
   }
-  void store_row(std::byte* dst, const float* src) const;
+  void store_row(std::byte* dst, const float* src, int64_t n) const;
 
   std::vector<int64_t> capacity_;
   int64_t context_;
-  int64_t head_dim_;
-  int64_t row_values_;
+  std::vector<int64_t> head_dim_, row_values_;  // per layer
   DType dtype_;
   size_t element_bytes_;
   std::vector<std::vector<std::byte>> k_, v_;

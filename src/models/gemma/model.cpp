@@ -94,9 +94,10 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
       max_chunk_(max_chunk),
       chunk_capacity_(std::max(max_chunk, config_.image_block_tokens)) {
   const Config& c = config_;
-  std::vector<std::pair<double, double>> rope_kinds;
-  for (const LayerConfig& l : c.layers) rope_kinds.emplace_back(l.rope_base, l.rope_scale);
-  rope_ = nn::RopeTables(rope_kinds, c.head_dim, chunk_capacity_);
+  std::vector<std::vector<double>> inv_freq;
+  for (const LayerConfig& l : c.layers)
+    inv_freq.push_back(nn::RopeTables::default_inv_freq(l.rope_base, l.rope_scale, c.head_dim));
+  rope_ = nn::RopeTables(inv_freq, chunk_capacity_);
 
   const auto chunk = static_cast<size_t>(chunk_capacity_);
   hidden_.resize(chunk * c.hidden_size);

@@ -183,12 +183,13 @@ int64_t parameter_count(const Config& c) {
 Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
     : config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
   const Config& c = config_;
-  std::vector<std::pair<double, double>> rope_kinds;
+  std::vector<std::vector<double>> inv_freq;
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    rope_kinds.emplace_back(c.layers[l].sliding ? c.rope_local_base_freq : c.rope_theta, 1.0);
+    inv_freq.push_back(nn::RopeTables::default_inv_freq(
+        c.layers[l].sliding ? c.rope_local_base_freq : c.rope_theta, 1.0, c.head_dim));
     cache_layer_.push_back(c.kv_source(l));
   }
-  rope_ = nn::RopeTables(rope_kinds, c.head_dim, max_chunk_);
+  rope_ = nn::RopeTables(inv_freq, max_chunk_);
 
   int64_t inter = 0;
   for (const LayerConfig& l : c.layers) inter = std::max(inter, l.intermediate_size);
