@@ -202,7 +202,7 @@ TEST(MlxQuantizedModel, Gemma3nIsTheModelOfItsDequantizedWeights) {
     };
     const QuantizedCopy quantized(ckpt, params_of, false), reference(ckpt, params_of, true);
     gemma3n::Model got(config, nn::LayerSource(quantized, q), 64), want(config, nn::LayerSource(reference), 64);
-    ASSERT_NE(nn::weight_format(got.weights().embed_tokens_per_layer.as_linear().weight()), "BF16");
+    ASSERT_NE(nn::weight_format(got.weights().per_layer.embed_tokens_per_layer.as_linear().weight()), "BF16");
     const auto expected = all_logits(want, ids);
     const auto exact = all_logits(got, ids), stepwise = all_logits(got, ids, true);
     got.set_prefill_precision(kernels::Precision::kReducedActivations);

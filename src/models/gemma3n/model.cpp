@@ -87,9 +87,7 @@ LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, int64_t l, co
   w.laurel_left = s.linear(p + "laurel.linear_left", c.laurel_rank, h);
   w.laurel_right = s.linear(p + "laurel.linear_right", h, c.laurel_rank);
   w.post_laurel_norm = norm("laurel.post_laurel_norm", h);
-  w.per_layer_input_gate = s.linear(p + "per_layer_input_gate", hpl, h);
-  w.per_layer_projection = s.linear(p + "per_layer_projection", h, hpl);
-  w.post_per_layer_input_norm = norm("post_per_layer_input_norm", h);
+  w.per_layer_gate = models::PerLayerGate::bind(s, p, hpl, h, eps);
   return w;
 }
 
@@ -141,20 +139,13 @@ void sparsify(float* g, int64_t n, double multiplier) {
 
 Weights bind_weights(const Config& c, const nn::LayerSource& source) {
   const std::string p = find_prefix(source);
-  const int64_t h = c.hidden_size, per_layer_width = c.num_layers * c.hidden_size_per_layer_input;
+  const int64_t h = c.hidden_size;
   const auto eps = static_cast<float>(c.rms_norm_eps);
   Weights w;
   w.embed_tokens = source.embedding(p + "embed_tokens", c.vocab_size, h);
   // A GGUF file holds vocab_size rows (zeros past the text ids); a checkpoint vocab_size_per_layer_input.
-  const Tensor* per_layer = source.tensors().find(p + "embed_tokens_per_layer.weight");
-  const int64_t per_layer_rows =
-      per_layer && !per_layer->shape.empty() && per_layer->shape[0] >= c.vocab_size_per_layer_input
-          ? per_layer->shape[0]
-          : c.vocab_size_per_layer_input;
-  w.embed_tokens_per_layer = source.embedding(p + "embed_tokens_per_layer", per_layer_rows, per_layer_width);
-  w.per_layer_model_projection = source.linear(p + "per_layer_model_projection", per_layer_width, h);
-  w.per_layer_projection_norm =
-      source.rms_norm(p + "per_layer_projection_norm", c.hidden_size_per_layer_input, eps, false);
+  w.per_layer = models::PerLayerInputs::bind(source, p, c.num_layers, c.hidden_size_per_layer_input, h,
+                                             c.vocab_size_per_layer_input, eps);
   for (int64_t i = 0; i + 1 < c.altup_num_inputs; ++i) {
     w.altup_projections.push_back(source.linear(p + "altup_projections." + std::to_string(i), h, h));
     w.altup_unembed_projections.push_back(
@@ -216,6 +207,7 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   router_.resize(rows * streams);
   coefs_.resize(rows * streams * streams);
   rms_.resize(rows);
+  per_layer_ids_.resize(rows);
   positions_.resize(rows);
   key_first_.resize(rows);
   key_last_.resize(rows);
@@ -231,13 +223,13 @@ models::CausalLM::Shape Model::shape() const {
 // Every matrix a forward step multiplies by (the routers aside: 4 rows each).
 std::vector<const nn::Linear*> Model::matrices() const {
   const Weights& w = weights_;
-  std::vector<const nn::Linear*> all = {&w.per_layer_model_projection, &w.lm_head};
+  std::vector<const nn::Linear*> all = {&w.per_layer.per_layer_model_projection, &w.lm_head};
   for (const auto* group : {&w.altup_projections, &w.altup_unembed_projections})
     for (const nn::Linear& m : *group) all.push_back(&m);
   for (const LayerWeights& l : w.layers)
     for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj,
-                                &l.down_proj, &l.laurel_left, &l.laurel_right, &l.per_layer_input_gate,
-                                &l.per_layer_projection})
+                                &l.down_proj, &l.laurel_left, &l.laurel_right,
+                                &l.per_layer_gate.per_layer_input_gate, &l.per_layer_gate.per_layer_projection})
       if (m->out_features() > 0) all.push_back(m);  // KV-shared layers bind no k/v projections
   return all;
 }
@@ -251,8 +243,7 @@ std::vector<nn::Linear*> Model::matrices() {
 size_t Model::weight_bytes_per_token() const {
   size_t bytes = 0;
   for (const nn::Linear* m : matrices()) bytes += nn::weight_bytes(m->weight());
-  const nn::Weight& table = weights_.embed_tokens_per_layer.as_linear().weight();
-  return bytes + nn::weight_bytes(table) / static_cast<size_t>(nn::weight_rows(table));
+  return bytes + weights_.per_layer.row_bytes();
 }
 
 std::string Model::matrix_formats() const {
@@ -309,9 +300,9 @@ void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos) con
       throw std::runtime_error(where + " is outside the vocabulary (" + std::to_string(config_.vocab_size) +
                                " rows)");
     const bool multimodal = weights_.embed_vision || weights_.embed_audio;
-    if (!multimodal && id >= weights_.embed_tokens_per_layer.num_embeddings())
-      throw std::runtime_error(where + " has no row in the per-layer embedding (" +
-                               std::to_string(weights_.embed_tokens_per_layer.num_embeddings()) + " rows)");
+    const int64_t rows = weights_.per_layer.embed_tokens_per_layer.num_embeddings();
+    if (!multimodal && id >= rows)
+      throw std::runtime_error(where + " has no row in the per-layer embedding (" + std::to_string(rows) + " rows)");
   }
 }
 
@@ -398,26 +389,14 @@ void Model::embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool) {
   }
 }
 
-// per_layer_ [n, layers, hidden_per_layer] = (norm(per_layer_model_projection(e) / sqrt(hidden)) +
-// per-layer embedding of the token) / sqrt(2).
+// per_layer_ [n, layers, hidden_per_layer]: the per-layer inputs of the step's tokens.
 void Model::per_layer_inputs(std::span<const int32_t> tokens, int64_t n, kernels::ThreadPool& pool) {
-  const Config& c = config_;
-  const int64_t width = c.num_layers * c.hidden_size_per_layer_input;
-  linear(pool, weights_.per_layer_model_projection, active_.data(), n, per_layer_.data());
-  const auto proj_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.hidden_size)));
-  for (int64_t i = 0; i < n * width; ++i) per_layer_[i] *= proj_scale;
-  weights_.per_layer_projection_norm(per_layer_.data(), n * c.num_layers, per_layer_.data());
-  const float scale = bf16_to_f32(f32_to_bf16(std::sqrt(static_cast<float>(c.hidden_size_per_layer_input))));
+  // Gemma3nModel gives ids outside the text vocabulary row 0 of the per-layer table.
   const bool multimodal = weights_.embed_vision || weights_.embed_audio;
-  float* row = gate_per_layer_.data();
-  for (int64_t t = 0; t < n; ++t) {
-    // Gemma3nModel gives ids outside the text vocabulary row 0 of the per-layer table.
-    const int32_t id = tokens[t];
-    const int32_t per_layer_id = multimodal && id >= c.vocab_size_per_layer_input ? 0 : id;
-    weights_.embed_tokens_per_layer.lookup(per_layer_id, scale, row);
-    float* out = per_layer_.data() + t * width;
-    for (int64_t i = 0; i < width; ++i) out[i] = (out[i] + row[i]) * kInvSqrt2;
-  }
+  for (int64_t t = 0; t < n; ++t)
+    per_layer_ids_[t] = multimodal && tokens[t] >= config_.vocab_size_per_layer_input ? 0 : tokens[t];
+  weights_.per_layer.compute(std::span(per_layer_ids_).first(n), active_.data(), n, pool, step_precision_,
+                             per_layer_.data(), gate_per_layer_.data());
 }
 
 // streams_[0] = the embedding; streams_[i] = altup_projections[i - 1](embedding) at the embedding's RMS.
@@ -571,12 +550,8 @@ void Model::per_layer_update(int64_t l, int64_t n, kernels::ThreadPool& pool) {
     for (int64_t i = 0; i < h; ++i)
       normed_[t * h + i] = c.altup_correct_scale ? first[t * h + i] * w.altup.correct_output_scale[i]
                                                  : first[t * h + i];
-  float* gate = gate_per_layer_.data();
-  linear(pool, w.per_layer_input_gate, normed_.data(), n, gate);
-  for (int64_t t = 0; t < n; ++t)
-    kernels::gelu_tanh_mul(gate + t * hpl, per_layer_.data() + (t * c.num_layers + l) * hpl, hpl, gate + t * hpl);
-  linear(pool, w.per_layer_projection, gate, n, proj_.data());
-  w.post_per_layer_input_norm(proj_.data(), n, proj_.data());
+  w.per_layer_gate(pool, step_precision_, normed_.data(), n, per_layer_.data() + l * hpl, c.num_layers * hpl,
+                   gate_per_layer_.data(), proj_.data());
   for (int64_t k = 1; k < c.altup_num_inputs; ++k)
     kernels::add_inplace(streams_.data() + k * n * h, proj_.data(), n * h);
 }

@@ -15,6 +15,7 @@
 
 #include "models/causal_lm.h"
 #include "models/gemma3n/config.h"
+#include "models/per_layer_inputs.h"
 #include "nn/attention.h"
 #include "nn/layer_source.h"
 #include "nn/linear.h"
@@ -40,9 +41,7 @@ struct LayerWeights {
   AltUpWeights altup;
   nn::Linear laurel_left, laurel_right;  // [rank, hidden], [hidden, rank]
   nn::RMSNorm post_laurel_norm;
-  nn::Linear per_layer_input_gate;  // [hidden_per_layer, hidden]
-  nn::Linear per_layer_projection;  // [hidden, hidden_per_layer]
-  nn::RMSNorm post_per_layer_input_norm;
+  models::PerLayerGate per_layer_gate;
 };
 
 // Gemma3nMultimodalEmbedder for ids typed as text: hard embedding -> norm -> projection -> weightless norm.
@@ -56,9 +55,7 @@ struct MultimodalEmbedder {
 
 struct Weights {
   nn::Embedding embed_tokens;            // [vocab, hidden]; also the tied LM head
-  nn::Embedding embed_tokens_per_layer;  // [>= vocab_size_per_layer_input, layers * hidden_per_layer]
-  nn::Linear per_layer_model_projection;  // [layers * hidden_per_layer, hidden]
-  nn::RMSNorm per_layer_projection_norm;  // [hidden_per_layer]
+  models::PerLayerInputs per_layer;  // the table has >= vocab_size_per_layer_input rows
   std::vector<nn::Linear> altup_projections, altup_unembed_projections;  // n - 1 each, [hidden, hidden]
   nn::RMSNorm norm;
   nn::Linear lm_head;
@@ -139,6 +136,7 @@ class Model final : public models::CausalLM {
       attn_, proj_, gate_, up_, router_, coefs_, gate_per_layer_;
   std::vector<double> rms_;  // per row: stream 0's RMS, the target of the other streams' rescaling
   std::vector<int64_t> positions_, key_first_, key_last_;
+  std::vector<int32_t> per_layer_ids_;  // per row: the per-layer table's row
   int64_t step_rows_ = 0;  // rows of the step running now: the stride between streams
   std::vector<nn::KVCache*> caches_;
   bool one_sequence_ = true;
