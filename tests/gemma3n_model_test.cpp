@@ -23,13 +23,6 @@ std::vector<int32_t> reference_ids() {
   return test::read_json(fixture() / "reference.json")["token_ids"].get<std::vector<int32_t>>();
 }
 
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float d = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) d = std::max(d, std::abs(a[i] - b[i]));
-  return d;
-}
-
 std::vector<float> all_logits(loader::LoadedModel& m, const std::vector<int32_t>& ids,
                               kernels::Precision precision = kernels::Precision::kExact) {
   kernels::ThreadPool pool(2);
@@ -58,7 +51,7 @@ TEST(Gemma3nModel, LogitsMatchTheFloat64ReferenceAtEveryPosition) {
   auto m = loader::load_model(fixture(), 256);
   EXPECT_STREQ(m.model->family_name(), "gemma3n");
   const auto logits = all_logits(m, reference_ids());
-  const float d = max_abs_diff(logits, test::read_f32(fixture() / "reference_logits.f32"));
+  const float d = test::max_abs_diff(logits, test::read_f32(fixture() / "reference_logits.f32"));
   std::printf("gemma3n-tiny: max |logit - float64 reference| = %.3g\n", d);
   EXPECT_LT(d, 1e-3f);
 }
@@ -98,8 +91,8 @@ TEST(Gemma3nModel, ChunkedPrefillEqualsStepwiseDecoding) {
   const auto ids = reference_ids();
   const auto prefill = all_logits(chunked, ids);
   const auto steps = stepwise_logits(chunked, ids);
-  EXPECT_LT(max_abs_diff(prefill, steps), 2e-5f);
-  EXPECT_LT(max_abs_diff(prefill, test::read_f32(fixture() / "reference_logits.f32")), 1e-3f);
+  EXPECT_LT(test::max_abs_diff(prefill, steps), 2e-5f);
+  EXPECT_LT(test::max_abs_diff(prefill, test::read_f32(fixture() / "reference_logits.f32")), 1e-3f);
 }
 
 TEST(Gemma3nModel, BatchedDecodeEqualsLoneStepsBitForBit) {
@@ -140,10 +133,10 @@ TEST(Gemma3nModel, GgufFromConvertGivesTheFolderLogits) {
     auto gguf = loader::load_model(file, 256);
     EXPECT_STREQ(gguf.model->family_name(), "gemma3n");
     const auto logits = all_logits(gguf, ids);
-    const float d = max_abs_diff(logits, want);
+    const float d = test::max_abs_diff(logits, want);
     std::printf("gemma3n-tiny %s GGUF: max |logit - folder| = %.3g\n", convert::out_type_name(type).data(), d);
     EXPECT_LE(d, 5e-5f) << convert::out_type_name(type);
-    EXPECT_LT(max_abs_diff(logits, reference), 1e-3f) << convert::out_type_name(type);
+    EXPECT_LT(test::max_abs_diff(logits, reference), 1e-3f) << convert::out_type_name(type);
   }
 }
 

@@ -200,4 +200,10 @@ inline float max_abs_diff(const float* a, const float* b, size_t n) {
   return m;
 }
 
+// The same over two whole vectors, which must be as long (a failure otherwise).
+inline float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  return max_abs_diff(a.data(), b.data(), std::min(a.size(), b.size()));
+}
+
 }  // namespace ge::test

@@ -12,6 +12,7 @@
 #include "loader/mmproj.h"
 #include "models/gemma/model.h"
 #include "models/gemma3n/model.h"
+#include "models/gemma4/model.h"
 #include "models/quantization_config.h"
 
 namespace ge::loader {
@@ -90,14 +91,14 @@ bool is_per_layer_table(std::string_view name) {
   return name.ends_with("embed_tokens_per_layer.weight") || name == "per_layer_token_embd.weight";
 }
 
-// What a Gemma 3n text model leaves unmapped: the audio and vision towers (never run), and the per-layer
-// embedding table (most of the model, read one row per token: its pages come in as tokens use them).
+// What a Gemma 3n or 4 text model leaves unmapped: the audio and vision towers (never run), and the
+// per-layer embedding table (most of the model, read one row per token: its pages come in as tokens use them).
 bool gemma3n_unmapped(std::string_view name) {
   return name.starts_with("model.audio_tower.") || name.starts_with("model.vision_tower.") ||
          is_per_layer_table(name);
 }
 
-// Maps a Gemma 3n's weights but its per-layer table, whose pages are marked for random access: a token's
+// Maps a Gemma 3n's (or 4's) weights but its per-layer table, whose pages are marked for random access: a token's
 // row then reads its own pages from disk, without readahead (E2B q8_0, 1,000 random ids with the file out
 // of the page cache: resident memory +19 MiB instead of +76 MiB). Pages the page cache already holds are
 // still mapped 64 KB around each fault (the kernel's fault-around): +170 MiB for the same prompt, clean
@@ -232,15 +233,19 @@ ImagePreprocessing load_image_preprocessing(const std::filesystem::path& path, c
   return {vision->processor, vision->config.mm_tokens_per_image};
 }
 
-// Gemma 3n from a folder: the text decoder (and the embedders of image and audio ids); the audio and vision
-// towers are never mapped.
-LoadedModel load_gemma3n_folder(const std::filesystem::path& dir, const nlohmann::json& config_json,
-                                int64_t max_chunk) {
+// Gemma 3n or Gemma 4 from a folder: the text decoder (and 3n's embedders of image and audio ids); the audio
+// and vision towers are never mapped.
+LoadedModel load_per_layer_input_folder(const std::filesystem::path& dir, const nlohmann::json& config_json,
+                                        int64_t max_chunk) {
   auto tensors = std::make_unique<formats::SafetensorsCheckpoint>(dir);
   map_gemma3n(*tensors);
   auto layers = std::make_unique<nn::LayerSource>(*tensors, load_quantization_config(dir));
-  auto model = std::make_unique<gemma3n::Model>(gemma3n::resolve_config(config_json, (dir / "config.json").string()),
-                                                *layers, max_chunk);
+  const std::string source = (dir / "config.json").string();
+  std::unique_ptr<models::CausalLM> model;
+  if (gemma4::is_gemma4(config_json))
+    model = std::make_unique<gemma4::Model>(gemma4::resolve_config(config_json, source), *layers, max_chunk);
+  else
+    model = std::make_unique<gemma3n::Model>(gemma3n::resolve_config(config_json, source), *layers, max_chunk);
   auto tokenizer = Tokenizer::load(dir);
   auto defaults = load_generation_defaults(dir);
   if (defaults.eos_ids.empty()) defaults.eos_ids.push_back(tokenizer.eos_id());
@@ -258,7 +263,8 @@ LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk, cons
                              dir.string() + " is a folder, whose vision tower (if any) is in its own weights");
   const auto config_path = dir / "config.json";
   const nlohmann::json config_json = formats::read_json_file(config_path);
-  if (gemma3n::is_gemma3n(config_json)) return load_gemma3n_folder(dir, config_json, max_chunk);
+  if (gemma3n::is_gemma3n(config_json) || gemma4::is_gemma4(config_json))
+    return load_per_layer_input_folder(dir, config_json, max_chunk);
   // A multimodal checkpoint maps its text weights now and its vision weights on the first image: text-only
   // prompts never read them.
   const bool multimodal = siglip::has_vision_config(config_json);

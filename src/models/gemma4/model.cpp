@@ -1,0 +1,355 @@
+#include "models/gemma4/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "kernels/ops.h"
+#include "tensor/dtype.h"
+
+namespace ge::gemma4 {
+
+namespace {
+
+// As Gemma's: at most 16 decode rows a pass, each taking a lone step's kernels.
+constexpr size_t kDecodeGroup = 16;
+
+std::string find_prefix(const nn::LayerSource& source) {
+  for (const char* p : {"model.language_model.", "model."})
+    if (source.has(std::string(p) + "embed_tokens.weight")) return p;
+  throw std::runtime_error(source.describe() + ": missing tensor 'model.language_model.embed_tokens.weight'");
+}
+
+LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, int64_t l, const std::string& p) {
+  const LayerConfig& lc = c.layers[l];
+  const int64_t h = c.hidden_size, q = c.num_heads * lc.head_dim, kv = lc.num_kv_heads * lc.head_dim;
+  const auto eps = static_cast<float>(c.rms_norm_eps);
+  const auto norm = [&](const std::string& name, int64_t n) { return s.rms_norm(p + name, n, eps, false); };
+  LayerWeights w;
+  w.input_layernorm = norm("input_layernorm", h);
+  w.q_proj = s.linear(p + "self_attn.q_proj", q, h);
+  w.q_norm = norm("self_attn.q_norm", lc.head_dim);
+  if (l < c.first_kv_shared_layer()) {  // shared layers' k/v weights, if shipped, are never used
+    w.k_proj = s.linear(p + "self_attn.k_proj", kv, h);
+    if (!lc.k_eq_v) w.v_proj = s.linear(p + "self_attn.v_proj", kv, h);
+    w.k_norm = norm("self_attn.k_norm", lc.head_dim);
+  }
+  w.v_norm = nn::RMSNorm::unscaled(lc.head_dim, eps);
+  w.o_proj = s.linear(p + "self_attn.o_proj", h, q);
+  w.post_attention_layernorm = norm("post_attention_layernorm", h);
+  w.pre_feedforward_layernorm = norm("pre_feedforward_layernorm", h);
+  w.post_feedforward_layernorm = norm("post_feedforward_layernorm", h);
+  w.gate_proj = s.linear(p + "mlp.gate_proj", lc.intermediate_size, h);
+  w.up_proj = s.linear(p + "mlp.up_proj", lc.intermediate_size, h);
+  w.down_proj = s.linear(p + "mlp.down_proj", h, lc.intermediate_size);
+  if (c.hidden_size_per_layer_input > 0)
+    w.per_layer_gate = models::PerLayerGate::bind(s, p, c.hidden_size_per_layer_input, h, eps);
+  if (s.has(p + "layer_scalar")) {
+    const Tensor scalar = s.vector(p + "layer_scalar", 1);
+    kernels::dequantize_row(scalar, 0, 1.0f, &w.layer_scalar);
+  }
+  return w;
+}
+
+}  // namespace
+
+Weights bind_weights(const Config& c, const nn::LayerSource& source) {
+  if (c.enable_moe_block)
+    throw std::runtime_error(source.describe() +
+                             ": a Gemma 4 mixture-of-experts model (enable_moe_block): not supported yet");
+  const std::string p = find_prefix(source);
+  const int64_t h = c.hidden_size;
+  const auto eps = static_cast<float>(c.rms_norm_eps);
+  Weights w;
+  w.embed_tokens = source.embedding(p + "embed_tokens", c.vocab_size, h);
+  if (c.hidden_size_per_layer_input > 0)
+    w.per_layer = models::PerLayerInputs::bind(source, p, c.num_layers, c.hidden_size_per_layer_input, h,
+                                               c.vocab_size_per_layer_input, eps);
+  w.norm = source.rms_norm(p + "norm", h, eps, false);
+  w.lm_head = w.embed_tokens.as_linear();
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    w.layers.push_back(bind_layer(source, c, l, p + "layers." + std::to_string(l) + "."));
+  return w;
+}
+
+Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
+    : config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
+  const Config& c = config_;
+  std::vector<std::vector<double>> inv_freq;
+  int64_t q_width = 0, kv_width = 0, inter = 0;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerConfig& lc = c.layers[l];
+    inv_freq.push_back(lc.rope_inv_freq);
+    cache_layer_.push_back(c.kv_source(l));
+    q_width = std::max(q_width, c.num_heads * lc.head_dim);
+    kv_width = std::max(kv_width, lc.num_kv_heads * lc.head_dim);
+    inter = std::max(inter, lc.intermediate_size);
+  }
+  rope_ = nn::RopeTables(inv_freq, max_chunk_);
+  const auto rows = static_cast<size_t>(max_chunk_), h = static_cast<size_t>(c.hidden_size);
+  const auto per_layer = static_cast<size_t>(c.num_layers * c.hidden_size_per_layer_input);
+  hidden_.resize(rows * h);
+  normed_.resize(rows * h);
+  q_.resize(rows * q_width);
+  k_.resize(rows * kv_width);
+  v_.resize(rows * kv_width);
+  attn_.resize(rows * q_width);
+  proj_.resize(rows * h);
+  gate_.resize(rows * inter);
+  up_.resize(rows * inter);
+  per_layer_.resize(rows * per_layer);
+  per_layer_gate_.resize(std::max(rows * c.hidden_size_per_layer_input, per_layer));
+  ids_.resize(rows);
+  positions_.resize(rows);
+  key_first_.resize(rows);
+  key_last_.resize(rows);
+  caches_.resize(rows);
+}
+
+models::CausalLM::Shape Model::shape() const {
+  const Config& c = config_;
+  return {c.vocab_size, c.hidden_size, c.num_layers, c.num_heads, c.layers[0].num_kv_heads, c.layers[0].head_dim,
+          c.sliding_window, c.max_position_embeddings};
+}
+
+// Every matrix a forward step multiplies by.
+std::vector<const nn::Linear*> Model::matrices() const {
+  std::vector<const nn::Linear*> all = {&weights_.lm_head};
+  if (weights_.per_layer) all.push_back(&weights_.per_layer->per_layer_model_projection);
+  for (const LayerWeights& l : weights_.layers) {
+    for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+      if (m->out_features() > 0) all.push_back(m);
+    if (l.per_layer_gate)
+      for (const nn::Linear* m : {&l.per_layer_gate->per_layer_input_gate, &l.per_layer_gate->per_layer_projection})
+        all.push_back(m);
+  }
+  return all;
+}
+
+std::string Model::matrix_formats() const {
+  std::vector<const nn::Linear*> layers = {&weights_.lm_head};
+  for (const LayerWeights& l : weights_.layers)
+    for (const nn::Linear* m : {&l.q_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) layers.push_back(m);
+  return nn::formats_summary(layers);
+}
+
+int64_t Model::parameter_count() const {
+  int64_t total = weights_.embed_tokens.num_embeddings() * weights_.embed_tokens.dim();
+  for (const nn::Linear* m : matrices())
+    if (m != &weights_.lm_head) total += m->out_features() * m->in_features();
+  if (weights_.per_layer)
+    total += weights_.per_layer->embed_tokens_per_layer.num_embeddings() * weights_.per_layer->embed_tokens_per_layer.dim();
+  return total;
+}
+
+size_t Model::weight_bytes_per_token() const {
+  size_t bytes = 0;
+  for (const nn::Linear* m : matrices()) bytes += nn::weight_bytes(m->weight());
+  return bytes + (weights_.per_layer ? weights_.per_layer->row_bytes() : 0);
+}
+
+void Model::set_prefill_precision(kernels::Precision p) {
+  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
+  prefill_precision_ = p;
+}
+
+void Model::set_decode_precision(kernels::Precision p) {
+  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
+  decode_precision_ = p;
+}
+
+void Model::prepare_reduced_activations(const Progress& progress) {
+  const std::vector<const nn::Linear*> all = matrices();
+  for (size_t i = 0; i < all.size(); ++i) {
+    // The layers are this model's own: matrices() lists them const for the readers.
+    const_cast<nn::Linear*>(all[i])->prepare_reduced_activations();
+    if (progress) progress(static_cast<int64_t>(i) + 1, static_cast<int64_t>(all.size()));
+  }
+}
+
+void Model::quantize_lm_head(DType block) {
+  weights_.lm_head = weights_.lm_head.quantized_copy(block);
+  if (prefill_precision_ == kernels::Precision::kReducedActivations ||
+      decode_precision_ == kernels::Precision::kReducedActivations)
+    weights_.lm_head.prepare_reduced_activations();
+}
+
+nn::KVCache Model::make_cache(int64_t context, DType dtype) const {
+  std::vector<nn::KVCache::LayerShape> layers;
+  for (int64_t l = 0; l < config_.first_kv_shared_layer(); ++l) {
+    const LayerConfig& lc = config_.layers[l];
+    layers.push_back({lc.sliding ? std::min(context, config_.sliding_window + max_chunk_ - 1) : context,
+                      lc.num_kv_heads, lc.head_dim});
+  }
+  return nn::KVCache(layers, context, dtype);
+}
+
+bool Model::can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const {
+  return models::can_rewind(cache, config_.sliding_window, length, keep);
+}
+
+void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos) const {
+  const int64_t per_layer_rows =
+      weights_.per_layer ? weights_.per_layer->embed_tokens_per_layer.num_embeddings() : config_.vocab_size;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const int32_t id = tokens[i];
+    if (id < 0 || id >= std::min(config_.vocab_size, per_layer_rows))
+      throw std::runtime_error("token id " + std::to_string(id) + " at position " +
+                               std::to_string(start_pos + static_cast<int64_t>(i)) + " is outside the vocabulary (" +
+                               std::to_string(std::min(config_.vocab_size, per_layer_rows)) + " rows)");
+  }
+}
+
+void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
+                    kernels::ThreadPool& pool, float* logits, bool all_positions,
+                    const models::HiddenObserver* observer, std::span<const models::EmbeddingBlock> blocks) {
+  if (!blocks.empty())
+    throw std::runtime_error("Gemma 4: image embeddings are not supported yet (its vision tower is not run)");
+  check_tokens(tokens, start_pos);
+  models::check_context(cache, start_pos, static_cast<int64_t>(tokens.size()));
+  const auto total = static_cast<int64_t>(tokens.size());
+  for (int64_t done = 0; done < total;) {
+    const int64_t end = std::min(done + max_chunk_, total);
+    float* out = all_positions ? logits + done * config_.vocab_size : (end == total ? logits : nullptr);
+    for (int64_t t = 0; t < end - done; ++t) {
+      positions_[t] = start_pos + done + t;
+      caches_[t] = &cache;
+    }
+    one_sequence_ = true;
+    step_precision_ = end - done > 1 ? prefill_precision_ : decode_precision_;
+    forward_rows(tokens.subspan(done, end - done), pool, out, all_positions, observer);
+    done = end;
+  }
+}
+
+void Model::decode(std::span<const models::DecodeRow> rows, kernels::ThreadPool& pool, float* logits) {
+  models::check_decode_rows(rows, config_.vocab_size);
+  const size_t group = std::min(kDecodeGroup, static_cast<size_t>(max_chunk_));
+  int32_t tokens[kDecodeGroup];
+  for (size_t done = 0; done < rows.size(); done += group) {
+    const size_t n = std::min(rows.size() - done, group);
+    for (size_t t = 0; t < n; ++t) {
+      tokens[t] = rows[done + t].token;
+      positions_[t] = rows[done + t].position;
+      caches_[t] = rows[done + t].cache;
+    }
+    check_tokens(std::span<const int32_t>(tokens, n), positions_[0]);
+    one_sequence_ = false;
+    step_precision_ = decode_precision_;
+    forward_rows(std::span<const int32_t>(tokens, n), pool, logits + done * config_.vocab_size, true, nullptr);
+  }
+}
+
+void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
+                         bool all_positions, const models::HiddenObserver* observer) {
+  const Config& c = config_;
+  const auto n = static_cast<int64_t>(tokens.size());
+  const int64_t h = c.hidden_size, hpl = c.hidden_size_per_layer_input;
+  embed(tokens, pool);
+  if (observer) (*observer)(0, hidden_.data(), positions_[0], n);
+  rope_.prepare(positions_.data(), n);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = weights_.layers[l];
+    attention(l, n, pool);
+    mlp(l, n, pool);
+    if (w.per_layer_gate) {
+      (*w.per_layer_gate)(pool, step_precision_, hidden_.data(), n, per_layer_.data() + l * hpl,
+                          c.num_layers * hpl, per_layer_gate_.data(), proj_.data());
+      kernels::add_inplace(hidden_.data(), proj_.data(), n * h);
+    }
+    if (w.layer_scalar != 1.0f)
+      for (int64_t i = 0; i < n * h; ++i) hidden_[i] *= w.layer_scalar;
+    if (observer) (*observer)(l + 1, hidden_.data(), positions_[0], n);
+  }
+  if (!logits) return;
+  if (all_positions)
+    lm_head(0, n, pool, logits);
+  else
+    lm_head(n - 1, 1, pool, logits);
+}
+
+// hidden_ = the scaled embeddings (placeholder ids as pad, as Gemma4Model does), and per_layer_ their
+// per-layer inputs.
+void Model::embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool) {
+  const Config& c = config_;
+  const int64_t h = c.hidden_size, n = static_cast<int64_t>(tokens.size());
+  const float scale = bf16_to_f32(f32_to_bf16(std::sqrt(static_cast<float>(h))));
+  for (int64_t t = 0; t < n; ++t) {
+    const bool placeholder =
+        std::find(c.placeholder_ids.begin(), c.placeholder_ids.end(), tokens[t]) != c.placeholder_ids.end();
+    ids_[t] = placeholder ? c.pad_token_id : tokens[t];
+    weights_.embed_tokens.lookup(ids_[t], scale, hidden_.data() + t * h);
+  }
+  if (weights_.per_layer)
+    weights_.per_layer->compute(std::span(ids_).first(n), hidden_.data(), n, pool, step_precision_,
+                                per_layer_.data(), per_layer_gate_.data());
+}
+
+// hidden_ += post_attention_layernorm(o_proj(attention(input_layernorm(hidden_)))).
+void Model::attention(int64_t l, int64_t n, kernels::ThreadPool& pool) {
+  const Config& c = config_;
+  const LayerConfig& lc = c.layers[l];
+  const LayerWeights& w = weights_.layers[l];
+  const int64_t hd = lc.head_dim, q_width = c.num_heads * hd, kv_width = lc.num_kv_heads * hd;
+  const int64_t cache_layer = cache_layer_[l];
+  w.input_layernorm(hidden_.data(), n, normed_.data());
+  linear(pool, w.q_proj, normed_.data(), n, q_.data());
+  w.q_norm(q_.data(), n * c.num_heads, q_.data());
+  for (int64_t t = 0; t < n; ++t) rope_.apply(l, t, q_.data() + t * q_width, c.num_heads);
+  if (cache_layer == l) {
+    linear(pool, w.k_proj, normed_.data(), n, k_.data());
+    if (lc.k_eq_v)  // V is the raw k_proj output, before k_norm
+      std::copy_n(k_.begin(), n * kv_width, v_.begin());
+    else
+      linear(pool, w.v_proj, normed_.data(), n, v_.data());
+    w.k_norm(k_.data(), n * lc.num_kv_heads, k_.data());
+    w.v_norm(v_.data(), n * lc.num_kv_heads, v_.data());
+    for (int64_t t = 0; t < n; ++t) {
+      rope_.apply(l, t, k_.data() + t * kv_width, lc.num_kv_heads);
+      caches_[t]->store(l, positions_[t], k_.data() + t * kv_width, v_.data() + t * kv_width);
+    }
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    key_last_[t] = positions_[t];
+    key_first_[t] = lc.sliding ? std::max<int64_t>(0, positions_[t] - c.sliding_window + 1) : 0;
+  }
+  const nn::AttentionStep step{q_.data(), n, caches_, key_first_.data(), key_last_.data(), one_sequence_};
+  nn::attend_cached(pool, step, cache_layer, c.num_heads, lc.num_kv_heads, hd, 1.0f, 0.0f, attn_.data());
+  linear(pool, w.o_proj, attn_.data(), n, proj_.data());
+  w.post_attention_layernorm(proj_.data(), n, proj_.data());
+  kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
+}
+
+// hidden_ += post_feedforward_layernorm(down(gelu(gate) * up)) of pre_feedforward_layernorm(hidden_).
+void Model::mlp(int64_t l, int64_t n, kernels::ThreadPool& pool) {
+  const LayerWeights& w = weights_.layers[l];
+  const int64_t inter = config_.layers[l].intermediate_size;
+  w.pre_feedforward_layernorm(hidden_.data(), n, normed_.data());
+  linear(pool, w.gate_proj, normed_.data(), n, gate_.data());
+  linear(pool, w.up_proj, normed_.data(), n, up_.data());
+  constexpr int64_t kSlice = 1024;
+  const int64_t total = n * inter;
+  pool.run((total + kSlice - 1) / kSlice, [&](int64_t s) {
+    const int64_t begin = s * kSlice, count = std::min(kSlice, total - begin);
+    kernels::gelu_tanh_mul(gate_.data() + begin, up_.data() + begin, count, gate_.data() + begin);
+  });
+  linear(pool, w.down_proj, gate_.data(), n, proj_.data());
+  w.post_feedforward_layernorm(proj_.data(), n, proj_.data());
+  kernels::add_inplace(hidden_.data(), proj_.data(), n * config_.hidden_size);
+}
+
+void Model::lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) {
+  const Config& c = config_;
+  float* rows = normed_.data() + first_row * c.hidden_size;
+  weights_.norm(hidden_.data() + first_row * c.hidden_size, n_rows, rows);
+  linear(pool, weights_.lm_head, rows, n_rows, logits);
+  if (c.final_logit_softcapping)
+    kernels::soft_cap(logits, n_rows * c.vocab_size, static_cast<float>(*c.final_logit_softcapping));
+}
+
+void Model::linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n,
+                   float* y) const {
+  layer(pool, x, n, y, step_precision_);
+}
+
+}  // namespace ge::gemma4

@@ -1,0 +1,101 @@
+// Gemma 4's text decoder (transformers' Gemma4TextModel, text ids only; dense layers), read top to bottom
+// as modeling_gemma4.py:
+// embed x bf16(sqrt(d)) and per-layer inputs -> [RMSNorm -> attention (q/k norms, weightless v norm,
+// scaling 1; sliding layers: default RoPE over head_dim; full layers: global_head_dim, proportional RoPE,
+// V = raw K with attention_k_eq_v; the last layers reading an earlier layer's keys and values) -> RMSNorm ->
+// +residual -> RMSNorm -> gated tanh-GELU MLP (double width on KV-shared layers with use_double_wide_mlp)
+// -> RMSNorm -> +residual -> per-layer input gated in -> x layer_scalar] x L -> RMSNorm -> tied LM head ->
+// soft-cap. Every norm multiplies by its weight as stored.
+#pragma once
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "models/causal_lm.h"
+#include "models/gemma4/config.h"
+#include "models/per_layer_inputs.h"
+#include "nn/attention.h"
+#include "nn/layer_source.h"
+#include "nn/linear.h"
+
+namespace ge::gemma4 {
+
+struct LayerWeights {
+  nn::RMSNorm input_layernorm;
+  nn::Linear q_proj, k_proj, v_proj, o_proj;  // k/v unbound on KV-shared layers, v on K=V layers
+  nn::RMSNorm q_norm, k_norm, v_norm;         // v_norm has no weight
+  nn::RMSNorm post_attention_layernorm, pre_feedforward_layernorm, post_feedforward_layernorm;
+  nn::Linear gate_proj, up_proj, down_proj;
+  std::optional<models::PerLayerGate> per_layer_gate;  // with per-layer inputs
+  float layer_scalar = 1.0f;
+};
+
+struct Weights {
+  nn::Embedding embed_tokens;  // also the tied LM head
+  std::optional<models::PerLayerInputs> per_layer;
+  nn::RMSNorm norm;
+  nn::Linear lm_head;
+  std::vector<LayerWeights> layers;
+};
+
+// Binds the text decoder under model.language_model. (Gemma4ForConditionalGeneration) or model.
+// (Gemma4ForCausalLM); throws naming a missing or misshapen tensor.
+Weights bind_weights(const Config& c, const nn::LayerSource& source);
+
+class Model final : public models::CausalLM {
+ public:
+  Model(Config config, const nn::LayerSource& source, int64_t max_chunk = 256);
+
+  const Config& config() const { return config_; }
+  const Weights& weights() const { return weights_; }
+
+  const char* family_name() const override { return "gemma4"; }
+  Shape shape() const override;
+  std::string matrix_formats() const override;
+  int64_t parameter_count() const override;
+  size_t weight_bytes_per_token() const override;
+  int64_t max_chunk() const override { return max_chunk_; }
+  int64_t chunk_capacity() const override { return max_chunk_; }
+
+  void set_prefill_precision(kernels::Precision p) override;
+  void set_decode_precision(kernels::Precision p) override;
+  void prepare_reduced_activations(const Progress& progress = {}) override;
+  void quantize_lm_head(DType block) override;
+
+  nn::KVCache make_cache(int64_t context, DType dtype = DType::F32) const override;
+  bool can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const override;
+  // Embedding blocks are refused: the vision tower is not run.
+  void forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
+               kernels::ThreadPool& pool, float* logits, bool all_positions,
+               const models::HiddenObserver* observer = nullptr,
+               std::span<const models::EmbeddingBlock> blocks = {}) override;
+  void decode(std::span<const models::DecodeRow> rows, kernels::ThreadPool& pool, float* logits) override;
+
+ private:
+  void check_tokens(std::span<const int32_t> tokens, int64_t start_pos) const;
+  void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
+                    bool all_positions, const models::HiddenObserver* observer);
+  void embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool);
+  void attention(int64_t layer, int64_t n, kernels::ThreadPool& pool);
+  void mlp(int64_t layer, int64_t n, kernels::ThreadPool& pool);
+  void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
+  void linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const;
+  std::vector<const nn::Linear*> matrices() const;
+
+  Config config_;
+  Weights weights_;
+  int64_t max_chunk_;
+  kernels::Precision prefill_precision_ = kernels::Precision::kExact;
+  kernels::Precision decode_precision_ = kernels::Precision::kExact;
+  kernels::Precision step_precision_ = kernels::Precision::kExact;
+  nn::RopeTables rope_;
+  std::vector<int64_t> cache_layer_;  // per layer: the cache layer it writes or reads
+  // Activations of one step, allocated once.
+  std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, per_layer_, per_layer_gate_;
+  std::vector<int32_t> ids_;  // the step's ids with placeholders replaced by pad
+  std::vector<int64_t> positions_, key_first_, key_last_;
+  std::vector<nn::KVCache*> caches_;
+  bool one_sequence_ = true;
+};
+
+}  // namespace ge::gemma4
