@@ -10,9 +10,10 @@
 namespace ge::runtime {
 namespace {
 
-// Golden renderings of Gemma 3's real Jinja template, produced by tests/data/chat_template/render.py.
-nlohmann::json load_cases() {
-  std::ifstream in(GE_TEST_DATA "/chat_template/cases.json");
+// Golden renderings of Gemma 3's real Jinja template, produced by tests/data/chat_template/render.py (and of
+// the gemma4-tiny fixture's template by render_gemma4.py: cases_gemma4.json).
+nlohmann::json load_cases(const char* file = "cases.json") {
+  std::ifstream in(std::string(GE_TEST_DATA "/chat_template/") + file);
   if (!in) throw std::runtime_error("cannot open chat_template/cases.json");
   return nlohmann::json::parse(in);
 }
@@ -39,6 +40,18 @@ TEST(ChatTemplate, MatchesJinjaRenderingOfGemma3Template) {
     }
   }
   EXPECT_GE(errors, 3);
+}
+
+TEST(ChatTemplate, MatchesJinjaRenderingOfGemma4Template) {
+  const nlohmann::json cases = load_cases("cases_gemma4.json");
+  ASSERT_GE(cases.size(), 8u);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.at("name").get<std::string>());
+    EXPECT_EQ(render_chat(messages_of(c), c.at("add_generation_prompt"), ChatFormat::kGemma4),
+              c.at("expected").get<std::string>());
+  }
+  EXPECT_EQ(end_of_turn(ChatFormat::kGemma4), "<turn|>");
+  EXPECT_EQ(end_of_turn(ChatFormat::kGemma), "<end_of_turn>");
 }
 
 TEST(ChatTemplate, AlternationErrorSaysWhatIsWrong) {

@@ -79,8 +79,9 @@ class Chat {
         sampler_(sampling(o, m.defaults.sampling), static_cast<int32_t>(m.model->shape().vocab_size)) {
     options_.eos_ids = m.defaults.eos_ids;
     options_.stop = o.stop;
-    // Chat answers end with <end_of_turn> even when generation_config.json lists only <eos>.
-    if (auto eot = m.tokenizer.find("<end_of_turn>"); eot && !o.raw) options_.eos_ids.push_back(*eot);
+    // Chat answers end with the end of the turn even when generation_config.json lists only <eos>.
+    if (auto eot = m.tokenizer.find(runtime::end_of_turn(m.chat_format)); eot && !o.raw)
+      options_.eos_ids.push_back(*eot);
     if (!o.system.empty()) history_.push_back({"system", o.system, 0});
     for (const std::string& path : o.images) attach(path);
   }
@@ -105,7 +106,7 @@ class Chat {
       prompt += text;
     } else {
       history_.push_back({"user", text, n_new});
-      prompt = runtime::render_chat(history_, true);
+      prompt = runtime::render_chat(history_, true, m_.chat_format);
     }
     const auto ids = m_.tokenizer.encode(runtime::expand_image_markers(prompt, runtime::prompt_texts(images_)),
                                          o_.raw && m_.tokenizer.add_bos_default());

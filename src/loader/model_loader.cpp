@@ -250,7 +250,8 @@ LoadedModel load_per_layer_input_folder(const std::filesystem::path& dir, const 
   auto defaults = load_generation_defaults(dir);
   if (defaults.eos_ids.empty()) defaults.eos_ids.push_back(tokenizer.eos_id());
   return LoadedModel{dir, std::move(tensors), std::move(layers), std::move(model), std::move(tokenizer),
-                     std::move(defaults), nullptr};
+                     std::move(defaults), nullptr,
+                     gemma4::is_gemma4(config_json) ? runtime::ChatFormat::kGemma4 : runtime::ChatFormat::kGemma};
 }
 
 LoadedModel load_model(const std::filesystem::path& dir, int64_t max_chunk, const std::filesystem::path& mmproj) {

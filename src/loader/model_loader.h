@@ -11,6 +11,7 @@
 #include "models/gemma/config.h"
 #include "models/siglip/model.h"
 #include "nn/layer_source.h"
+#include "runtime/chat_template.h"
 #include "runtime/image_processor.h"
 #include "runtime/sampler.h"
 #include "tensor/tensor_source.h"
@@ -50,6 +51,7 @@ struct LoadedModel {
   Tokenizer tokenizer;
   GenerationDefaults defaults;
   std::unique_ptr<VisionPart> vision;  // null for a model that reads text only
+  runtime::ChatFormat chat_format = runtime::ChatFormat::kGemma;
 };
 
 gemma::Config load_config(const std::filesystem::path& dir);

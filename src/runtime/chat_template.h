@@ -16,6 +16,20 @@ struct ChatMessage {
   int64_t images = 0;
 };
 
+// Which of Gemma's chat formats a model speaks.
+enum class ChatFormat {
+  kGemma,   // <start_of_turn>role ... <end_of_turn> (Gemma 1, 2, 3, 3n)
+  kGemma4,  // <|turn>role ... <turn|>, with a system turn of its own
+};
+
+// The piece that ends a turn, which ends a chat answer.
+std::string_view end_of_turn(ChatFormat format);
+
+// Renders `messages` in `format`: Gemma 4's as its chat_template.jinja does without thinking (a leading
+// system message becomes a system turn, trimmed, left out when empty; every content trimmed; roles as given,
+// "assistant" as "model"; images not supported), the others as described next.
+std::string render_chat(std::span<const ChatMessage> messages, bool add_generation_prompt, ChatFormat format);
+
 // Renders `messages` exactly as Gemma 3's chat_template (tokenizer_config.json) does, as text that starts
 // with "<bos>" (the tokenizer matches it as a special token). Like the template:
 //   - a leading system message is folded into the first user turn as "<system content>\n\n", untrimmed,

@@ -173,7 +173,7 @@ std::shared_ptr<runtime::Job> submit(const Generation& g) {
   auto images = prepare_images(g);
   std::string text;
   try {
-    text = g.chat ? runtime::render_chat(g.messages, true) : g.prompt;
+    text = g.chat ? runtime::render_chat(g.messages, true, g.model->loaded->chat_format) : g.prompt;
     if (!g.chat)
       for (size_t i = 0; i < images.size(); ++i) text = "<start_of_image>" + text;
     if (!images.empty()) text = runtime::expand_image_markers(text, runtime::prompt_texts(images));
@@ -183,8 +183,8 @@ std::shared_ptr<runtime::Job> submit(const Generation& g) {
   auto tokens = m.loaded->tokenizer.encode(text, !g.chat && m.loaded->tokenizer.add_bos_default());
   if (tokens.empty()) throw ApiError(400, "the prompt is empty");
   runtime::GenerateOptions options = g.options;
-  // Chat answers end with <end_of_turn> even where generation_config.json lists only <eos>.
-  if (const auto eot = m.loaded->tokenizer.find("<end_of_turn>"); eot && g.chat)
+  // Chat answers end with the end of the turn even where generation_config.json lists only <eos>.
+  if (const auto eot = m.loaded->tokenizer.find(runtime::end_of_turn(m.loaded->chat_format)); eot && g.chat)
     options.eos_ids.push_back(*eot);
   const int64_t context =
       g.context > 0 ? std::min(g.context, m.engine->options().context) : m.engine->options().context;

@@ -229,7 +229,7 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
               const auto& s = m.loaded->defaults.sampling;
               std::string parameters = "temperature " + json(s.temperature).dump() + "\ntop_k " +
                                        std::to_string(s.top_k) + "\ntop_p " + json(s.top_p).dump() +
-                                       "\nstop \"<end_of_turn>\"";
+                                       "\nstop \"" + std::string(runtime::end_of_turn(m.loaded->chat_format)) + "\"";
               res.set_content(json{{"modelfile", "FROM " + m.path.string() + "\n"},
                                    {"parameters", parameters},
                                    {"template", "Gemma's chat template (rendered by the server)"},
