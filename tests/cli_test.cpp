@@ -40,7 +40,7 @@ TEST_P(CliLogits, ReproduceTheReferenceWithinTolerance) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CliLogits,
                          ::testing::Values("gemma3-tiny", "gemma3-tiny-rope", "gemma-tiny", "gemma2-tiny",
-                                           "gemma3n-tiny"));
+                                           "gemma3n-tiny", "gemma4-tiny"));
 
 // --head-type: only the LM head is rounded (the embedding lookups still read the bf16 table), so the logits
 // move by about what Q8_0 rounding of the head moves them (gemma3-tiny-rope: 0.048; q4_0: 0.77).
@@ -173,6 +173,20 @@ TEST(Cli, RunsGemma3nFromItsFolderAndItsGguf) {
   r = gemma("inspect " + quoted(folder));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("layer  9: global  mlp 128, sparsity 0, keys and values of layer 4"), std::string::npos)
+      << r.output;
+}
+
+// Gemma 4 chats in its own turn format and ends its answers at <turn|>; inspect shows each layer's geometry.
+TEST(Cli, RunsAndInspectsGemma4) {
+  const auto folder = test::fixture_model_dir("gemma4-tiny");
+  auto r = gemma("run -m " + quoted(folder) + " -p 'Why is the sky blue?' -n 8 --temp 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("eval count:"), std::string::npos) << r.output;
+  r = gemma("inspect " + quoted(folder));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("layer  9: global  head_dim 64 x 2 kv heads, RoPE on 8 of 32 pairs, mlp 256, keys and "
+                          "values of layer 4"),
+            std::string::npos)
       << r.output;
 }
 

@@ -13,6 +13,7 @@
 #include "loader/model_loader.h"
 #include "models/gemma/config.h"
 #include "models/gemma3n/config.h"
+#include "models/gemma4/config.h"
 #include "runtime/chat_template.h"
 #include "runtime/prompt_images.h"
 #include "tokenizer/tokenizer.h"
@@ -225,6 +226,23 @@ void print_gemma3n_config(const gemma3n::Config& c) {
   }
 }
 
+void print_gemma4_config(const gemma4::Config& c) {
+  std::printf("architecture: gemma4 (text decoder, dense; vision and audio towers not run)\n");
+  std::printf("vocab_size %" PRId64 ", hidden %" PRId64 " (per-layer inputs %" PRId64 "), layers %" PRId64
+              ", heads %" PRId64 ", sliding_window %" PRId64 ", KV shared by the last %" PRId64 " layers\n",
+              c.vocab_size, c.hidden_size, c.hidden_size_per_layer_input, c.num_layers, c.num_heads,
+              c.sliding_window, c.num_kv_shared_layers);
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const auto& l = c.layers[i];
+    int64_t rotated = 0;
+    for (double f : l.rope_inv_freq) rotated += f != 0;
+    std::printf("layer %2" PRId64 ": %-7s head_dim %" PRId64 " x %" PRId64 " kv heads%s, RoPE on %" PRId64
+                " of %zu pairs, mlp %" PRId64 ", keys and values of layer %" PRId64 "\n",
+                i, l.sliding ? "sliding" : "global", l.head_dim, l.num_kv_heads, l.k_eq_v ? " (V = K)" : "", rotated,
+                l.rope_inv_freq.size(), l.intermediate_size, c.kv_source(i));
+  }
+}
+
 void print_gemma_config(const gemma::Config& config) {
   std::printf("architecture: %s (text)\n", config.family_name());
   std::printf("vocab_size %" PRId64 ", hidden %" PRId64 ", intermediate %" PRId64 ", layers %" PRId64
@@ -251,6 +269,8 @@ void inspect(const std::string& model) {
   const nlohmann::json config = formats::read_json_file(config_path);
   if (gemma3n::is_gemma3n(config))
     print_gemma3n_config(gemma3n::resolve_config(config, config_path.string()));
+  else if (gemma4::is_gemma4(config))
+    print_gemma4_config(gemma4::resolve_config(config, config_path.string()));
   else
     print_gemma_config(gemma::resolve_config(config, config_path.string()));
   const formats::SafetensorsCheckpoint ckpt(dir);
