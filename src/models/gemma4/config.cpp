@@ -38,6 +38,9 @@ const nlohmann::json& defaults() {
       {"attention_k_eq_v", false},
       {"num_kv_shared_layers", 0},
       {"enable_moe_block", false},
+      {"num_experts", nullptr},
+      {"top_k_experts", nullptr},
+      {"moe_intermediate_size", nullptr},
       {"use_double_wide_mlp", false},
   };
   return d;
@@ -81,6 +84,15 @@ Config resolve(const ConfigFields& f) {
   c.hidden_size_per_layer_input = f.integer("hidden_size_per_layer_input", 0);
   c.num_kv_shared_layers = f.integer("num_kv_shared_layers", 0);
   c.enable_moe_block = f.boolean("enable_moe_block");
+  if (c.enable_moe_block) {
+    c.num_experts = f.integer("num_experts");
+    c.top_k_experts = f.integer("top_k_experts");
+    if (c.top_k_experts > c.num_experts) f.fail("top_k_experts", "must not exceed num_experts");
+    // Some exports name the expert width expert_intermediate_size (llama.cpp reads both).
+    c.moe_intermediate_size =
+        f.has("moe_intermediate_size") || !f.has("expert_intermediate_size") ? f.integer("moe_intermediate_size")
+                                                                              : f.integer("expert_intermediate_size");
+  }
   c.pad_token_id = static_cast<int32_t>(f.integer("pad_token_id", 0));
   const auto& act = f.get("hidden_activation");
   if (!act.is_string() || (act.get<std::string>() != "gelu_pytorch_tanh" && act.get<std::string>() != "gelu_tanh"))

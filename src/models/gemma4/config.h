@@ -31,7 +31,10 @@ struct Config {
   int64_t vocab_size_per_layer_input = 0;
   int64_t hidden_size_per_layer_input = 0;  // 0: no per-layer inputs
   int64_t num_kv_shared_layers = 0;
+  // Mixture of experts beside the dense MLP of every layer (26B-A4B): num_experts experts of width
+  // moe_intermediate_size, top_k_experts of them per token.
   bool enable_moe_block = false;
+  int64_t num_experts = 0, top_k_experts = 0, moe_intermediate_size = 0;
   int32_t pad_token_id = 0;
   // model_type "gemma4": the image, video and audio placeholder ids, embedded as pad_token_id when typed as
   // text (Gemma4Model.forward).

@@ -20,6 +20,16 @@
 
 namespace ge::gemma4 {
 
+// Gemma4TextRouter and Gemma4TextExperts, beside the dense MLP of a MoE layer.
+struct Experts {
+  nn::RMSNorm router_norm;                 // weightless
+  std::vector<float> router_scale;         // [hidden]
+  nn::Linear router_proj;                  // [experts, hidden]
+  std::vector<float> per_expert_scale;     // [experts]
+  std::vector<nn::Linear> gate_up, down;   // per expert: [2 * moe_intermediate, hidden] (gate rows first), [hidden, moe_intermediate]
+  nn::RMSNorm pre_feedforward_layernorm_2, post_feedforward_layernorm_1, post_feedforward_layernorm_2;
+};
+
 struct LayerWeights {
   nn::RMSNorm input_layernorm;
   nn::Linear q_proj, k_proj, v_proj, o_proj;  // k/v unbound on KV-shared layers, v on K=V layers
@@ -27,6 +37,7 @@ struct LayerWeights {
   nn::RMSNorm post_attention_layernorm, pre_feedforward_layernorm, post_feedforward_layernorm;
   nn::Linear gate_proj, up_proj, down_proj;
   std::optional<models::PerLayerGate> per_layer_gate;  // with per-layer inputs
+  std::optional<Experts> experts;                      // enable_moe_block
   float layer_scalar = 1.0f;
 };
 
@@ -39,7 +50,8 @@ struct Weights {
 };
 
 // Binds the text decoder under model.language_model. (Gemma4ForConditionalGeneration) or model.
-// (Gemma4ForCausalLM); throws naming a missing or misshapen tensor.
+// (Gemma4ForCausalLM); throws naming a missing or misshapen tensor. Experts are views of the stacked
+// [experts, rows, cols] tensors, read where they are mapped.
 Weights bind_weights(const Config& c, const nn::LayerSource& source);
 
 class Model final : public models::CausalLM {
@@ -78,9 +90,11 @@ class Model final : public models::CausalLM {
   void embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool);
   void attention(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void mlp(int64_t layer, int64_t n, kernels::ThreadPool& pool);
+  void route(const Experts& e, int64_t n, kernels::ThreadPool& pool);
+  void run_experts(const Experts& e, int64_t n, kernels::ThreadPool& pool, float* out);
   void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
   void linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const;
-  std::vector<const nn::Linear*> matrices() const;
+  std::vector<const nn::Linear*> matrices(bool all_experts) const;
 
   Config config_;
   Weights weights_;
@@ -93,6 +107,12 @@ class Model final : public models::CausalLM {
   // Activations of one step, allocated once.
   std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, per_layer_, per_layer_gate_;
   std::vector<int32_t> ids_;  // the step's ids with placeholders replaced by pad
+  // MoE: per row its top_k experts and their weights; per expert the rows routed to it, gathered.
+  std::vector<int32_t> chosen_;
+  std::vector<float> chosen_weight_, router_logits_, moe_in_, moe_gathered_, moe_gate_up_, moe_act_, moe_out_,
+      moe_sum_;
+  std::vector<int64_t> routed_rows_;  // per row routed to the expert at hand: its index in chosen_
+  std::vector<int32_t> expert_order_;
   std::vector<int64_t> positions_, key_first_, key_last_;
   std::vector<nn::KVCache*> caches_;
   bool one_sequence_ = true;
