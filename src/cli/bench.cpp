@@ -167,7 +167,7 @@ void bench(const BenchOptions& o) {
   }
   std::printf(
       "\nt/s is the median of %d runs ± their standard deviation. Weights read per decoded token: %.1f MB "
-      "(every matrix a token multiplies by, once; of the experts only the routed ones; the tied LM head is the \"
+      "(every matrix a token multiplies by, once; of the experts only the routed ones; the tied LM head is the "
       "embedding table).\n",
       o.repetitions, static_cast<double>(per_token) / 1e6);
   std::printf("Resident memory: %.0f MiB after loading", static_cast<double>(resident_loaded) / (1 << 20));
