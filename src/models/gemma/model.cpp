@@ -11,12 +11,6 @@ namespace ge::gemma {
 
 namespace {
 
-// Batched decode runs at most this many rows per pass: fewer than detail::min_gemm_tokens, so that every
-// row takes the same kernels as a lone decode step and gets its logits to the last bit (a greedy answer
-// must not change with the server's load). More rows take further passes; past 16, decode is no longer
-// bandwidth-bound on a CPU anyway.
-constexpr size_t kDecodeGroup = 16;
-
 const char* const kPrefixes[] = {"model.", "language_model.model.", "model.language_model."};
 
 std::string find_prefix(const nn::LayerSource& source) {
@@ -89,7 +83,8 @@ int64_t parameter_count(const Config& c) {
 }
 
 Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
-    : config_(std::move(config)),
+    : models::Decoder(std::max(max_chunk, config.image_block_tokens)),
+      config_(std::move(config)),
       weights_(bind_weights(config_, source)),
       max_chunk_(max_chunk),
       chunk_capacity_(std::max(max_chunk, config_.image_block_tokens)) {
@@ -112,9 +107,6 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   block_first_.resize(chunk);
   block_last_.resize(chunk);
   key_first_.resize(chunk);
-  positions_.resize(chunk);
-  caches_.resize(chunk);
-  decode_tokens_.reserve(chunk);
 }
 
 models::CausalLM::Shape Model::shape() const {
@@ -131,21 +123,9 @@ size_t Model::weight_bytes_per_token() const {
   return bytes;
 }
 
-void Model::set_prefill_precision(kernels::Precision p) {
-  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
-  prefill_precision_ = p;
-}
-
-void Model::set_decode_precision(kernels::Precision p) {
-  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
-  decode_precision_ = p;
-}
-
 void Model::quantize_lm_head(DType block) {
   weights_.lm_head = weights_.lm_head.quantized_copy(block);
-  if (prefill_precision_ == kernels::Precision::kReducedActivations ||
-      decode_precision_ == kernels::Precision::kReducedActivations)
-    weights_.lm_head.prepare_reduced_activations();
+  if (reduced_anywhere()) weights_.lm_head.prepare_reduced_activations();
 }
 
 void Model::prepare_reduced_activations(const Progress& progress) {
@@ -200,52 +180,6 @@ void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
                                std::to_string(start_pos + static_cast<int64_t>(i)) +
                                " is outside the vocabulary (" + std::to_string(config_.vocab_size) +
                                " rows)");
-}
-
-void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-                    kernels::ThreadPool& pool, float* logits, bool all_positions,
-                    const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks) {
-  check_blocks(blocks, static_cast<int64_t>(tokens.size()), start_pos);
-  check_tokens(tokens, start_pos, blocks);
-  models::check_context(cache, start_pos, static_cast<int64_t>(tokens.size()));
-  const auto total = static_cast<int64_t>(tokens.size());
-  size_t first_block = 0;
-  for (int64_t done = 0; done < total;) {
-    const int64_t end = models::step_end(blocks.subspan(first_block), done, std::min(done + max_chunk_, total));
-    std::vector<EmbeddingBlock> local;
-    for (; first_block < blocks.size() && blocks[first_block].offset < end; ++first_block) {
-      EmbeddingBlock b = blocks[first_block];
-      b.offset -= done;
-      local.push_back(b);
-    }
-    const bool last_chunk = end == total;
-    float* out = all_positions ? logits + done * config_.vocab_size : (last_chunk ? logits : nullptr);
-    for (int64_t t = 0; t < end - done; ++t) {
-      positions_[t] = start_pos + done + t;
-      caches_[t] = &cache;
-    }
-    one_sequence_ = true;
-    step_precision_ = end - done > 1 ? prefill_precision_ : decode_precision_;
-    forward_rows(tokens.subspan(done, end - done), pool, out, all_positions, observer, local);
-    done = end;
-  }
-}
-
-void Model::decode(std::span<const DecodeRow> rows, kernels::ThreadPool& pool, float* logits) {
-  models::check_decode_rows(rows, config_.vocab_size);
-  const size_t group = std::min(kDecodeGroup, static_cast<size_t>(chunk_capacity_));
-  for (size_t done = 0; done < rows.size(); done += group) {
-    const size_t n = std::min(rows.size() - done, group);
-    decode_tokens_.clear();
-    for (size_t t = 0; t < n; ++t) {
-      decode_tokens_.push_back(rows[done + t].token);
-      positions_[t] = rows[done + t].position;
-      caches_[t] = rows[done + t].cache;
-    }
-    one_sequence_ = false;
-    step_precision_ = decode_precision_;
-    forward_rows(decode_tokens_, pool, logits + done * config_.vocab_size, true, nullptr, {});
-  }
 }
 
 void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,

@@ -13,6 +13,7 @@
 #include "kernels/matmul.h"
 #include "kernels/thread_pool.h"
 #include "models/causal_lm.h"
+#include "models/decoder.h"
 #include "models/gemma/config.h"
 #include "nn/attention.h"
 #include "nn/kv_cache.h"
@@ -59,7 +60,7 @@ using models::DecodeRow;
 using models::EmbeddingBlock;
 using models::HiddenObserver;
 
-class Model final : public models::CausalLM {
+class Model final : public models::Decoder {
  public:
   // max_chunk: most tokens run through one forward step; longer inputs are processed in chunks.
   Model(Config config, const nn::LayerSource& source, int64_t max_chunk = 256);
@@ -79,10 +80,7 @@ class Model final : public models::CausalLM {
   int64_t chunk_capacity() const override { return chunk_capacity_; }
 
   // kReducedActivations: bf16 for bf16 weights (~5e-3 on logits for ~2x; AVX512_BF16 prompts); 8-bit
-  // blocks for GGUF block types and MLX 4/8-bit weights (~3x). The setters prepare the layers first (it
-  // does nothing the second time).
-  void set_prefill_precision(kernels::Precision p) override;
-  void set_decode_precision(kernels::Precision p) override;
+  // blocks for GGUF block types and MLX 4/8-bit weights (~3x).
   void prepare_reduced_activations(const Progress& progress = {}) override;
   // The copy is kept beside the embedding table, which lookups still read: on the 270M, whose tied head is
   // 63% of its weights, bf16 decode then reads 379 MB a token instead of 536.
@@ -90,21 +88,15 @@ class Model final : public models::CausalLM {
 
   nn::KVCache make_cache(int64_t context, DType dtype = DType::F32) const override;
   bool can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const override;
-  void forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-               kernels::ThreadPool& pool, float* logits, bool all_positions,
-               const HiddenObserver* observer = nullptr, std::span<const EmbeddingBlock> blocks = {}) override;
-  // At most 16 rows a pass, so each row's logits equal a lone step's bit for bit (where the CPU has no
-  // AVX512_BF16 / VNNI kernel that 8 or more rows would take).
-  void decode(std::span<const DecodeRow> rows, kernels::ThreadPool& pool, float* logits) override;
 
  private:
-  void check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_tokens, int64_t start_pos) const;
+  // Blocks must fit a step (an image's soft tokens attend to each other).
+  void check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_tokens, int64_t start_pos) const override;
   void check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
-                    std::span<const EmbeddingBlock> blocks) const;
-  // One forward step over the rows set in positions_ and caches_ (a chunk of one sequence, or one token
-  // of each of several); logits of every row when all_positions, else of the last.
+                    std::span<const EmbeddingBlock> blocks) const override;
   void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                    bool all_positions, const HiddenObserver* observer, std::span<const EmbeddingBlock> blocks);
+                    bool all_positions, const HiddenObserver* observer,
+                    std::span<const EmbeddingBlock> blocks) override;
   void embed(std::span<const int32_t> tokens, std::span<const EmbeddingBlock> blocks);
   void attention_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void mlp_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
@@ -115,9 +107,6 @@ class Model final : public models::CausalLM {
   Weights weights_;
   int64_t max_chunk_;
   int64_t chunk_capacity_;
-  kernels::Precision prefill_precision_ = kernels::Precision::kExact;
-  kernels::Precision decode_precision_ = kernels::Precision::kExact;
-  kernels::Precision step_precision_ = kernels::Precision::kExact;  // of the forward step running now
   nn::RopeTables rope_;
   // Activations of one chunk, allocated once so the decode loop never allocates.
   std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_;
@@ -125,12 +114,6 @@ class Model final : public models::CausalLM {
   // to (itself, for a token outside any block).
   std::vector<int64_t> block_first_, block_last_;
   std::vector<int64_t> key_first_;  // per query of the chunk: the first position its layer lets it see
-  // Per row of the step: its position and its sequence's cache; one_sequence_ when the rows are consecutive
-  // positions of one cache (a prompt chunk), which lets attention read them as query tiles.
-  std::vector<int64_t> positions_;
-  std::vector<nn::KVCache*> caches_;
-  bool one_sequence_ = true;
-  std::vector<int32_t> decode_tokens_;
 };
 
 }  // namespace ge::gemma

@@ -12,10 +12,6 @@ namespace ge::gemma3n {
 
 namespace {
 
-// Batched decode runs at most this many rows per pass, as Gemma's does: fewer than the GEMM's threshold,
-// so every row takes a lone step's kernels and its logits to the last bit.
-constexpr size_t kDecodeGroup = 16;
-
 // AltUp's streams are rescaled to a target RMS with this floor on the mean square (transformers' 1e-5).
 constexpr double kMinMeanSquare = 1e-5;
 
@@ -172,7 +168,7 @@ int64_t parameter_count(const Config& c) {
 }
 
 Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
-    : config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
+    : models::Decoder(max_chunk), config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
   const Config& c = config_;
   std::vector<std::vector<double>> inv_freq;
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -208,10 +204,8 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   coefs_.resize(rows * streams * streams);
   rms_.resize(rows);
   per_layer_ids_.resize(rows);
-  positions_.resize(rows);
   key_first_.resize(rows);
   key_last_.resize(rows);
-  caches_.resize(rows);
 }
 
 models::CausalLM::Shape Model::shape() const {
@@ -254,16 +248,6 @@ std::string Model::matrix_formats() const {
   return nn::formats_summary(layers);
 }
 
-void Model::set_prefill_precision(kernels::Precision p) {
-  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
-  prefill_precision_ = p;
-}
-
-void Model::set_decode_precision(kernels::Precision p) {
-  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
-  decode_precision_ = p;
-}
-
 void Model::prepare_reduced_activations(const Progress& progress) {
   const std::vector<nn::Linear*> all = matrices();
   for (size_t i = 0; i < all.size(); ++i) {
@@ -274,9 +258,7 @@ void Model::prepare_reduced_activations(const Progress& progress) {
 
 void Model::quantize_lm_head(DType block) {
   weights_.lm_head = weights_.lm_head.quantized_copy(block);
-  if (prefill_precision_ == kernels::Precision::kReducedActivations ||
-      decode_precision_ == kernels::Precision::kReducedActivations)
-    weights_.lm_head.prepare_reduced_activations();
+  if (reduced_anywhere()) weights_.lm_head.prepare_reduced_activations();
 }
 
 nn::KVCache Model::make_cache(int64_t context, DType dtype) const {
@@ -291,7 +273,8 @@ bool Model::can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) c
   return models::can_rewind(cache, config_.sliding_window, length, keep);
 }
 
-void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos) const {
+void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
+                         std::span<const models::EmbeddingBlock>) const {
   for (size_t i = 0; i < tokens.size(); ++i) {
     const int32_t id = tokens[i];
     const std::string where = "token id " + std::to_string(id) + " at position " +
@@ -306,49 +289,9 @@ void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos) con
   }
 }
 
-void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-                    kernels::ThreadPool& pool, float* logits, bool all_positions,
-                    const models::HiddenObserver* observer, std::span<const models::EmbeddingBlock> blocks) {
-  if (!blocks.empty())
-    throw std::runtime_error("Gemma 3n: image embeddings are not supported (its vision tower is not run)");
-  check_tokens(tokens, start_pos);
-  models::check_context(cache, start_pos, static_cast<int64_t>(tokens.size()));
-  const auto total = static_cast<int64_t>(tokens.size());
-  for (int64_t done = 0; done < total;) {
-    const int64_t end = std::min(done + max_chunk_, total);
-    const bool last_chunk = end == total;
-    float* out = all_positions ? logits + done * config_.vocab_size : (last_chunk ? logits : nullptr);
-    for (int64_t t = 0; t < end - done; ++t) {
-      positions_[t] = start_pos + done + t;
-      caches_[t] = &cache;
-    }
-    one_sequence_ = true;
-    step_precision_ = end - done > 1 ? prefill_precision_ : decode_precision_;
-    forward_rows(tokens.subspan(done, end - done), pool, out, all_positions, observer);
-    done = end;
-  }
-}
-
-void Model::decode(std::span<const models::DecodeRow> rows, kernels::ThreadPool& pool, float* logits) {
-  models::check_decode_rows(rows, config_.vocab_size);
-  const size_t group = std::min(kDecodeGroup, static_cast<size_t>(max_chunk_));
-  int32_t tokens[kDecodeGroup];
-  for (size_t done = 0; done < rows.size(); done += group) {
-    const size_t n = std::min(rows.size() - done, group);
-    for (size_t t = 0; t < n; ++t) {
-      tokens[t] = rows[done + t].token;
-      positions_[t] = rows[done + t].position;
-      caches_[t] = rows[done + t].cache;
-    }
-    check_tokens(std::span<const int32_t>(tokens, n), positions_[0]);
-    one_sequence_ = false;
-    step_precision_ = decode_precision_;
-    forward_rows(std::span<const int32_t>(tokens, n), pool, logits + done * config_.vocab_size, true, nullptr);
-  }
-}
-
 void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                         bool all_positions, const models::HiddenObserver* observer) {
+                         bool all_positions, const models::HiddenObserver* observer,
+                         std::span<const models::EmbeddingBlock>) {
   const auto n = static_cast<int64_t>(tokens.size());
   step_rows_ = n;
   embed(tokens, pool);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "models/causal_lm.h"
+#include "models/decoder.h"
 #include "models/gemma3n/config.h"
 #include "models/per_layer_inputs.h"
 #include "nn/attention.h"
@@ -70,7 +71,7 @@ Weights bind_weights(const Config& c, const nn::LayerSource& source);
 
 int64_t parameter_count(const Config& c);
 
-class Model final : public models::CausalLM {
+class Model final : public models::Decoder {
  public:
   Model(Config config, const nn::LayerSource& source, int64_t max_chunk = 256);
 
@@ -86,27 +87,19 @@ class Model final : public models::CausalLM {
   int64_t max_chunk() const override { return max_chunk_; }
   int64_t chunk_capacity() const override { return max_chunk_; }
 
-  void set_prefill_precision(kernels::Precision p) override;
-  void set_decode_precision(kernels::Precision p) override;
   void prepare_reduced_activations(const Progress& progress = {}) override;
   void quantize_lm_head(DType block) override;
 
   // Caches exist for the layers before the KV-shared ones only.
   nn::KVCache make_cache(int64_t context, DType dtype = DType::F32) const override;
   bool can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const override;
-  // The observer sees the AltUp streams, [altup_num_inputs, n_tokens, hidden]. Embedding blocks are
-  // refused: the vision tower is not run.
-  void forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-               kernels::ThreadPool& pool, float* logits, bool all_positions,
-               const models::HiddenObserver* observer = nullptr,
-               std::span<const models::EmbeddingBlock> blocks = {}) override;
-  // One row per forward step (a lone step's kernels, so the logits equal forward()'s bit for bit).
-  void decode(std::span<const models::DecodeRow> rows, kernels::ThreadPool& pool, float* logits) override;
 
  private:
-  void check_tokens(std::span<const int32_t> tokens, int64_t start_pos) const;
+  void check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
+                    std::span<const models::EmbeddingBlock> blocks) const override;
   void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                    bool all_positions, const models::HiddenObserver* observer);
+                    bool all_positions, const models::HiddenObserver* observer,
+                    std::span<const models::EmbeddingBlock> blocks) override;
   void embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool);
   void per_layer_inputs(std::span<const int32_t> tokens, int64_t n, kernels::ThreadPool& pool);
   void expand_streams(int64_t n, kernels::ThreadPool& pool);
@@ -125,9 +118,6 @@ class Model final : public models::CausalLM {
   Config config_;
   Weights weights_;
   int64_t max_chunk_;
-  kernels::Precision prefill_precision_ = kernels::Precision::kExact;
-  kernels::Precision decode_precision_ = kernels::Precision::kExact;
-  kernels::Precision step_precision_ = kernels::Precision::kExact;
   nn::RopeTables rope_;
   std::vector<int64_t> cache_layer_;  // per layer: the cache layer it writes or reads
   // Activations of one step, allocated once so the decode loop never allocates. streams_ and
@@ -135,11 +125,9 @@ class Model final : public models::CausalLM {
   std::vector<float> streams_, predictions_, per_layer_, active_, normed_, laurel_, laurel_rank_, q_, k_, v_,
       attn_, proj_, gate_, up_, router_, coefs_, gate_per_layer_;
   std::vector<double> rms_;  // per row: stream 0's RMS, the target of the other streams' rescaling
-  std::vector<int64_t> positions_, key_first_, key_last_;
+  std::vector<int64_t> key_first_, key_last_;
   std::vector<int32_t> per_layer_ids_;  // per row: the per-layer table's row
   int64_t step_rows_ = 0;  // rows of the step running now: the stride between streams
-  std::vector<nn::KVCache*> caches_;
-  bool one_sequence_ = true;
 };
 
 }  // namespace ge::gemma3n

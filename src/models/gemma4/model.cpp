@@ -11,9 +11,6 @@ namespace ge::gemma4 {
 
 namespace {
 
-// As Gemma's: at most 16 decode rows a pass, each taking a lone step's kernels.
-constexpr size_t kDecodeGroup = 16;
-
 std::string find_prefix(const nn::LayerSource& source) {
   for (const char* p : {"model.language_model.", "model."})
     if (source.has(std::string(p) + "embed_tokens.weight")) return p;
@@ -108,7 +105,7 @@ Weights bind_weights(const Config& c, const nn::LayerSource& source) {
 }
 
 Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
-    : config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
+    : models::Decoder(max_chunk), config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
   const Config& c = config_;
   std::vector<std::vector<double>> inv_freq;
   int64_t q_width = 0, kv_width = 0, inter = 0;
@@ -149,10 +146,8 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
     moe_sum_.resize(rows * h);
     routed_rows_.resize(rows);
   }
-  positions_.resize(rows);
   key_first_.resize(rows);
   key_last_.resize(rows);
-  caches_.resize(rows);
 }
 
 models::CausalLM::Shape Model::shape() const {
@@ -208,16 +203,6 @@ size_t Model::weight_bytes_per_token() const {
   return bytes + (weights_.per_layer ? weights_.per_layer->row_bytes() : 0);
 }
 
-void Model::set_prefill_precision(kernels::Precision p) {
-  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
-  prefill_precision_ = p;
-}
-
-void Model::set_decode_precision(kernels::Precision p) {
-  if (p == kernels::Precision::kReducedActivations) prepare_reduced_activations();
-  decode_precision_ = p;
-}
-
 void Model::prepare_reduced_activations(const Progress& progress) {
   const std::vector<const nn::Linear*> all = matrices(true);
   for (size_t i = 0; i < all.size(); ++i) {
@@ -229,9 +214,7 @@ void Model::prepare_reduced_activations(const Progress& progress) {
 
 void Model::quantize_lm_head(DType block) {
   weights_.lm_head = weights_.lm_head.quantized_copy(block);
-  if (prefill_precision_ == kernels::Precision::kReducedActivations ||
-      decode_precision_ == kernels::Precision::kReducedActivations)
-    weights_.lm_head.prepare_reduced_activations();
+  if (reduced_anywhere()) weights_.lm_head.prepare_reduced_activations();
 }
 
 nn::KVCache Model::make_cache(int64_t context, DType dtype) const {
@@ -248,7 +231,8 @@ bool Model::can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) c
   return models::can_rewind(cache, config_.sliding_window, length, keep);
 }
 
-void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos) const {
+void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
+                         std::span<const models::EmbeddingBlock>) const {
   const int64_t per_layer_rows =
       weights_.per_layer ? weights_.per_layer->embed_tokens_per_layer.num_embeddings() : config_.vocab_size;
   for (size_t i = 0; i < tokens.size(); ++i) {
@@ -260,48 +244,9 @@ void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos) con
   }
 }
 
-void Model::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-                    kernels::ThreadPool& pool, float* logits, bool all_positions,
-                    const models::HiddenObserver* observer, std::span<const models::EmbeddingBlock> blocks) {
-  if (!blocks.empty())
-    throw std::runtime_error("Gemma 4: image embeddings are not supported yet (its vision tower is not run)");
-  check_tokens(tokens, start_pos);
-  models::check_context(cache, start_pos, static_cast<int64_t>(tokens.size()));
-  const auto total = static_cast<int64_t>(tokens.size());
-  for (int64_t done = 0; done < total;) {
-    const int64_t end = std::min(done + max_chunk_, total);
-    float* out = all_positions ? logits + done * config_.vocab_size : (end == total ? logits : nullptr);
-    for (int64_t t = 0; t < end - done; ++t) {
-      positions_[t] = start_pos + done + t;
-      caches_[t] = &cache;
-    }
-    one_sequence_ = true;
-    step_precision_ = end - done > 1 ? prefill_precision_ : decode_precision_;
-    forward_rows(tokens.subspan(done, end - done), pool, out, all_positions, observer);
-    done = end;
-  }
-}
-
-void Model::decode(std::span<const models::DecodeRow> rows, kernels::ThreadPool& pool, float* logits) {
-  models::check_decode_rows(rows, config_.vocab_size);
-  const size_t group = std::min(kDecodeGroup, static_cast<size_t>(max_chunk_));
-  int32_t tokens[kDecodeGroup];
-  for (size_t done = 0; done < rows.size(); done += group) {
-    const size_t n = std::min(rows.size() - done, group);
-    for (size_t t = 0; t < n; ++t) {
-      tokens[t] = rows[done + t].token;
-      positions_[t] = rows[done + t].position;
-      caches_[t] = rows[done + t].cache;
-    }
-    check_tokens(std::span<const int32_t>(tokens, n), positions_[0]);
-    one_sequence_ = false;
-    step_precision_ = decode_precision_;
-    forward_rows(std::span<const int32_t>(tokens, n), pool, logits + done * config_.vocab_size, true, nullptr);
-  }
-}
-
 void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                         bool all_positions, const models::HiddenObserver* observer) {
+                         bool all_positions, const models::HiddenObserver* observer,
+                         std::span<const models::EmbeddingBlock>) {
   const Config& c = config_;
   const auto n = static_cast<int64_t>(tokens.size());
   const int64_t h = c.hidden_size, hpl = c.hidden_size_per_layer_input;

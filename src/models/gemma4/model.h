@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "models/causal_lm.h"
+#include "models/decoder.h"
 #include "models/gemma4/config.h"
 #include "models/per_layer_inputs.h"
 #include "nn/attention.h"
@@ -54,7 +55,7 @@ struct Weights {
 // [experts, rows, cols] tensors, read where they are mapped.
 Weights bind_weights(const Config& c, const nn::LayerSource& source);
 
-class Model final : public models::CausalLM {
+class Model final : public models::Decoder {
  public:
   Model(Config config, const nn::LayerSource& source, int64_t max_chunk = 256);
 
@@ -69,24 +70,18 @@ class Model final : public models::CausalLM {
   int64_t max_chunk() const override { return max_chunk_; }
   int64_t chunk_capacity() const override { return max_chunk_; }
 
-  void set_prefill_precision(kernels::Precision p) override;
-  void set_decode_precision(kernels::Precision p) override;
   void prepare_reduced_activations(const Progress& progress = {}) override;
   void quantize_lm_head(DType block) override;
 
   nn::KVCache make_cache(int64_t context, DType dtype = DType::F32) const override;
   bool can_rewind(const nn::KVCache& cache, int64_t length, int64_t keep) const override;
-  // Embedding blocks are refused: the vision tower is not run.
-  void forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KVCache& cache,
-               kernels::ThreadPool& pool, float* logits, bool all_positions,
-               const models::HiddenObserver* observer = nullptr,
-               std::span<const models::EmbeddingBlock> blocks = {}) override;
-  void decode(std::span<const models::DecodeRow> rows, kernels::ThreadPool& pool, float* logits) override;
 
  private:
-  void check_tokens(std::span<const int32_t> tokens, int64_t start_pos) const;
+  void check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
+                    std::span<const models::EmbeddingBlock> blocks) const override;
   void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                    bool all_positions, const models::HiddenObserver* observer);
+                    bool all_positions, const models::HiddenObserver* observer,
+                    std::span<const models::EmbeddingBlock> blocks) override;
   void embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool);
   void attention(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void mlp(int64_t layer, int64_t n, kernels::ThreadPool& pool);
@@ -99,9 +94,6 @@ class Model final : public models::CausalLM {
   Config config_;
   Weights weights_;
   int64_t max_chunk_;
-  kernels::Precision prefill_precision_ = kernels::Precision::kExact;
-  kernels::Precision decode_precision_ = kernels::Precision::kExact;
-  kernels::Precision step_precision_ = kernels::Precision::kExact;
   nn::RopeTables rope_;
   std::vector<int64_t> cache_layer_;  // per layer: the cache layer it writes or reads
   // Activations of one step, allocated once.
@@ -113,9 +105,7 @@ class Model final : public models::CausalLM {
       moe_sum_;
   std::vector<int64_t> routed_rows_;  // per row routed to the expert at hand: its index in chosen_
   std::vector<int32_t> expert_order_;
-  std::vector<int64_t> positions_, key_first_, key_last_;
-  std::vector<nn::KVCache*> caches_;
-  bool one_sequence_ = true;
+  std::vector<int64_t> key_first_, key_last_;
 };
 
 }  // namespace ge::gemma4
