@@ -58,21 +58,15 @@ AltUpWeights bind_altup(const nn::LayerSource& s, const Config& c, const std::st
 }
 
 LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, int64_t l, const std::string& p) {
-  const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  const int64_t h = c.hidden_size;
   const int64_t inter = c.layers[l].intermediate_size, hpl = c.hidden_size_per_layer_input;
   const auto eps = static_cast<float>(c.rms_norm_eps);
   const auto norm = [&](const std::string& name, int64_t n) { return s.rms_norm(p + name, n, eps, false); };
   LayerWeights w;
   w.input_layernorm = norm("input_layernorm", h);
-  w.q_proj = s.linear(p + "self_attn.q_proj", q, h);
-  if (l < c.first_kv_shared_layer()) {  // shared layers' k/v projections are never used
-    w.k_proj = s.linear(p + "self_attn.k_proj", kv, h);
-    w.v_proj = s.linear(p + "self_attn.v_proj", kv, h);
-    w.k_norm = norm("self_attn.k_norm", c.head_dim);
-  }
-  w.o_proj = s.linear(p + "self_attn.o_proj", h, q);
-  w.q_norm = norm("self_attn.q_norm", c.head_dim);
-  w.v_norm = nn::RMSNorm::unscaled(c.head_dim, eps);
+  w.self_attn = models::SharedKvAttention::bind(
+      s, p, h, {l, c.kv_source(l), c.num_heads, c.num_kv_heads, c.head_dim, c.layers[l].sliding, c.sliding_window},
+      eps);
   w.post_attention_layernorm = norm("post_attention_layernorm", h);
   w.pre_feedforward_layernorm = norm("pre_feedforward_layernorm", h);
   w.post_feedforward_layernorm = norm("post_feedforward_layernorm", h);
@@ -174,7 +168,6 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   for (int64_t l = 0; l < c.num_layers; ++l) {
     inv_freq.push_back(nn::RopeTables::default_inv_freq(
         c.layers[l].sliding ? c.rope_local_base_freq : c.rope_theta, 1.0, c.head_dim));
-    cache_layer_.push_back(c.kv_source(l));
   }
   rope_ = nn::RopeTables(inv_freq, max_chunk_);
 
@@ -221,8 +214,8 @@ std::vector<const nn::Linear*> Model::matrices() const {
   for (const auto* group : {&w.altup_projections, &w.altup_unembed_projections})
     for (const nn::Linear& m : *group) all.push_back(&m);
   for (const LayerWeights& l : w.layers)
-    for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj,
-                                &l.down_proj, &l.laurel_left, &l.laurel_right,
+    for (const nn::Linear* m : {&l.self_attn.q_proj, &l.self_attn.k_proj, &l.self_attn.v_proj, &l.self_attn.o_proj,
+                                &l.gate_proj, &l.up_proj, &l.down_proj, &l.laurel_left, &l.laurel_right,
                                 &l.per_layer_gate.per_layer_input_gate, &l.per_layer_gate.per_layer_projection})
       if (m->out_features() > 0) all.push_back(m);  // KV-shared layers bind no k/v projections
   return all;
@@ -243,7 +236,7 @@ size_t Model::weight_bytes_per_token() const {
 std::string Model::matrix_formats() const {
   std::vector<const nn::Linear*> layers = {&weights_.lm_head};
   for (const LayerWeights& l : weights_.layers)
-    for (const nn::Linear* m : {&l.q_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (const nn::Linear* m : {&l.self_attn.q_proj, &l.self_attn.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
       layers.push_back(m);
   return nn::formats_summary(layers);
 }
@@ -432,32 +425,10 @@ void Model::altup_correct(const AltUpWeights& w, int64_t n, kernels::ThreadPool&
 
 // normed_ (the input-normed active prediction) -> proj_ = post_attention_layernorm(o_proj(attention)).
 void Model::attention(int64_t l, int64_t n, kernels::ThreadPool& pool) {
-  const Config& c = config_;
   const LayerWeights& w = weights_.layers[l];
-  const int64_t hd = c.head_dim, q_width = c.num_heads * hd, kv_width = c.num_kv_heads * hd;
-  const int64_t cache_layer = cache_layer_[l];
-  linear(pool, w.q_proj, normed_.data(), n, q_.data());
-  w.q_norm(q_.data(), n * c.num_heads, q_.data());
-  for (int64_t t = 0; t < n; ++t) rope_.apply(l, t, q_.data() + t * q_width, c.num_heads);
-  if (cache_layer == l) {
-    linear(pool, w.k_proj, normed_.data(), n, k_.data());
-    linear(pool, w.v_proj, normed_.data(), n, v_.data());
-    w.k_norm(k_.data(), n * c.num_kv_heads, k_.data());
-    w.v_norm(v_.data(), n * c.num_kv_heads, v_.data());
-    for (int64_t t = 0; t < n; ++t) {
-      rope_.apply(l, t, k_.data() + t * kv_width, c.num_kv_heads);
-      caches_[t]->store(l, positions_[t], k_.data() + t * kv_width, v_.data() + t * kv_width);
-    }
-  }
-  // The ring of a sliding layer holds window + chunk - 1 rows: this chunk's keys never evict one its
-  // queries need.
-  for (int64_t t = 0; t < n; ++t) {
-    key_last_[t] = positions_[t];
-    key_first_[t] = c.layers[l].sliding ? std::max<int64_t>(0, positions_[t] - c.sliding_window + 1) : 0;
-  }
-  const nn::AttentionStep step{q_.data(), n, caches_, key_first_.data(), key_last_.data(), one_sequence_};
-  nn::attend_cached(pool, step, cache_layer, c.num_heads, c.num_kv_heads, hd, 1.0f, 0.0f, attn_.data());
-  linear(pool, w.o_proj, attn_.data(), n, proj_.data());
+  const models::SharedKvAttention::Step step{rope_, positions_, caches_, one_sequence_, step_precision_};
+  w.self_attn(pool, step, normed_.data(), n,
+              {q_.data(), k_.data(), v_.data(), attn_.data(), key_first_.data(), key_last_.data()}, proj_.data());
   w.post_attention_layernorm(proj_.data(), n, proj_.data());
 }
 

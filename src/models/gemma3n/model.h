@@ -17,6 +17,7 @@
 #include "models/decoder.h"
 #include "models/gemma3n/config.h"
 #include "models/per_layer_inputs.h"
+#include "models/shared_kv_attention.h"
 #include "nn/attention.h"
 #include "nn/layer_source.h"
 #include "nn/linear.h"
@@ -35,8 +36,7 @@ struct AltUpWeights {
 
 struct LayerWeights {
   nn::RMSNorm input_layernorm;
-  nn::Linear q_proj, k_proj, v_proj, o_proj;  // k_proj / v_proj unbound on KV-shared layers
-  nn::RMSNorm q_norm, k_norm, v_norm;         // v_norm has no weight
+  models::SharedKvAttention self_attn;
   nn::RMSNorm post_attention_layernorm, pre_feedforward_layernorm, post_feedforward_layernorm;
   nn::Linear gate_proj, up_proj, down_proj;
   AltUpWeights altup;
@@ -119,7 +119,6 @@ class Model final : public models::Decoder {
   Weights weights_;
   int64_t max_chunk_;
   nn::RopeTables rope_;
-  std::vector<int64_t> cache_layer_;  // per layer: the cache layer it writes or reads
   // Activations of one step, allocated once so the decode loop never allocates. streams_ and
   // predictions_ are [altup_num_inputs, rows, hidden].
   std::vector<float> streams_, predictions_, per_layer_, active_, normed_, laurel_, laurel_rank_, q_, k_, v_,

@@ -56,20 +56,14 @@ Experts bind_experts(const nn::LayerSource& s, const Config& c, const std::strin
 
 LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, int64_t l, const std::string& p) {
   const LayerConfig& lc = c.layers[l];
-  const int64_t h = c.hidden_size, q = c.num_heads * lc.head_dim, kv = lc.num_kv_heads * lc.head_dim;
+  const int64_t h = c.hidden_size;
   const auto eps = static_cast<float>(c.rms_norm_eps);
   const auto norm = [&](const std::string& name, int64_t n) { return s.rms_norm(p + name, n, eps, false); };
   LayerWeights w;
   w.input_layernorm = norm("input_layernorm", h);
-  w.q_proj = s.linear(p + "self_attn.q_proj", q, h);
-  w.q_norm = norm("self_attn.q_norm", lc.head_dim);
-  if (l < c.first_kv_shared_layer()) {  // shared layers' k/v weights, if shipped, are never used
-    w.k_proj = s.linear(p + "self_attn.k_proj", kv, h);
-    if (!lc.k_eq_v) w.v_proj = s.linear(p + "self_attn.v_proj", kv, h);
-    w.k_norm = norm("self_attn.k_norm", lc.head_dim);
-  }
-  w.v_norm = nn::RMSNorm::unscaled(lc.head_dim, eps);
-  w.o_proj = s.linear(p + "self_attn.o_proj", h, q);
+  w.self_attn = models::SharedKvAttention::bind(
+      s, p, h,
+      {l, c.kv_source(l), c.num_heads, lc.num_kv_heads, lc.head_dim, lc.sliding, c.sliding_window, lc.k_eq_v}, eps);
   w.post_attention_layernorm = norm("post_attention_layernorm", h);
   w.pre_feedforward_layernorm = norm("pre_feedforward_layernorm", h);
   w.post_feedforward_layernorm = norm("post_feedforward_layernorm", h);
@@ -112,7 +106,6 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerConfig& lc = c.layers[l];
     inv_freq.push_back(lc.rope_inv_freq);
-    cache_layer_.push_back(c.kv_source(l));
     q_width = std::max(q_width, c.num_heads * lc.head_dim);
     kv_width = std::max(kv_width, lc.num_kv_heads * lc.head_dim);
     inter = std::max(inter, lc.intermediate_size);
@@ -162,7 +155,8 @@ std::vector<const nn::Linear*> Model::matrices(bool all_experts) const {
   std::vector<const nn::Linear*> all = {&weights_.lm_head};
   if (weights_.per_layer) all.push_back(&weights_.per_layer->per_layer_model_projection);
   for (const LayerWeights& l : weights_.layers) {
-    for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (const nn::Linear* m : {&l.self_attn.q_proj, &l.self_attn.k_proj, &l.self_attn.v_proj, &l.self_attn.o_proj,
+                                &l.gate_proj, &l.up_proj, &l.down_proj})
       if (m->out_features() > 0) all.push_back(m);
     if (l.per_layer_gate)
       for (const nn::Linear* m : {&l.per_layer_gate->per_layer_input_gate, &l.per_layer_gate->per_layer_projection})
@@ -180,7 +174,8 @@ std::vector<const nn::Linear*> Model::matrices(bool all_experts) const {
 std::string Model::matrix_formats() const {
   std::vector<const nn::Linear*> layers = {&weights_.lm_head};
   for (const LayerWeights& l : weights_.layers)
-    for (const nn::Linear* m : {&l.q_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) layers.push_back(m);
+    for (const nn::Linear* m : {&l.self_attn.q_proj, &l.self_attn.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+      layers.push_back(m);
   return nn::formats_summary(layers);
 }
 
@@ -292,37 +287,13 @@ void Model::embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool) {
 
 // hidden_ += post_attention_layernorm(o_proj(attention(input_layernorm(hidden_)))).
 void Model::attention(int64_t l, int64_t n, kernels::ThreadPool& pool) {
-  const Config& c = config_;
-  const LayerConfig& lc = c.layers[l];
   const LayerWeights& w = weights_.layers[l];
-  const int64_t hd = lc.head_dim, q_width = c.num_heads * hd, kv_width = lc.num_kv_heads * hd;
-  const int64_t cache_layer = cache_layer_[l];
   w.input_layernorm(hidden_.data(), n, normed_.data());
-  linear(pool, w.q_proj, normed_.data(), n, q_.data());
-  w.q_norm(q_.data(), n * c.num_heads, q_.data());
-  for (int64_t t = 0; t < n; ++t) rope_.apply(l, t, q_.data() + t * q_width, c.num_heads);
-  if (cache_layer == l) {
-    linear(pool, w.k_proj, normed_.data(), n, k_.data());
-    if (lc.k_eq_v)  // V is the raw k_proj output, before k_norm
-      std::copy_n(k_.begin(), n * kv_width, v_.begin());
-    else
-      linear(pool, w.v_proj, normed_.data(), n, v_.data());
-    w.k_norm(k_.data(), n * lc.num_kv_heads, k_.data());
-    w.v_norm(v_.data(), n * lc.num_kv_heads, v_.data());
-    for (int64_t t = 0; t < n; ++t) {
-      rope_.apply(l, t, k_.data() + t * kv_width, lc.num_kv_heads);
-      caches_[t]->store(l, positions_[t], k_.data() + t * kv_width, v_.data() + t * kv_width);
-    }
-  }
-  for (int64_t t = 0; t < n; ++t) {
-    key_last_[t] = positions_[t];
-    key_first_[t] = lc.sliding ? std::max<int64_t>(0, positions_[t] - c.sliding_window + 1) : 0;
-  }
-  const nn::AttentionStep step{q_.data(), n, caches_, key_first_.data(), key_last_.data(), one_sequence_};
-  nn::attend_cached(pool, step, cache_layer, c.num_heads, lc.num_kv_heads, hd, 1.0f, 0.0f, attn_.data());
-  linear(pool, w.o_proj, attn_.data(), n, proj_.data());
+  const models::SharedKvAttention::Step step{rope_, positions_, caches_, one_sequence_, step_precision_};
+  w.self_attn(pool, step, normed_.data(), n,
+              {q_.data(), k_.data(), v_.data(), attn_.data(), key_first_.data(), key_last_.data()}, proj_.data());
   w.post_attention_layernorm(proj_.data(), n, proj_.data());
-  kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
+  kernels::add_inplace(hidden_.data(), proj_.data(), n * config_.hidden_size);
 }
 
 // hidden_ += post_feedforward_layernorm(f): f = down(gelu(gate) * up) of pre_feedforward_layernorm(hidden_);

@@ -15,6 +15,7 @@
 #include "models/decoder.h"
 #include "models/gemma4/config.h"
 #include "models/per_layer_inputs.h"
+#include "models/shared_kv_attention.h"
 #include "nn/attention.h"
 #include "nn/layer_source.h"
 #include "nn/linear.h"
@@ -33,8 +34,7 @@ struct Experts {
 
 struct LayerWeights {
   nn::RMSNorm input_layernorm;
-  nn::Linear q_proj, k_proj, v_proj, o_proj;  // k/v unbound on KV-shared layers, v on K=V layers
-  nn::RMSNorm q_norm, k_norm, v_norm;         // v_norm has no weight
+  models::SharedKvAttention self_attn;
   nn::RMSNorm post_attention_layernorm, pre_feedforward_layernorm, post_feedforward_layernorm;
   nn::Linear gate_proj, up_proj, down_proj;
   std::optional<models::PerLayerGate> per_layer_gate;  // with per-layer inputs
@@ -95,7 +95,6 @@ class Model final : public models::Decoder {
   Weights weights_;
   int64_t max_chunk_;
   nn::RopeTables rope_;
-  std::vector<int64_t> cache_layer_;  // per layer: the cache layer it writes or reads
   // Activations of one step, allocated once.
   std::vector<float> hidden_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, per_layer_, per_layer_gate_;
   std::vector<int32_t> ids_;  // the step's ids with placeholders replaced by pad
