@@ -259,7 +259,7 @@ TEST_F(MlxBinding, LayersAreQuantizedAndTheTiedHeadIsTheQuantizedEmbedding) {
   nn::QuantizationConfig q;
   q.defaults = QuantParams{QuantMode::kAffine, 4, 64};
   const gemma::Weights w = gemma::bind_weights(loader::load_config(test::demo_model_dir()), nn::LayerSource(quantized, q));
-  EXPECT_EQ(nn::weight_format(w.layers[0].down_proj.weight()), "affine 4-bit g64");
+  EXPECT_EQ(nn::weight_format(w.layers[0].mlp.down_proj.weight()), "affine 4-bit g64");
   EXPECT_EQ(nn::weight_format(w.embed_tokens.as_linear().weight()), "affine 4-bit g64");
   const auto& head = std::get<kernels::QuantizedMatrix>(w.lm_head.weight());
   EXPECT_EQ(head.codes, std::get<kernels::QuantizedMatrix>(w.embed_tokens.as_linear().weight()).codes);

@@ -31,9 +31,7 @@ LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, const std::st
   w.k_proj = s.linear(p + "self_attn.k_proj", kv, h);
   w.v_proj = s.linear(p + "self_attn.v_proj", kv, h);
   w.o_proj = s.linear(p + "self_attn.o_proj", h, q);
-  w.gate_proj = s.linear(p + "mlp.gate_proj", c.intermediate_size, h);
-  w.up_proj = s.linear(p + "mlp.up_proj", c.intermediate_size, h);
-  w.down_proj = s.linear(p + "mlp.down_proj", h, c.intermediate_size);
+  w.mlp = nn::GatedMlp::bind(s, p + "mlp.", h, c.intermediate_size);
   if (c.qk_norm()) {
     w.q_norm = norm("self_attn.q_norm", c.head_dim);
     w.k_norm = norm("self_attn.k_norm", c.head_dim);
@@ -70,7 +68,7 @@ std::string matrix_formats(const Weights& w) {
   std::vector<const nn::Linear*> layers = {&w.lm_head};
   for (const auto& l : w.layers)
     for (const nn::Linear* m :
-         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj})
       layers.push_back(m);
   return nn::formats_summary(layers);
 }
@@ -118,7 +116,7 @@ models::CausalLM::Shape Model::shape() const {
 size_t Model::weight_bytes_per_token() const {
   size_t bytes = nn::weight_bytes(weights_.lm_head.weight());
   for (const LayerWeights& l : weights_.layers)
-    for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (const nn::Linear* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj})
       bytes += nn::weight_bytes(m->weight());
   return bytes;
 }
@@ -133,7 +131,7 @@ void Model::prepare_reduced_activations(const Progress& progress) {
   for (size_t i = 0; i < weights_.layers.size(); ++i) {
     LayerWeights& l = weights_.layers[i];
     for (nn::Linear* layer :
-         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj})
       layer->prepare_reduced_activations();
     if (progress) progress(static_cast<int64_t>(i) + 1, total);
   }
@@ -257,19 +255,9 @@ void Model::attention_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
 void Model::mlp_block(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   const Config& c = config_;
   const LayerWeights& w = weights_.layers[l];
-  const int64_t inter = c.intermediate_size;
-
   w.pre_feedforward_layernorm(hidden_.data(), n, normed_.data());
-  linear(pool, w.gate_proj, normed_.data(), n, gate_.data());
-  linear(pool, w.up_proj, normed_.data(), n, up_.data());
-  // tanh is the costly part of the MLP outside the matmuls: split it over the pool in slices.
-  constexpr int64_t kSlice = 1024;
-  const int64_t total = n * inter;
-  pool.run((total + kSlice - 1) / kSlice, [&](int64_t s) {
-    const int64_t begin = s * kSlice, count = std::min(kSlice, total - begin);
-    kernels::gelu_tanh_mul(gate_.data() + begin, up_.data() + begin, count, gate_.data() + begin);
-  });
-  linear(pool, w.down_proj, gate_.data(), n, proj_.data());
+  w.mlp.project(pool, step_precision_, normed_.data(), n, gate_.data(), up_.data());
+  w.mlp.combine(pool, step_precision_, gate_.data(), up_.data(), n, proj_.data());
   if (c.sandwich_norms()) w.post_feedforward_layernorm(proj_.data(), n, proj_.data());
   kernels::add_inplace(hidden_.data(), proj_.data(), n * c.hidden_size);
 }

@@ -19,6 +19,7 @@
 #include "nn/kv_cache.h"
 #include "nn/layer_source.h"
 #include "nn/linear.h"
+#include "nn/mlp.h"
 #include "tensor/tensor_source.h"
 
 namespace ge::gemma {
@@ -33,9 +34,7 @@ struct LayerWeights {
   nn::Linear o_proj;                       // [hidden, num_heads * head_dim]
   nn::RMSNorm post_attention_layernorm;    // [hidden], Gemma 2/3 only
   nn::RMSNorm pre_feedforward_layernorm;   // [hidden]; Gemma 1 stores it as post_attention_layernorm
-  nn::Linear gate_proj;                    // [intermediate, hidden]
-  nn::Linear up_proj;                      // [intermediate, hidden]
-  nn::Linear down_proj;                    // [hidden, intermediate]
+  nn::GatedMlp mlp;                        // [intermediate, hidden] x 2, [hidden, intermediate]
   nn::RMSNorm post_feedforward_layernorm;  // [hidden], Gemma 2/3 only
 };
 

@@ -70,9 +70,7 @@ LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, int64_t l, co
   w.post_attention_layernorm = norm("post_attention_layernorm", h);
   w.pre_feedforward_layernorm = norm("pre_feedforward_layernorm", h);
   w.post_feedforward_layernorm = norm("post_feedforward_layernorm", h);
-  w.gate_proj = s.linear(p + "mlp.gate_proj", inter, h);
-  w.up_proj = s.linear(p + "mlp.up_proj", inter, h);
-  w.down_proj = s.linear(p + "mlp.down_proj", h, inter);
+  w.mlp = nn::GatedMlp::bind(s, p + "mlp.", h, inter);
   w.altup = bind_altup(s, c, p + "altup.", eps);
   w.laurel_left = s.linear(p + "laurel.linear_left", c.laurel_rank, h);
   w.laurel_right = s.linear(p + "laurel.linear_right", h, c.laurel_rank);
@@ -215,7 +213,7 @@ std::vector<const nn::Linear*> Model::matrices() const {
     for (const nn::Linear& m : *group) all.push_back(&m);
   for (const LayerWeights& l : w.layers)
     for (const nn::Linear* m : {&l.self_attn.q_proj, &l.self_attn.k_proj, &l.self_attn.v_proj, &l.self_attn.o_proj,
-                                &l.gate_proj, &l.up_proj, &l.down_proj, &l.laurel_left, &l.laurel_right,
+                                &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj, &l.laurel_left, &l.laurel_right,
                                 &l.per_layer_gate.per_layer_input_gate, &l.per_layer_gate.per_layer_projection})
       if (m->out_features() > 0) all.push_back(m);  // KV-shared layers bind no k/v projections
   return all;
@@ -236,7 +234,7 @@ size_t Model::weight_bytes_per_token() const {
 std::string Model::matrix_formats() const {
   std::vector<const nn::Linear*> layers = {&weights_.lm_head};
   for (const LayerWeights& l : weights_.layers)
-    for (const nn::Linear* m : {&l.self_attn.q_proj, &l.self_attn.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (const nn::Linear* m : {&l.self_attn.q_proj, &l.self_attn.o_proj, &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj})
       layers.push_back(m);
   return nn::formats_summary(layers);
 }
@@ -438,17 +436,10 @@ void Model::mlp(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   const LayerConfig& lc = config_.layers[l];
   const int64_t inter = lc.intermediate_size, h = config_.hidden_size;
   w.pre_feedforward_layernorm(active_.data(), n, normed_.data());
-  linear(pool, w.gate_proj, normed_.data(), n, gate_.data());
-  linear(pool, w.up_proj, normed_.data(), n, up_.data());
+  w.mlp.project(pool, step_precision_, normed_.data(), n, gate_.data(), up_.data());
   if (lc.activation_sparsity > 0)
     pool.run(n, [&](int64_t t) { sparsify(gate_.data() + t * inter, inter, lc.sparsity_std_multiplier); });
-  constexpr int64_t kSlice = 1024;
-  const int64_t total = n * inter;
-  pool.run((total + kSlice - 1) / kSlice, [&](int64_t s) {
-    const int64_t begin = s * kSlice, count = std::min(kSlice, total - begin);
-    kernels::gelu_tanh_mul(gate_.data() + begin, up_.data() + begin, count, gate_.data() + begin);
-  });
-  linear(pool, w.down_proj, gate_.data(), n, proj_.data());
+  w.mlp.combine(pool, step_precision_, gate_.data(), up_.data(), n, proj_.data());
   w.post_feedforward_layernorm(proj_.data(), n, proj_.data());
   kernels::add_inplace(active_.data(), proj_.data(), n * h);
 }

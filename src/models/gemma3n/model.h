@@ -21,6 +21,7 @@
 #include "nn/attention.h"
 #include "nn/layer_source.h"
 #include "nn/linear.h"
+#include "nn/mlp.h"
 
 namespace ge::gemma3n {
 
@@ -38,7 +39,7 @@ struct LayerWeights {
   nn::RMSNorm input_layernorm;
   models::SharedKvAttention self_attn;
   nn::RMSNorm post_attention_layernorm, pre_feedforward_layernorm, post_feedforward_layernorm;
-  nn::Linear gate_proj, up_proj, down_proj;
+  nn::GatedMlp mlp;
   AltUpWeights altup;
   nn::Linear laurel_left, laurel_right;  // [rank, hidden], [hidden, rank]
   nn::RMSNorm post_laurel_norm;

@@ -67,9 +67,7 @@ LayerWeights bind_layer(const nn::LayerSource& s, const Config& c, int64_t l, co
   w.post_attention_layernorm = norm("post_attention_layernorm", h);
   w.pre_feedforward_layernorm = norm("pre_feedforward_layernorm", h);
   w.post_feedforward_layernorm = norm("post_feedforward_layernorm", h);
-  w.gate_proj = s.linear(p + "mlp.gate_proj", lc.intermediate_size, h);
-  w.up_proj = s.linear(p + "mlp.up_proj", lc.intermediate_size, h);
-  w.down_proj = s.linear(p + "mlp.down_proj", h, lc.intermediate_size);
+  w.mlp = nn::GatedMlp::bind(s, p + "mlp.", h, lc.intermediate_size);
   if (c.hidden_size_per_layer_input > 0)
     w.per_layer_gate = models::PerLayerGate::bind(s, p, c.hidden_size_per_layer_input, h, eps);
   if (c.enable_moe_block) w.experts = bind_experts(s, c, p, eps);
@@ -156,7 +154,7 @@ std::vector<const nn::Linear*> Model::matrices(bool all_experts) const {
   if (weights_.per_layer) all.push_back(&weights_.per_layer->per_layer_model_projection);
   for (const LayerWeights& l : weights_.layers) {
     for (const nn::Linear* m : {&l.self_attn.q_proj, &l.self_attn.k_proj, &l.self_attn.v_proj, &l.self_attn.o_proj,
-                                &l.gate_proj, &l.up_proj, &l.down_proj})
+                                &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj})
       if (m->out_features() > 0) all.push_back(m);
     if (l.per_layer_gate)
       for (const nn::Linear* m : {&l.per_layer_gate->per_layer_input_gate, &l.per_layer_gate->per_layer_projection})
@@ -174,7 +172,7 @@ std::vector<const nn::Linear*> Model::matrices(bool all_experts) const {
 std::string Model::matrix_formats() const {
   std::vector<const nn::Linear*> layers = {&weights_.lm_head};
   for (const LayerWeights& l : weights_.layers)
-    for (const nn::Linear* m : {&l.self_attn.q_proj, &l.self_attn.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (const nn::Linear* m : {&l.self_attn.q_proj, &l.self_attn.o_proj, &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj})
       layers.push_back(m);
   return nn::formats_summary(layers);
 }
@@ -300,17 +298,10 @@ void Model::attention(int64_t l, int64_t n, kernels::ThreadPool& pool) {
 // on a MoE layer f = post_feedforward_layernorm_1(that) + post_feedforward_layernorm_2(the experts' sum).
 void Model::mlp(int64_t l, int64_t n, kernels::ThreadPool& pool) {
   const LayerWeights& w = weights_.layers[l];
-  const int64_t inter = config_.layers[l].intermediate_size, h = config_.hidden_size;
+  const int64_t h = config_.hidden_size;
   w.pre_feedforward_layernorm(hidden_.data(), n, normed_.data());
-  linear(pool, w.gate_proj, normed_.data(), n, gate_.data());
-  linear(pool, w.up_proj, normed_.data(), n, up_.data());
-  constexpr int64_t kSlice = 1024;
-  const int64_t total = n * inter;
-  pool.run((total + kSlice - 1) / kSlice, [&](int64_t s) {
-    const int64_t begin = s * kSlice, count = std::min(kSlice, total - begin);
-    kernels::gelu_tanh_mul(gate_.data() + begin, up_.data() + begin, count, gate_.data() + begin);
-  });
-  linear(pool, w.down_proj, gate_.data(), n, proj_.data());
+  w.mlp.project(pool, step_precision_, normed_.data(), n, gate_.data(), up_.data());
+  w.mlp.combine(pool, step_precision_, gate_.data(), up_.data(), n, proj_.data());
   if (w.experts) {
     const Experts& e = *w.experts;
     e.post_feedforward_layernorm_1(proj_.data(), n, proj_.data());

@@ -19,6 +19,7 @@
 #include "nn/attention.h"
 #include "nn/layer_source.h"
 #include "nn/linear.h"
+#include "nn/mlp.h"
 
 namespace ge::gemma4 {
 
@@ -36,7 +37,7 @@ struct LayerWeights {
   nn::RMSNorm input_layernorm;
   models::SharedKvAttention self_attn;
   nn::RMSNorm post_attention_layernorm, pre_feedforward_layernorm, post_feedforward_layernorm;
-  nn::Linear gate_proj, up_proj, down_proj;
+  nn::GatedMlp mlp;
   std::optional<models::PerLayerGate> per_layer_gate;  // with per-layer inputs
   std::optional<Experts> experts;                      // enable_moe_block
   float layer_scalar = 1.0f;
