@@ -1,5 +1,6 @@
 #include "models/causal_lm.h"
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -10,6 +11,10 @@ int64_t step_end(std::span<const EmbeddingBlock> blocks, int64_t begin, int64_t 
   for (const EmbeddingBlock& b : blocks)
     if (b.offset < end && b.offset + b.count > end) end = b.offset > begin ? b.offset : b.offset + b.count;
   return end;
+}
+
+float embedding_scale(int64_t width) {
+  return bf16_to_f32(f32_to_bf16(static_cast<float>(std::sqrt(static_cast<double>(width)))));
 }
 
 void check_context(const nn::KVCache& cache, int64_t start_pos, int64_t n_tokens) {

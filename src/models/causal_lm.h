@@ -40,6 +40,10 @@ struct DecodeRow {
   nn::KVCache* cache = nullptr;
 };
 
+// sqrt(width) rounded to bf16: the scale transformers multiplies Gemma's embedding rows by (it casts it to
+// the bf16 weights' dtype), which GGUF files of the same weights get too.
+float embedding_scale(int64_t width);
+
 // Errors every model raises alike: a step past the cache's context; decode rows with ids outside the
 // vocabulary, past their context, or sharing a cache.
 void check_context(const nn::KVCache& cache, int64_t start_pos, int64_t n_tokens);

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/ops.h"
+#include "models/causal_lm.h"
 #include "tensor/dtype.h"
 
 namespace ge::models {
@@ -28,8 +29,7 @@ void PerLayerInputs::compute(std::span<const int32_t> ids, const float* embeddin
   const auto projection_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hidden)));
   for (int64_t i = 0; i < n * total; ++i) out[i] *= projection_scale;
   per_layer_projection_norm(out, n * layers, out);
-  // transformers multiplies by sqrt(width) rounded to the table's dtype (bf16).
-  const float scale = bf16_to_f32(f32_to_bf16(std::sqrt(static_cast<float>(width))));
+  const float scale = embedding_scale(width);
   const auto inv_sqrt2 = static_cast<float>(1.0 / std::sqrt(2.0));
   for (int64_t t = 0; t < n; ++t) {
     embed_tokens_per_layer.lookup(ids[t], scale, row);

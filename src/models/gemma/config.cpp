@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "models/causal_lm.h"
 #include "models/config_fields.h"
 #include "tensor/dtype.h"
 
@@ -120,7 +121,7 @@ Config resolve(const nlohmann::json& j, Family family, std::string source) {
 float Config::attention_scale() const { return static_cast<float>(1.0 / std::sqrt(query_pre_attn_scalar)); }
 
 float Config::embed_scale() const {
-  return bf16_to_f32(f32_to_bf16(static_cast<float>(std::sqrt(static_cast<double>(hidden_size)))));
+  return models::embedding_scale(hidden_size);
 }
 
 const char* Config::family_name() const {

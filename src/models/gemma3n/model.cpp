@@ -304,7 +304,7 @@ void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& p
 // Stream 0 (the scaled token embedding, or a modality embedder's output) into active_.
 void Model::embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool) {
   const int64_t h = config_.hidden_size;
-  const float scale = bf16_to_f32(f32_to_bf16(std::sqrt(static_cast<float>(h))));
+  const float scale = models::embedding_scale(h);
   for (size_t t = 0; t < tokens.size(); ++t) {
     float* out = active_.data() + t * h;
     const MultimodalEmbedder* mm = nullptr;

@@ -271,7 +271,7 @@ void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& p
 void Model::embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool) {
   const Config& c = config_;
   const int64_t h = c.hidden_size, n = static_cast<int64_t>(tokens.size());
-  const float scale = bf16_to_f32(f32_to_bf16(std::sqrt(static_cast<float>(h))));
+  const float scale = models::embedding_scale(h);
   for (int64_t t = 0; t < n; ++t) {
     const bool placeholder =
         std::find(c.placeholder_ids.begin(), c.placeholder_ids.end(), tokens[t]) != c.placeholder_ids.end();
