@@ -1,10 +1,11 @@
-// Serving many sequences on the demo model and on Gemma 3n's fixture: batched decode gives each row the logits of a lone step, the
+// Serving many sequences on the demo model and on the Gemma 3n and Gemma 4 fixtures: batched decode gives each row the logits of a lone step, the
 // engine's concurrent answers equal those of each request run alone, and prefix reuse survives the sliding
 // window through the ring snapshots taken at turn boundaries.
 #include "runtime/engine.h"
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstring>
 #include <thread>
 
@@ -20,8 +21,8 @@ SamplingParams greedy() {
   return s;
 }
 
-// The demo model and Gemma 3n's fixture (both with sliding window 8; 3n's last layers read earlier layers'
-// caches) with prompt steps of 4 tokens, so that their rings keep 3 positions beyond the window: any answer
+// The demo model and the Gemma 3n and Gemma 4 fixtures (all with sliding window 8; 3n's and gemma4-tiny's
+// last layers read earlier layers' caches) with prompt steps of 4 tokens, so that their rings keep 3 positions beyond the window: any answer
 // longer than that leaves the window behind.
 class EngineTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -211,8 +212,14 @@ TEST_P(EngineTest, BoundarySnapshotReusesThePrefixPastTheWindowWithColdLogits) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, EngineTest, ::testing::Values("gemma3-tiny", "gemma3n-tiny"),
-                         [](const auto& info) { return info.param == "gemma3-tiny" ? "Gemma3" : "Gemma3n"; });
+INSTANTIATE_TEST_SUITE_P(Models, EngineTest,
+                         ::testing::Values("gemma3-tiny", "gemma3n-tiny", "gemma4-tiny", "gemma4-moe-tiny"),
+                         [](const auto& info) {
+                           std::string name;
+                           for (const char c : info.param)
+                             if (std::isalnum(static_cast<unsigned char>(c))) name += c;
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace ge::runtime
