@@ -99,11 +99,6 @@ void layer_norm(const float* x, const Tensor& w, const Tensor& b, float eps, int
   }
 }
 
-void soft_cap(float* x, int64_t n, float cap) {
-  const float inv = 1.0f / cap;
-  for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] * inv);
-}
-
 void add_inplace(float* out, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] += x[i];
 }

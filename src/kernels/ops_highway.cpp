@@ -1,5 +1,6 @@
-// SIMD bodies of the element-wise ops whose cost shows in a profile: the tanh-GELU of the MLP and the
-// dot products / accumulations of attention. Dispatched at run time like the matmul kernels.
+// SIMD bodies of the element-wise ops whose cost shows in a profile: the tanh-GELU of the MLP, the soft-cap
+// of 262,144 logits a token (std::tanh: 4.0 ms, this 0.15 ms; 6% of an E2B decode step), and the dot products /
+// accumulations of attention. Dispatched at run time like the matmul kernels.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/ops_highway.cpp"
@@ -38,6 +39,22 @@ void GeluTanhMul(const float* gate, const float* up, int64_t n, float* out) {
   for (; i + lanes <= n; i += lanes)
     hn::StoreU(hn::Mul(GeluTanhVec(d, hn::LoadU(d, gate + i)), hn::LoadU(d, up + i)), d, out + i);
   for (; i < n; ++i) out[i] = GeluTanhScalar(gate[i]) * up[i];
+}
+
+void SoftCap(float* x, int64_t n, float cap) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto c = hn::Set(d, cap), inv = hn::Set(d, 1.0f / cap);
+  const auto capped = [&](hn::Vec<decltype(d)> v) { return hn::Mul(c, hn::Tanh(d, hn::Mul(v, inv))); };
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) hn::StoreU(capped(hn::LoadU(d, x + i)), d, x + i);
+  if (i == n) return;
+  // The tail through the same vector code, so that a value's result does not depend on where it sits (the
+  // rows of a batched decode step must equal lone steps to the bit).
+  HWY_ALIGN float tail[hn::MaxLanes(d)] = {};
+  std::copy(x + i, x + n, tail);
+  hn::Store(capped(hn::Load(d, tail)), d, tail);
+  std::copy(tail, tail + (n - i), x + i);
 }
 
 void GeluTanh(const float* x, int64_t n, float* out) {
@@ -138,9 +155,12 @@ namespace ge::kernels {
 
 HWY_EXPORT(GeluTanhMul);
 HWY_EXPORT(GeluTanh);
+HWY_EXPORT(SoftCap);
 HWY_EXPORT(Attend);
 
 void gelu_tanh(const float* x, int64_t n, float* out) { HWY_DYNAMIC_DISPATCH(GeluTanh)(x, n, out); }
+
+void soft_cap(float* x, int64_t n, float cap) { HWY_DYNAMIC_DISPATCH(SoftCap)(x, n, cap); }
 
 void gelu_tanh_mul(const float* gate, const float* up, int64_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(GeluTanhMul)(gate, up, n, out);
