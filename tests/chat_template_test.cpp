@@ -44,12 +44,14 @@ TEST(ChatTemplate, MatchesJinjaRenderingOfGemma3Template) {
 
 TEST(ChatTemplate, MatchesJinjaRenderingOfGemma4Template) {
   const nlohmann::json cases = load_cases("cases_gemma4.json");
-  ASSERT_GE(cases.size(), 8u);
+  ASSERT_GE(cases.size(), 12u);
   for (const auto& c : cases) {
     SCOPED_TRACE(c.at("name").get<std::string>());
-    EXPECT_EQ(render_chat(messages_of(c), c.at("add_generation_prompt"), ChatFormat::kGemma4),
+    EXPECT_EQ(render_chat(messages_of(c), c.at("add_generation_prompt"), ChatFormat::kGemma4, c.at("thinking")),
               c.at("expected").get<std::string>());
   }
+  const std::vector<ChatMessage> hello = {{"user", "Hello"}};
+  EXPECT_THROW(render_chat(hello, true, ChatFormat::kGemma, true), std::invalid_argument);
   EXPECT_EQ(end_of_turn(ChatFormat::kGemma4), "<turn|>");
   EXPECT_EQ(end_of_turn(ChatFormat::kGemma), "<end_of_turn>");
 }

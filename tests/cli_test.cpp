@@ -176,12 +176,18 @@ TEST(Cli, RunsGemma3nFromItsFolderAndItsGguf) {
       << r.output;
 }
 
-// Gemma 4 chats in its own turn format and ends its answers at <turn|>; inspect shows each layer's geometry.
+// Gemma 4 chats in its own turn format (--think opens its thinking mode) and ends its answers at <turn|>;
+// inspect shows each layer's geometry.
 TEST(Cli, RunsAndInspectsGemma4) {
   const auto folder = test::fixture_model_dir("gemma4-tiny");
   auto r = gemma("run -m " + quoted(folder) + " -p 'Why is the sky blue?' -n 8 --temp 0");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("eval count:"), std::string::npos) << r.output;
+  r = gemma("run -m " + quoted(folder) + " --think -p 'Why?' -n 4 --temp 0");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  r = gemma("run --think -p 'Why?' -n 4");  // the demo model, a Gemma 3, has no thinking mode
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("no thinking mode"), std::string::npos) << r.output;
   r = gemma("inspect " + quoted(folder));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("layer  9: global  head_dim 64 x 2 kv heads, RoPE on 8 of 32 pairs, mlp 256, keys and "

@@ -19,6 +19,7 @@ struct RunOptions {
   std::string prompt;
   std::string system;
   bool raw = false;
+  bool think = false;
   std::optional<float> temperature, top_p, min_p, repeat_penalty;
   std::optional<int> top_k;
   int repeat_last_n = 64;
@@ -106,7 +107,7 @@ class Chat {
       prompt += text;
     } else {
       history_.push_back({"user", text, n_new});
-      prompt = runtime::render_chat(history_, true, m_.chat_format);
+      prompt = runtime::render_chat(history_, true, m_.chat_format, o_.think);
     }
     const auto ids = m_.tokenizer.encode(runtime::expand_image_markers(prompt, runtime::prompt_texts(images_)),
                                          o_.raw && m_.tokenizer.add_bos_default());
@@ -195,6 +196,7 @@ void add_run_command(CLI::App& app) {
       "System prompt, folded into the first user turn for every Gemma (Gemma 1/2 templates have no system "
       "role; Gemma 3's folds it the same way)");
   cmd->add_flag("--raw", o->raw, "Plain completion of the prompt, no chat template");
+  cmd->add_flag("--think", o->think, "Let the model think before it answers (Gemma 4's thinking mode)");
   cmd->add_option("--temp", o->temperature, "Temperature (0 = greedy); default from generation_config.json");
   cmd->add_option("--top-k", o->top_k, "Top-k (0 = off)");
   cmd->add_option("--top-p", o->top_p, "Top-p / nucleus (1 = off)");

@@ -74,18 +74,23 @@ std::string_view end_of_turn(ChatFormat format) {
   return format == ChatFormat::kGemma4 ? "<turn|>" : "<end_of_turn>";
 }
 
-std::string render_chat(std::span<const ChatMessage> messages, bool add_generation_prompt, ChatFormat format) {
-  if (format == ChatFormat::kGemma) return render_chat(messages, add_generation_prompt);
+std::string render_chat(std::span<const ChatMessage> messages, bool add_generation_prompt, ChatFormat format,
+                        bool thinking) {
+  if (format == ChatFormat::kGemma) {
+    if (thinking) throw std::invalid_argument("render_chat: this model's chat format has no thinking mode");
+    return render_chat(messages, add_generation_prompt);
+  }
   const bool has_system = !messages.empty() && messages.front().role == "system";
   std::string out = "<bos>";
-  const auto turn = [&](std::string_view role, std::string_view content) {
-    ((((out += "<|turn>") += role) += '\n') += trim(content)) += "<turn|>\n";
+  const auto turn = [&](std::string_view role, std::string_view opening, std::string_view content) {
+    (((((out += "<|turn>") += role) += '\n') += opening) += trim(content)) += "<turn|>\n";
   };
-  if (has_system && !messages.front().content.empty()) turn("system", messages.front().content);
+  if ((has_system && !messages.front().content.empty()) || thinking)
+    turn("system", thinking ? "<|think|>" : "", has_system ? messages.front().content : "");
   for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
     if (messages[i].images > 0)
       throw std::invalid_argument("render_chat: images in a Gemma 4 conversation are not supported yet");
-    turn(turn_role(messages[i]), messages[i].content);
+    turn(turn_role(messages[i]), "", messages[i].content);
   }
   if (add_generation_prompt) out += "<|turn>model\n";
   return out;

@@ -25,10 +25,12 @@ enum class ChatFormat {
 // The piece that ends a turn, which ends a chat answer.
 std::string_view end_of_turn(ChatFormat format);
 
-// Renders `messages` in `format`: Gemma 4's as its chat_template.jinja does without thinking (a leading
-// system message becomes a system turn, trimmed, left out when empty; every content trimmed; roles as given,
-// "assistant" as "model"; images not supported), the others as described next.
-std::string render_chat(std::span<const ChatMessage> messages, bool add_generation_prompt, ChatFormat format);
+// Renders `messages` in `format`: Gemma 4's as its chat_template.jinja does (a leading system message becomes
+// a system turn, trimmed, left out when empty unless `thinking`, which opens it with <|think|>; every
+// content trimmed; roles as given, "assistant" as "model"; images not supported), the others as described
+// next (they have no thinking mode: `thinking` is an error there).
+std::string render_chat(std::span<const ChatMessage> messages, bool add_generation_prompt, ChatFormat format,
+                        bool thinking = false);
 
 // Renders `messages` exactly as Gemma 3's chat_template (tokenizer_config.json) does, as text that starts
 // with "<bos>" (the tokenizer matches it as a special token). Like the template:
