@@ -1,12 +1,18 @@
 // Gemma 4's text decoder (dense and mixture-of-experts) against the float64 reference (tools/ref_gemma4.py, transformers' semantics):
 // the resolved per-layer geometry, logits at every position, the residual stream after every layer, chunked
-// prefill against stepwise decoding (across the window and the KV-shared layers), batched decode.
+// prefill against stepwise decoding (across the window and the KV-shared layers), batched decode; the GGUF
+// files `gemma convert` writes (llama.cpp's keys and tensors), read back with the folder's logits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
+#include "convert/gguf_convert.h"
+#include "formats/gguf.h"
+#include "gguf_edit.h"
 #include "kernels/thread_pool.h"
+#include "loader/gguf_model.h"
 #include "loader/model_loader.h"
 #include "models/gemma4/model.h"
 #include "test_util.h"
@@ -54,8 +60,9 @@ TEST_P(Gemma4Fixture, PerLayerGeometryIsTheReferences) {
     const auto& source = ref["kv_shared_layer_source"][l];
     EXPECT_EQ(c.kv_source(l), source.is_null() ? l : source.get<int64_t>()) << l;
     const auto want = ref["rope_inv_freq"][lc.sliding ? "sliding_attention" : "full_attention"].get<std::vector<double>>();
-    ASSERT_EQ(lc.rope_inv_freq.size(), want.size()) << l;
-    for (size_t j = 0; j < want.size(); ++j) EXPECT_NEAR(lc.rope_inv_freq[j], want[j], 1e-15) << l << " " << j;
+    const auto got = gemma4::rope_inv_freq(lc);
+    ASSERT_EQ(got.size(), want.size()) << l;
+    for (size_t j = 0; j < want.size(); ++j) EXPECT_NEAR(got[j], want[j], 1e-15) << l << " " << j;
   }
 }
 
@@ -71,7 +78,7 @@ TEST(Gemma4Config, DefaultsAreTransformers) {
     EXPECT_EQ(c.layers[l].head_dim, c.layers[l].sliding ? 256 : 512) << l;
   }
   // Full layers: proportional RoPE, a quarter of the pairs rotated, exponents over the whole 512.
-  const auto& full = c.layers[5].rope_inv_freq;
+  const auto full = gemma4::rope_inv_freq(c.layers[5]);
   ASSERT_EQ(full.size(), 256u);
   EXPECT_EQ(full[0], 1.0);
   EXPECT_NEAR(full[63], std::pow(1e6, -126.0 / 512), 1e-18);
@@ -150,6 +157,198 @@ TEST_P(Gemma4Fixture, BatchedDecodeEqualsLoneStepsBitForBit) {
     m.model->forward(std::span(&ids[10 + i], 1), 5 + 4 * i, lone[i], pool, scratch.data(), false);
     EXPECT_TRUE(std::equal(scratch.begin(), scratch.end(), batched.begin() + i * vocab)) << "row " << i;
   }
+}
+
+fs::path convert_fixture(const fs::path& fixture, const fs::path& dir, convert::OutType type) {
+  const fs::path file = dir / (std::string(convert::out_type_name(type)) + ".gguf");
+  convert::ConvertOptions options;
+  options.out_type = type;
+  convert::convert_to_gguf(fixture, file, options);
+  return file;
+}
+
+// The same weights; the file stores the vectors and small matrices in f32, whose kernels sum in another order
+// than the folder's bf16 ones. The chunked prompt reads the file's KV-shared layers and window as the folder's.
+TEST_P(Gemma4Fixture, GgufFromConvertGivesTheFolderLogits) {
+  test::ScratchDir dir;
+  auto folder = loader::load_model(fixture(), 256);
+  const auto ids = reference_ids();
+  const auto want = all_logits(*folder.model, ids);
+  const auto reference = test::read_f32(fixture() / "reference_logits.f32");
+  for (const auto type : {convert::OutType::BF16, convert::OutType::F32}) {
+    const fs::path file = convert_fixture(fixture(), dir.path(), type);
+    auto gguf = loader::load_model(file, 5);
+    EXPECT_STREQ(gguf.model->family_name(), "gemma4");
+    EXPECT_EQ(gguf.chat_format, runtime::ChatFormat::kGemma4);
+    const auto chunked = all_logits(*gguf.model, ids), stepwise = all_logits(*gguf.model, ids, true);
+    const float d = test::max_abs_diff(chunked, want);
+    std::printf("%s %s GGUF: max |logit - folder| = %.3g\n", GetParam().c_str(), convert::out_type_name(type).data(), d);
+    EXPECT_LE(d, 5e-5f) << convert::out_type_name(type);
+    EXPECT_LT(test::max_abs_diff(chunked, reference), 1e-3f) << convert::out_type_name(type);
+    EXPECT_LT(test::max_abs_diff(chunked, stepwise), 2e-5f) << convert::out_type_name(type);
+  }
+}
+
+TEST_P(Gemma4Fixture, GgufConfigIsTheFoldersConfig) {
+  test::ScratchDir dir;
+  const fs::path file = convert_fixture(fixture(), dir.path(), convert::OutType::F32);
+  const formats::GgufFile g(file);
+  const auto got = loader::gemma4_config_from_gguf(g, loader::tokenizer_from_gguf(g));
+  const auto want = gemma4::resolve_config(test::read_json(fixture() / "config.json"), "config.json");
+  EXPECT_EQ(got.vocab_size, want.vocab_size);
+  EXPECT_EQ(got.hidden_size, want.hidden_size);
+  EXPECT_EQ(got.num_heads, want.num_heads);
+  EXPECT_EQ(got.sliding_window, want.sliding_window);
+  EXPECT_EQ(got.final_logit_softcapping, want.final_logit_softcapping);
+  EXPECT_EQ(got.hidden_size_per_layer_input, want.hidden_size_per_layer_input);
+  EXPECT_EQ(got.num_kv_shared_layers, want.num_kv_shared_layers);
+  EXPECT_EQ(got.enable_moe_block, want.enable_moe_block);
+  EXPECT_EQ(got.num_experts, want.num_experts);
+  EXPECT_EQ(got.top_k_experts, want.top_k_experts);
+  EXPECT_EQ(got.moe_intermediate_size, want.moe_intermediate_size);
+  EXPECT_EQ(got.pad_token_id, want.pad_token_id);
+  EXPECT_EQ(got.placeholder_ids, want.placeholder_ids);
+  ASSERT_EQ(got.num_layers, want.num_layers);
+  for (int64_t l = 0; l < got.num_layers; ++l) {
+    const auto &a = got.layers[l], &b = want.layers[l];
+    EXPECT_EQ(a.sliding, b.sliding) << l;
+    EXPECT_EQ(a.head_dim, b.head_dim) << l;
+    EXPECT_EQ(a.num_kv_heads, b.num_kv_heads) << l;
+    EXPECT_EQ(a.k_eq_v, b.k_eq_v) << l;
+    EXPECT_EQ(a.intermediate_size, b.intermediate_size) << l;
+    EXPECT_EQ(gemma4::rope_inv_freq(a), gemma4::rope_inv_freq(b)) << l;
+    EXPECT_EQ(got.kv_source(l), want.kv_source(l)) << l;
+  }
+}
+
+// What llama.cpp's gemma4 loader reads, checked against the reference's geometry and tokenizer.json.
+TEST_P(Gemma4Fixture, GgufHasLlamaCppsKeysAndTensors) {
+  test::ScratchDir dir;
+  const formats::GgufFile g(convert_fixture(fixture(), dir.path(), convert::OutType::BF16));
+  const auto& m = g.metadata();
+  const auto ref = reference();
+  const auto text = test::read_json(fixture() / "config.json")["text_config"];
+  const auto n = static_cast<int64_t>(ref["layer_types"].size());
+  EXPECT_EQ(m.get_string("general.architecture"), "gemma4");
+  EXPECT_EQ(m.get_u32("gemma4.block_count"), n);
+  std::vector<bool> sliding;
+  for (const auto& t : ref["layer_types"]) sliding.push_back(t == "sliding_attention");
+  EXPECT_EQ(m.get_array<bool>("gemma4.attention.sliding_window_pattern"), sliding);
+  const int64_t full_dim = text["global_head_dim"], swa_dim = text["head_dim"];
+  EXPECT_EQ(m.get_u32("gemma4.attention.key_length"), full_dim);
+  EXPECT_EQ(m.get_u32("gemma4.attention.key_length_swa"), swa_dim);
+  EXPECT_EQ(m.get_u32("gemma4.rope.dimension_count"), full_dim);
+  EXPECT_EQ(m.get_u32("gemma4.rope.dimension_count_swa"), swa_dim);
+  EXPECT_EQ(m.get_u32("gemma4.attention.shared_kv_layers"), text["num_kv_shared_layers"].get<uint32_t>());
+  EXPECT_EQ(m.get_u32("gemma4.embedding_length_per_layer_input"), text["hidden_size_per_layer_input"].get<uint32_t>());
+  // Per-layer counts: an array where the layers differ.
+  const auto per_layer = [&](const std::string& key, const char* ref_key) {
+    std::vector<int64_t> want = ref[ref_key].get<std::vector<int64_t>>(), got;
+    if (const auto* one = std::get_if<uint32_t>(m.value(key))) got.assign(n, *one);
+    else for (int32_t v : m.get_array<int32_t>(key)) got.push_back(v);
+    EXPECT_EQ(got, want) << key;
+  };
+  per_layer("gemma4.attention.head_count_kv", "layer_num_key_value_heads");
+  per_layer("gemma4.feed_forward_length", "layer_intermediate_size");
+  // Proportional RoPE: a quarter of the full head's pairs turn (factor 1), the rest carry 1e30.
+  const Tensor* freqs = g.find("rope_freqs.weight");
+  ASSERT_TRUE(freqs);
+  ASSERT_EQ(freqs->dtype, DType::F32);
+  ASSERT_EQ(freqs->shape, std::vector<int64_t>{full_dim / 2});
+  const auto* f = reinterpret_cast<const float*>(freqs->data);
+  for (int64_t j = 0; j < full_dim / 2; ++j) EXPECT_EQ(f[j], j < full_dim / 8 ? 1.0f : 1e30f) << j;
+  for (int64_t l = 0; l < n; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    EXPECT_EQ(g.find(b + "attn_v.weight") == nullptr, ref["layer_v_is_raw_k"][l].get<bool>()) << l;
+    ASSERT_TRUE(g.find(b + "layer_output_scale.weight")) << l;
+    EXPECT_EQ(g.find(b + "layer_output_scale.weight")->shape, std::vector<int64_t>{1});
+  }
+  if (text["enable_moe_block"].get<bool>()) {
+    const int64_t e = text["num_experts"], h = text["hidden_size"], ff = text["moe_intermediate_size"];
+    EXPECT_EQ(m.get_u32("gemma4.expert_count"), e);
+    EXPECT_EQ(m.get_u32("gemma4.expert_used_count"), text["top_k_experts"].get<uint32_t>());
+    EXPECT_EQ(m.get_u32("gemma4.expert_feed_forward_length"), ff);
+    EXPECT_EQ(g.find("blk.0.ffn_gate_inp.weight")->dtype, DType::F32);  // the router is never rounded
+    EXPECT_EQ(g.find("blk.0.ffn_gate_up_exps.weight")->shape, (std::vector<int64_t>{e, 2 * ff, h}));
+    EXPECT_EQ(g.find("blk.0.ffn_down_exps.weight")->shape, (std::vector<int64_t>{e, h, ff}));
+    EXPECT_EQ(g.find("blk.0.ffn_down_exps.scale")->shape, std::vector<int64_t>{e});
+    EXPECT_EQ(g.find("blk.0.ffn_gate_inp.scale")->shape, std::vector<int64_t>{h});
+  }
+  // The vocabulary: tokenizer.json's pieces by id and its merges, "left right".
+  const auto tj = test::read_json(fixture() / "tokenizer.json");
+  EXPECT_EQ(m.get_string("tokenizer.ggml.model"), "gemma4");
+  const auto& merges = m.get_array<std::string>("tokenizer.ggml.merges");
+  ASSERT_EQ(merges.size(), tj["model"]["merges"].size());
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const auto& want = tj["model"]["merges"][i];
+    EXPECT_EQ(merges[i], want.is_string() ? want.get<std::string>() : want[0].get<std::string>() + " " + want[1].get<std::string>());
+  }
+  const auto& tokens = m.get_array<std::string>("tokenizer.ggml.tokens");
+  const auto& types = m.get_array<int32_t>("tokenizer.ggml.token_type");
+  for (const auto& [piece, id] : tj["model"]["vocab"].items()) EXPECT_EQ(tokens.at(id.get<size_t>()), piece);
+  // Special added tokens are control, except those llama.cpp keeps visible; other added tokens user-defined.
+  const std::set<std::string> visible = {"<|channel>",       "<channel|>",        "<|tool_call>", "<tool_call|>",
+                                         "<|tool_response>", "<tool_response|>", "<|\"|>"};
+  for (const auto& a : tj["added_tokens"]) {
+    const std::string content = a["content"];
+    EXPECT_EQ(types.at(a["id"].get<size_t>()), a["special"].get<bool>() && !visible.count(content) ? 3 : 4) << content;
+  }
+}
+
+// tokenizer.json and the GGUF's lists encode and decode alike, and the file ends generation on the ids
+// generation_config.json lists.
+TEST(Gemma4Gguf, TokenizerAndEndOfGenerationAreTheFolders) {
+  test::ScratchDir dir;
+  const fs::path fixture = test::data_dir() / "gemma4-tiny";
+  const formats::GgufFile g(convert_fixture(fixture, dir.path(), convert::OutType::BF16));
+  const Tokenizer from_file = loader::tokenizer_from_gguf(g), from_json = Tokenizer::load(fixture);
+  ASSERT_EQ(from_file.size(), from_json.size());
+  for (const std::string text :
+       {"Hello world, this is  a test.", "<|turn>user\nTabs\tand \u00fcn\u00efc\u00f6d\u00e9 \U0001F642 <|image|> end<turn|>",
+        "  leading and trailing  ", "\n\n\nthree newlines\t\t", "<bos><|channel>thought<channel|>x", ""}) {
+    for (const bool bos : {true, false}) {
+      const auto ids = from_json.encode(text, bos);
+      EXPECT_EQ(from_file.encode(text, bos), ids) << text;
+      EXPECT_EQ(from_file.decode(ids), from_json.decode(ids)) << text;
+    }
+  }
+  // Control tokens stay special (those llama.cpp keeps visible are user-defined in the file).
+  for (int32_t id = 0; id < from_json.size(); ++id)
+    if (from_file.is_special(id)) EXPECT_TRUE(from_json.is_special(id)) << id;
+  for (const char* piece : {"<bos>", "<eos>", "<|turn>", "<turn|>"}) EXPECT_TRUE(from_file.is_special(*from_file.find(piece)));
+  auto eos = loader::end_of_generation_ids(g, from_file);
+  auto want = test::read_json(fixture / "generation_config.json")["eos_token_id"].get<std::vector<int32_t>>();
+  std::sort(eos.begin(), eos.end());
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(eos, want);
+}
+
+TEST(Gemma4Gguf, LyingFilesAreErrorsNamingTheKeyOrTensor) {
+  test::ScratchDir dir;
+  const fs::path fixture = test::data_dir() / "gemma4-moe-tiny";
+  const fs::path good = convert_fixture(fixture, dir.path(), convert::OutType::F32), bad = dir.path() / "bad.gguf";
+  const auto error_with = [&](const std::map<std::string, std::optional<formats::GgufValue>>& keys,
+                              const std::function<std::string(const std::string&)>& rename = {}) {
+    test::rewrite_gguf(good, bad, keys, rename);
+    return test::error_of([&] { loader::load_model(bad, 16); });
+  };
+  const auto expect_in = [](const std::string& err, const std::string& part) {
+    EXPECT_NE(err.find(part), std::string::npos) << err;
+  };
+  expect_in(error_with({{"gemma4.attention.sliding_window_pattern", formats::GgufValue(std::vector<bool>{true, false})}}),
+            "'gemma4.attention.sliding_window_pattern' has 2 entries for 8 layers");
+  expect_in(error_with({{"gemma4.attention.head_count_kv", formats::GgufValue(std::vector<int32_t>{2, 2})}}),
+            "'gemma4.attention.head_count_kv' has 2 entries for 8 layers");
+  expect_in(error_with({{"tokenizer.ggml.merges", std::nullopt}}), "'tokenizer.ggml.merges' is missing");
+  expect_in(error_with({{"gemma4.attention.key_length_swa", std::nullopt}}), "'gemma4.attention.key_length_swa' is missing");
+  expect_in(error_with({{"gemma4.rope.dimension_count", formats::GgufValue(uint32_t{16})}}), "gemma4.rope.dimension_count");
+  expect_in(error_with({}, [](const std::string& name) {
+              return name == "blk.3.ffn_gate_up_exps.weight" ? std::string("blk.3.ffn_gate_exps.weight") : name;
+            }),
+            "tensor 'blk.3.ffn_gate_exps.weight': experts with separate gate and up matrices are not supported");
+  expect_in(error_with({}, [](const std::string& name) { return name == "blk.2.ffn_down_exps.scale" ? "" : name; }),
+            "router.per_expert_scale");
+  expect_in(test::error_of([&] { loader::load_model(good, 16, good); }), "Gemma 4 reads text only here");
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Gemma4Fixture, ::testing::Values("gemma4-tiny", "gemma4-moe-tiny"),

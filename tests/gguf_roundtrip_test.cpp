@@ -22,6 +22,7 @@
 #include "loader/model_loader.h"
 #include "models/gemma/model.h"
 #include "tensor/dtype.h"
+#include "gguf_edit.h"
 #include "test_util.h"
 
 namespace ge {
@@ -390,16 +391,9 @@ TEST(ConvertedModelLoad, PeriodicLayerTypesAreWrittenAsLlamaCppsPeriod) {
 
 // A copy of `file` without the metadata `keys` (tensors byte for byte), as another converter would write it.
 fs::path without_keys(const fs::path& file, const std::vector<std::string>& keys, const fs::path& out) {
-  const formats::GgufFile g(file);
-  formats::GgufWriter w;
-  for (const auto& [k, v] : g.metadata().entries())
-    if (std::find(keys.begin(), keys.end(), k) == keys.end()) w.add(k, v);
-  const std::vector<const Tensor*> tensors = g.all();
-  for (const Tensor* t : tensors) w.add_tensor(t->name, t->dtype, t->shape);
-  w.write(out, [&](size_t i, std::ostream& os) {
-    os.write(reinterpret_cast<const char*>(tensors[i]->data),
-             static_cast<std::streamsize>(tensors[i]->nbytes));
-  });
+  std::map<std::string, std::optional<formats::GgufValue>> dropped;
+  for (const std::string& k : keys) dropped[k] = std::nullopt;
+  test::rewrite_gguf(file, out, dropped);
   return out;
 }
 

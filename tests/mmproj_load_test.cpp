@@ -18,6 +18,7 @@
 #include "models/gemma/model.h"
 #include "models/siglip/model.h"
 #include "tensor/dtype.h"
+#include "gguf_edit.h"
 #include "test_util.h"
 
 namespace ge {
@@ -100,24 +101,6 @@ float logits_diff(const fs::path& mmproj) {
   const float diff = test::max_abs_diff(got.data(), expected.data(), std::min(got.size(), expected.size()));
   std::printf("%s: max |logit - reference| = %.3g\n", mmproj.filename().c_str(), diff);
   return diff;
-}
-
-// A copy of the GGUF file `in` at `out`: metadata keys set (or dropped, with nullopt) and tensors renamed.
-void rewrite_gguf(const fs::path& in, const fs::path& out,
-                  const std::map<std::string, std::optional<GgufValue>>& keys,
-                  const std::function<std::string(const std::string&)>& rename = {}) {
-  const GgufFile g(in);
-  formats::GgufWriter w;
-  for (const auto& [k, v] : g.metadata().entries())
-    if (const auto it = keys.find(k); it == keys.end()) w.add(k, v);
-  for (const auto& [k, v] : keys)
-    if (v) w.add(k, *v);
-  const std::vector<const Tensor*> tensors = g.all();
-  for (const Tensor* t : tensors) w.add_tensor(rename ? rename(t->name) : t->name, t->dtype, t->shape);
-  w.write(out, [&](size_t i, std::ostream& os) {
-    os.write(reinterpret_cast<const char*>(tensors[i]->data),
-             static_cast<std::streamsize>(tensors[i]->nbytes));
-  });
 }
 
 std::vector<float> widened(const Tensor& t) {
@@ -235,7 +218,7 @@ TEST(MmprojLoad, Q4_0ImageLogitsAreThoseOfItsRoundedWeights) {
 TEST(MmprojLoad, LegacySwappedFfnNamesAreSwappedBack) {
   test::ScratchDir dir;
   const fs::path legacy = dir.path() / "legacy.gguf";
-  rewrite_gguf(converted("f32").mmproj, legacy, {}, [](const std::string& name) {
+  test::rewrite_gguf(converted("f32").mmproj, legacy, {}, [](const std::string& name) {
     std::string n = name;
     if (const auto at = n.find("ffn_up"); at != std::string::npos)
       n.replace(at, 6, "ffn_down");
@@ -260,7 +243,7 @@ TEST(MmprojLoad, ScaleFactorSetsTheTokensPerImageAndMeanStdAreReadInOrder) {
                            stdev = {0.26862954f, 0.26130258f, 0.27577711f};
   for (const auto& [factor, tokens] :
        std::vector<std::pair<uint32_t, int64_t>>{{1, 256}, {2, 64}, {8, 4}, {16, 1}}) {
-    rewrite_gguf(converted("f32").mmproj, edited,
+    test::rewrite_gguf(converted("f32").mmproj, edited,
                  {{"clip.vision.projector.scale_factor", GgufValue(factor)},
                   {"clip.vision.image_mean", GgufValue(mean)},
                   {"clip.vision.image_std", GgufValue(stdev)}});
@@ -271,7 +254,7 @@ TEST(MmprojLoad, ScaleFactorSetsTheTokensPerImageAndMeanStdAreReadInOrder) {
     EXPECT_EQ(norm.mean, (std::array<float, 3>{mean[0], mean[1], mean[2]}));
     EXPECT_EQ(norm.std_dev, (std::array<float, 3>{stdev[0], stdev[1], stdev[2]}));
   }
-  rewrite_gguf(converted("f32").mmproj, edited,
+  test::rewrite_gguf(converted("f32").mmproj, edited,
                {{"clip.vision.projector.scale_factor", GgufValue(uint32_t{3})}});
   const std::string e =
       test::error_of([&] { loader::vision_config_from_mmproj(GgufFile(edited), 64, "text.gguf", 1, 2, 3); });
@@ -308,23 +291,23 @@ TEST(MmprojLoad, OtherProjectorsNoVisionEncoderAndStrangeTensorsAreRefused) {
     return test::error_of(
         [&] { loader::vision_config_from_mmproj(GgufFile(edited), 64, "text.gguf", 1, 2, 3); });
   };
-  rewrite_gguf(converted("f32").mmproj, edited,
+  test::rewrite_gguf(converted("f32").mmproj, edited,
                {{"clip.projector_type", GgufValue(std::string("idefics3"))}});
   EXPECT_EQ(config_error(),
             edited.string() +
                 ": clip.projector_type 'idefics3' is not 'gemma3' (only Gemma 3's projector is supported)");
   // The per-modality key wins over the shared one, as in llama.cpp.
-  rewrite_gguf(converted("f32").mmproj, edited,
+  test::rewrite_gguf(converted("f32").mmproj, edited,
                {{"clip.vision.projector_type", GgufValue(std::string("gemma3nv"))}});
   EXPECT_NE(config_error().find("clip.vision.projector_type 'gemma3nv' is not 'gemma3'"), std::string::npos);
-  rewrite_gguf(converted("f32").mmproj, edited, {{"clip.has_vision_encoder", GgufValue(false)}});
+  test::rewrite_gguf(converted("f32").mmproj, edited, {{"clip.has_vision_encoder", GgufValue(false)}});
   EXPECT_NE(config_error().find(edited.string() + ": clip.has_vision_encoder is false or missing"),
             std::string::npos);
-  rewrite_gguf(converted("f32").mmproj, edited, {{"clip.has_vision_encoder", std::nullopt}});
+  test::rewrite_gguf(converted("f32").mmproj, edited, {{"clip.has_vision_encoder", std::nullopt}});
   EXPECT_NE(config_error().find("clip.has_vision_encoder is false or missing"), std::string::npos);
 
   // SigLIP's pooling head: Gemma 3 never runs it, so a file holding it is not a Gemma 3 projector file.
-  rewrite_gguf(converted("f32").mmproj, edited, {}, [](const std::string& name) {
+  test::rewrite_gguf(converted("f32").mmproj, edited, {}, [](const std::string& name) {
     return name == "v.post_ln.bias" ? std::string("v.head.bias") : name;
   });
   const std::string e =

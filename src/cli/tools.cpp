@@ -234,12 +234,10 @@ void print_gemma4_config(const gemma4::Config& c) {
               c.sliding_window, c.num_kv_shared_layers);
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const auto& l = c.layers[i];
-    int64_t rotated = 0;
-    for (double f : l.rope_inv_freq) rotated += f != 0;
     std::printf("layer %2" PRId64 ": %-7s head_dim %" PRId64 " x %" PRId64 " kv heads%s, RoPE on %" PRId64
-                " of %zu pairs, mlp %" PRId64 ", keys and values of layer %" PRId64 "\n",
-                i, l.sliding ? "sliding" : "global", l.head_dim, l.num_kv_heads, l.k_eq_v ? " (V = K)" : "", rotated,
-                l.rope_inv_freq.size(), l.intermediate_size, c.kv_source(i));
+                " of %" PRId64 " pairs, mlp %" PRId64 ", keys and values of layer %" PRId64 "\n",
+                i, l.sliding ? "sliding" : "global", l.head_dim, l.num_kv_heads, l.k_eq_v ? " (V = K)" : "", l.rope.rotated_pairs,
+                l.head_dim / 2, l.intermediate_size, c.kv_source(i));
   }
 }
 

@@ -34,7 +34,7 @@ struct Checkpoint {
   const SourceTensors& tensors;
 };
 
-// One GGUF tensor: the source tensors `parts`, stacked along a new outermost dim when there are several
+// One GGUF tensor: `values` when the converter computes it (parts empty), else the source tensors `parts`, stacked along a new outermost dim when there are several
 // (shape then starts with parts.size()), else written with `shape`, whose outermost dim may cut the
 // source's rows (vocabulary shorter than the embedding table) or extend them with zero rows (padding).
 // Every value v is written as clamp(v + add, -clip, clip) in `out`.
@@ -48,6 +48,7 @@ struct PlannedTensor {
   std::vector<int64_t> shape;  // written shape, outermost first
   float add = 0;
   std::optional<float> clip;
+  std::vector<float> values;
 };
 
 // The type of 2-D and larger tensors for out type t; for a mix (q4_k_m, ...), that of the matrices it
@@ -133,6 +134,8 @@ std::string convert_gemma_text(const Checkpoint& ckpt, OutType out_type, formats
 // gemma3n, text model only (gemma3n.cpp).
 std::string convert_gemma3n(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w,
                             TensorPlan& plan);
+// gemma4, text model only (gemma4.cpp).
+std::string convert_gemma4(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w, TensorPlan& plan);
 // gemma3's SigLIP tower and projector as llama.cpp's mtmd "clip" file (mmproj.cpp).
 std::string convert_gemma3_mmproj(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w,
                                   TensorPlan& plan);

@@ -32,9 +32,10 @@ FamilyConverter text_converter(const Checkpoint& ckpt) {
   if (type == "gemma" || type == "gemma2" || type == "gemma3_text" || type == "gemma3")
     return convert_gemma_text;
   if (type == "gemma3n") return convert_gemma3n;
+  if (type == "gemma4" || type == "gemma4_text") return convert_gemma4;
   fail((ckpt.dir / "config.json").string() + ": model_type " +
        (type.empty() ? "(missing)" : "'" + type + "'") +
-       " is not supported by gemma convert (supported: gemma, gemma2, gemma3_text, gemma3, gemma3n)");
+       " is not supported by gemma convert (supported: gemma, gemma2, gemma3_text, gemma3, gemma3n, gemma4, gemma4_text)");
 }
 
 FamilyConverter projector_converter(const Checkpoint& ckpt) {

@@ -9,7 +9,8 @@
 //   - then rows that are not whole blocks of the chosen type fall back: Q4_K -> Q5_0, Q5_K -> Q5_1,
 //     Q6_K -> Q8_0, and to F16 when even 32-value blocks do not fit (llama-quantize gives up on a Q8_0
 //     tensor of such rows; we write F16);
-//   - norms, 1-D tensors and the small AltUp / LAuReL / per-layer projection matrices are not quantized.
+//   - norms, 1-D tensors, MoE routers (ffn_gate_inp) and the small AltUp / LAuReL / per-layer projection
+//     matrices are not quantized.
 #include <algorithm>
 #include <cstdio>
 
@@ -25,7 +26,7 @@ bool contains(std::string_view s, std::string_view part) {
 // llama-quantize's tensor_allows_quantization, for the tensors a Gemma GGUF has.
 bool quantizable(std::string_view name, size_t dims) {
   if (dims < 2 || !name.ends_with("weight") || contains(name, "_norm.weight")) return false;
-  for (std::string_view kept : {"altup", "laurel", "per_layer_model_proj"})
+  for (std::string_view kept : {"altup", "laurel", "per_layer_model_proj", "ffn_gate_inp"})
     if (contains(name, kept)) return false;
   return true;
 }

@@ -204,6 +204,10 @@ PlannedTensor& TensorPlan::add(PlannedTensor t) {
 
 void write_planned_tensor(const PlannedTensor& t, const SourceTensors& sources, std::ostream& out,
                           WriteBuffers& buffers) {
+  if (!t.values.empty()) {
+    buffers.floats = t.values;
+    return write_floats(t, buffers.floats, out, buffers);
+  }
   size_t remaining = static_cast<size_t>(elements(t.shape));
   for (const Tensor* part : t.parts) {
     const DType in = part->dtype;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <set>
 #include <unordered_map>
 
 #include "formats/json_file.h"
@@ -114,61 +115,93 @@ bool is_byte_piece(std::string_view t) {
          std::isxdigit(static_cast<unsigned char>(t[3])) && std::isxdigit(static_cast<unsigned char>(t[4]));
 }
 
-// tokenizer.json only: the same "llama" vocabulary, score = -(rank of the first merge that forms the
-// piece), 0 for pieces no merge forms; <0xNN> pieces are bytes, added tokens control (special) or
-// user-defined (so <unk>, a special added token, is control, as the tokenizer.model path makes it too).
-Vocab vocab_from_tokenizer_json(const fs::path& dir, int64_t n_vocab) {
+// tokenizer.json's BPE model as read: its pieces by id (padded to n_vocab; <0xNN> pieces typed bytes, the rest
+// normal, score 0), its merges as "left right", and its added tokens.
+struct TokenizerJson {
+  struct Added {
+    int64_t id;
+    std::string content;
+    bool special;
+  };
+  Vocab vocab;
+  std::vector<bool> in_vocab;  // ids model.vocab names
+  std::vector<std::string> merges;
+  std::vector<Added> added;
+};
+
+TokenizerJson read_tokenizer_json(const fs::path& dir, int64_t n_vocab) {
   using tokenizer_detail::JsonFile;
   const JsonFile file(dir / "tokenizer.json");
   const auto root = file.root();
   const auto model = file.as_object(file.member(root, "model", "model"), "model");
   if (file.string_member(model, "type", "model.type") != "BPE")
     file.fail("model.type", "only BPE is supported");
-  Vocab v = padded_vocab(n_vocab);
-  std::vector<bool> seen(n_vocab);
+  TokenizerJson t;
+  t.vocab = padded_vocab(n_vocab);
+  t.in_vocab.resize(n_vocab);
   for (const auto [piece, id_el] :
        file.as_object(file.member(model, "vocab", "model.vocab"), "model.vocab")) {
     const int64_t id = file.as_int(id_el, "model.vocab");
     if (id < 0 || id >= n_vocab) continue;
-    v.tokens[id] = std::string(piece);
-    v.scores[id] = 0.0f;
-    v.types[id] = is_byte_piece(piece) ? kByte : kNormal;
-    seen[id] = true;
+    t.vocab.tokens[id] = std::string(piece);
+    t.vocab.scores[id] = 0.0f;
+    t.vocab.types[id] = is_byte_piece(piece) ? kByte : kNormal;
+    t.in_vocab[id] = true;
   }
-  std::unordered_map<std::string, uint32_t> rank_of;  // formed piece -> lowest merge rank
-  uint32_t rank = 0;
   for (const auto m : file.as_array(file.member(model, "merges", "model.merges"), "model.merges")) {
-    std::string formed;
     if (m.is_string()) {
       const std::string_view s = file.as_string(m, "model.merges");
-      const size_t space = s.find(' ');
-      if (space == std::string_view::npos) file.fail("model.merges", "a merge without a space");
-      formed = std::string(s.substr(0, space)) + std::string(s.substr(space + 1));
-    } else {
-      const auto pair = file.as_array(m, "model.merges");
-      if (pair.size() != 2) file.fail("model.merges", "a merge is not a pair");
-      for (const auto part : pair) formed += file.as_string(part, "model.merges");
+      if (s.find(' ') == std::string_view::npos) file.fail("model.merges", "a merge without a space");
+      t.merges.emplace_back(s);
+      continue;
     }
-    rank_of.try_emplace(std::move(formed), rank++);
+    const auto pair = file.as_array(m, "model.merges");
+    if (pair.size() != 2) file.fail("model.merges", "a merge is not a pair");
+    std::string merge;
+    for (const auto part : pair) {
+      const std::string_view piece = file.as_string(part, "model.merges");
+      // GGUF keeps a merge as "left right": a piece with a space could not be told apart.
+      if (piece.empty() || piece.find(' ') != std::string_view::npos)
+        file.fail("model.merges", "a merged piece is empty or has a space");
+      merge += merge.empty() ? std::string(piece) : " " + std::string(piece);
+    }
+    t.merges.push_back(std::move(merge));
+  }
+  if (const auto added = file.optional_member(root, "added_tokens")) {
+    for (const auto a : file.as_array(*added, "added_tokens")) {
+      const auto o = file.as_object(a, "added_tokens");
+      const int64_t id = file.as_int(file.member(o, "id", "added_tokens.id"), "added_tokens.id");
+      if (id < 0 || id >= n_vocab) continue;
+      t.added.push_back({id, std::string(file.string_member(o, "content", "added_tokens.content")),
+                         file.bool_or(o, "special", "added_tokens.special", false)});
+    }
+  }
+  return t;
+}
+
+// tokenizer.json only: the same "llama" vocabulary, score = -(rank of the first merge that forms the
+// piece), 0 for pieces no merge forms; <0xNN> pieces are bytes, added tokens control (special) or
+// user-defined (so <unk>, a special added token, is control, as the tokenizer.model path makes it too).
+Vocab vocab_from_tokenizer_json(const fs::path& dir, int64_t n_vocab) {
+  TokenizerJson t = read_tokenizer_json(dir, n_vocab);
+  Vocab& v = t.vocab;
+  std::unordered_map<std::string, uint32_t> rank_of;  // formed piece -> lowest merge rank
+  uint32_t rank = 0;
+  for (const std::string& m : t.merges) {
+    const size_t space = m.find(' ');
+    rank_of.try_emplace(m.substr(0, space) + m.substr(space + 1), rank++);
   }
   for (int64_t id = 0; id < n_vocab; ++id) {
-    if (!seen[id]) continue;
+    if (!t.in_vocab[id]) continue;
     const auto it = rank_of.find(v.tokens[id]);
     if (it != rank_of.end()) v.scores[id] = -static_cast<float>(it->second);
   }
-  if (const auto added = file.optional_member(root, "added_tokens")) {
-    for (const auto t : file.as_array(*added, "added_tokens")) {
-      const auto o = file.as_object(t, "added_tokens");
-      const int64_t id = file.as_int(file.member(o, "id", "added_tokens.id"), "added_tokens.id");
-      if (id < 0 || id >= n_vocab) continue;
-      const bool special = file.bool_or(o, "special", "added_tokens.special", false);
-      std::string content(file.string_member(o, "content", "added_tokens.content"));
-      const float score = v.scores[id];
-      set_added(v, id, std::move(content), special);
-      v.scores[id] = seen[id] ? score : 0.0f;
-    }
+  for (TokenizerJson::Added& a : t.added) {
+    const float score = v.scores[a.id];
+    set_added(v, a.id, std::move(a.content), a.special);
+    v.scores[a.id] = t.in_vocab[a.id] ? score : 0.0f;
   }
-  return v;
+  return std::move(t.vocab);
 }
 
 // tokenizer_config.json's "{typ}_token": a string or {"content": ...}.
@@ -223,7 +256,36 @@ void add_special_vocab(formats::GgufWriter& w, const fs::path& dir, const json& 
   if (tmpl) w.add("tokenizer.chat_template", *tmpl);
 }
 
+// Written by every vocabulary writer after the tokens.
+void add_common_keys(formats::GgufWriter& w, const Checkpoint& ckpt, const std::vector<std::string>& tokens) {
+  add_special_vocab(w, ckpt.dir, ckpt.tokenizer_config, ckpt.config, tokens);
+  w.add("tokenizer.ggml.add_space_prefix", false);
+}
+
 }  // namespace
+
+std::vector<std::string> add_bpe_vocabulary(formats::GgufWriter& w, const Checkpoint& ckpt, int64_t n_vocab) {
+  const fs::path& dir = ckpt.dir;
+  if (!fs::is_regular_file(dir / "tokenizer.json")) fail(dir.string() + ": tokenizer.json not found");
+  TokenizerJson t = read_tokenizer_json(dir, n_vocab);
+  Vocab& v = t.vocab;
+  // llama.cpp's Gemma4Model.set_vocab: every score -1000 (the merges rank the pairs); these tokens stay
+  // visible in its output (user-defined) so that its chat parser sees the thinking and tool-call marks.
+  static const std::set<std::string, std::less<>> kVisible = {
+      "<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<|tool_response>", "<tool_response|>", "<|\"|>"};
+  std::fill(v.scores.begin(), v.scores.end(), -1000.0f);
+  for (TokenizerJson::Added& a : t.added) {
+    v.types[a.id] = a.special && !kVisible.count(a.content) ? kControl : kUserDefined;
+    v.tokens[a.id] = std::move(a.content);
+  }
+  w.add("tokenizer.ggml.model", std::string("gemma4"));
+  w.add("tokenizer.ggml.tokens", v.tokens);
+  w.add("tokenizer.ggml.scores", std::move(v.scores));
+  w.add("tokenizer.ggml.token_type", std::move(v.types));
+  w.add("tokenizer.ggml.merges", std::move(t.merges));
+  add_common_keys(w, ckpt, v.tokens);
+  return std::move(v.tokens);
+}
 
 std::vector<std::string> add_vocabulary(formats::GgufWriter& w, const Checkpoint& ckpt, int64_t n_vocab) {
   const fs::path& dir = ckpt.dir;
@@ -240,8 +302,7 @@ std::vector<std::string> add_vocabulary(formats::GgufWriter& w, const Checkpoint
   w.add("tokenizer.ggml.tokens", vocab.tokens);
   w.add("tokenizer.ggml.scores", std::move(vocab.scores));
   w.add("tokenizer.ggml.token_type", std::move(vocab.types));
-  add_special_vocab(w, dir, ckpt.tokenizer_config, ckpt.config, vocab.tokens);
-  w.add("tokenizer.ggml.add_space_prefix", false);
+  add_common_keys(w, ckpt, vocab.tokens);
   return std::move(vocab.tokens);
 }
 

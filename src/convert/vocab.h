@@ -12,4 +12,8 @@ namespace ge::convert {
 // vocab_size). Returns the tokens written, for callers that need ids of named tokens.
 std::vector<std::string> add_vocabulary(formats::GgufWriter& w, const Checkpoint& ckpt, int64_t n_vocab);
 
+// Gemma 4's tokenizer.json as llama.cpp's converter writes it (tokenizer.ggml.model "gemma4"): the BPE
+// pieces by id with their merges; special added tokens control, other added tokens user-defined.
+std::vector<std::string> add_bpe_vocabulary(formats::GgufWriter& w, const Checkpoint& ckpt, int64_t n_vocab);
+
 }  // namespace ge::convert

@@ -1,9 +1,12 @@
 #include "loader/gguf_model.h"
 
+#include <algorithm>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <vector>
 
@@ -12,6 +15,7 @@ namespace {
 
 using formats::GgufFile;
 using formats::GgufMetadata;
+using formats::GgufValue;
 using gemma::Family;
 
 [[noreturn]] void fail(const GgufFile& f, const std::string& what) {
@@ -72,9 +76,11 @@ double query_pre_attn_scalar(const GgufFile& f, Family family, const std::string
   return is_27b ? static_cast<double>(c.hidden_size / c.num_heads) : static_cast<double>(c.head_dim);
 }
 
+using NameMap = std::map<std::string, std::string, std::less<>>;
+
 // GGUF name suffix within a block -> Hugging Face name suffix within a layer.
-const std::map<std::string, std::string, std::less<>>& layer_names(Family family) {
-  static const std::map<std::string, std::string, std::less<>> common = {
+const NameMap& layer_names(Family family) {
+  static const NameMap common = {
       {"attn_norm.weight", "input_layernorm.weight"},
       {"attn_q.weight", "self_attn.q_proj.weight"},
       {"attn_k.weight", "self_attn.k_proj.weight"},
@@ -98,30 +104,60 @@ const std::map<std::string, std::string, std::less<>>& layer_names(Family family
   return family == Family::kGemma ? gemma1 : common;
 }
 
+// "blk.N.<suffix>" -> "layers.N.<HF suffix>", for the suffixes `names` holds.
+std::optional<std::string> layer_tensor_name(const std::string& name, const NameMap& names) {
+  if (!name.starts_with("blk.")) return std::nullopt;
+  const size_t dot = name.find('.', 4);
+  if (dot == std::string::npos) return std::nullopt;
+  const auto it = names.find(std::string_view(name).substr(dot + 1));
+  if (it == names.end()) return std::nullopt;
+  return "layers." + name.substr(4, dot - 4) + "." + it->second;
+}
+
 std::string hf_name(const GgufFile& f, Family family, const std::string& name) {
   if (name == "token_embd.weight") return "model.embed_tokens.weight";
   if (name == "output_norm.weight") return "model.norm.weight";
   if (name == "output.weight") return "lm_head.weight";
-  if (name.starts_with("blk.")) {
-    const size_t dot = name.find('.', 4);
-    if (dot != std::string::npos) {
-      const auto& names = layer_names(family);
-      const auto it = names.find(std::string_view(name).substr(dot + 1));
-      if (it != names.end()) return "model.layers." + name.substr(4, dot - 4) + "." + it->second;
-    }
-  }
+  if (const auto layer = layer_tensor_name(name, layer_names(family))) return "model." + *layer;
   fail(f, "tensor '" + name + "' is not part of a " + f.metadata().get_string("general.architecture") +
               " text model");
 }
 
-// Gemma 3n: GGUF name suffix within a block -> Hugging Face name within a layer.
-const std::map<std::string, std::string, std::less<>>& gemma3n_layer_names() {
-  static const auto names = [] {
-    auto m = layer_names(Family::kGemma3);
-    m.insert({{"inp_gate.weight", "per_layer_input_gate.weight"},
-              {"proj.weight", "per_layer_projection.weight"},
-              {"post_norm.weight", "post_per_layer_input_norm.weight"},
-              {"altup_correct_coef.weight", "altup.correction_coefs.weight"},
+// The per-layer-input families' tensors outside the blocks (Gemma 3n, 4).
+const NameMap& per_layer_input_top_names() {
+  static const NameMap names = {{"token_embd.weight", "embed_tokens.weight"},
+                                {"per_layer_token_embd.weight", "embed_tokens_per_layer.weight"},
+                                {"per_layer_model_proj.weight", "per_layer_model_projection.weight"},
+                                {"per_layer_proj_norm.weight", "per_layer_projection_norm.weight"},
+                                {"output_norm.weight", "norm.weight"}};
+  return names;
+}
+
+NameMap with_per_layer_gate(NameMap m) {
+  m.insert({{"inp_gate.weight", "per_layer_input_gate.weight"},
+            {"proj.weight", "per_layer_projection.weight"},
+            {"post_norm.weight", "post_per_layer_input_norm.weight"}});
+  return m;
+}
+
+// The tensor under its Hugging Face name in Gemma3nForCausalLM / Gemma4ForCausalLM ("model.").
+std::vector<std::pair<std::string, Tensor>> renamed_view(const GgufFile& f, const Tensor& t, const NameMap& layer) {
+  std::optional<std::string> name;
+  if (const auto it = per_layer_input_top_names().find(t.name); it != per_layer_input_top_names().end())
+    name = it->second;
+  else
+    name = layer_tensor_name(t.name, layer);
+  if (!name)
+    fail(f, "tensor '" + t.name + "' is not part of a " + f.metadata().get_string("general.architecture") +
+                " text model");
+  return {{"model." + *name, t}};
+}
+
+// One GGUF tensor of a gemma3n file as the Hugging Face tensors it holds.
+std::vector<std::pair<std::string, Tensor>> gemma3n_views(const GgufFile& f, const Tensor& t) {
+  static const NameMap layer = [] {
+    NameMap m = with_per_layer_gate(layer_names(Family::kGemma3));
+    m.insert({{"altup_correct_coef.weight", "altup.correction_coefs.weight"},
               {"altup_correct_scale.weight", "altup.correct_output_scale"},
               {"altup_predict_coef.weight", "altup.prediction_coefs.weight"},
               {"altup_router.weight", "altup.modality_router.weight"},
@@ -131,20 +167,6 @@ const std::map<std::string, std::string, std::less<>>& gemma3n_layer_names() {
               {"laurel_post_norm.weight", "laurel.post_laurel_norm.weight"}});
     return m;
   }();
-  return names;
-}
-
-// One GGUF tensor of a gemma3n file as the Hugging Face tensors it holds.
-std::vector<std::pair<std::string, Tensor>> gemma3n_views(const GgufFile& f, const Tensor& t) {
-  static const std::map<std::string, std::string, std::less<>> top = {
-      {"token_embd.weight", "embed_tokens.weight"},
-      {"per_layer_token_embd.weight", "embed_tokens_per_layer.weight"},
-      {"per_layer_model_proj.weight", "per_layer_model_projection.weight"},
-      {"per_layer_proj_norm.weight", "per_layer_projection_norm.weight"},
-      {"output_norm.weight", "norm.weight"}};
-  const std::string prefix = "model.";
-  const auto renamed = [&](const std::string& name) { return std::vector{std::pair{prefix + name, t}}; };
-  if (const auto it = top.find(t.name); it != top.end()) return renamed(it->second);
   for (const auto& [stacked, stem] : {std::pair{"altup_proj.weight", "altup_projections."},
                                       std::pair{"altup_unembd_proj.weight", "altup_unembed_projections."}}) {
     if (t.name != stacked) continue;
@@ -157,18 +179,34 @@ std::vector<std::pair<std::string, Tensor>> gemma3n_views(const GgufFile& f, con
       v.shape = {t.shape[1], t.shape[2]};
       v.data = t.data + i * part_bytes;
       v.nbytes = part_bytes;
-      parts.emplace_back(prefix + stem + std::to_string(i) + ".weight", std::move(v));
+      parts.emplace_back("model." + std::string(stem) + std::to_string(i) + ".weight", std::move(v));
     }
     return parts;
   }
-  if (t.name.starts_with("blk.")) {
-    const size_t dot = t.name.find('.', 4);
-    if (dot != std::string::npos) {
-      const auto it = gemma3n_layer_names().find(std::string_view(t.name).substr(dot + 1));
-      if (it != gemma3n_layer_names().end()) return renamed("layers." + t.name.substr(4, dot - 4) + "." + it->second);
-    }
-  }
-  fail(f, "tensor '" + t.name + "' is not part of a gemma3n text model");
+  return renamed_view(f, t, layer);
+}
+
+// One GGUF tensor of a gemma4 file: renamed (the stacked experts are stacked alike in the checkpoint), or
+// nothing for rope_freqs, which the config reads.
+std::vector<std::pair<std::string, Tensor>> gemma4_views(const GgufFile& f, const Tensor& t) {
+  static const NameMap layer = [] {
+    NameMap m = with_per_layer_gate(layer_names(Family::kGemma3));
+    m.insert({{"layer_output_scale.weight", "layer_scalar"},
+              {"ffn_gate_inp.weight", "router.proj.weight"},
+              {"ffn_gate_inp.scale", "router.scale"},
+              {"ffn_gate_up_exps.weight", "experts.gate_up_proj"},
+              {"ffn_down_exps.weight", "experts.down_proj"},
+              {"ffn_down_exps.scale", "router.per_expert_scale"},
+              {"pre_ffw_norm_2.weight", "pre_feedforward_layernorm_2.weight"},
+              {"post_ffw_norm_1.weight", "post_feedforward_layernorm_1.weight"},
+              {"post_ffw_norm_2.weight", "post_feedforward_layernorm_2.weight"}});
+    return m;
+  }();
+  if (t.name == "rope_freqs.weight") return {};
+  if (t.name.ends_with("ffn_gate_exps.weight") || t.name.ends_with("ffn_up_exps.weight"))
+    fail(f, "tensor '" + t.name + "': experts with separate gate and up matrices are not supported (llama.cpp's "
+                                  "converter and gemma convert write them fused, as ffn_gate_up_exps)");
+  return renamed_view(f, t, layer);
 }
 
 // A GGUF file's tensors under the names a model binds: views of its tensors (one per file tensor, or the
@@ -315,12 +353,134 @@ std::unique_ptr<TensorSource> gemma3n_hf_named_tensors(std::unique_ptr<GgufFile>
   return tensor_views(std::move(file), [&](const Tensor& t) { return gemma3n_views(f, t); });
 }
 
+namespace {
+
+// A per-layer count: one number for every layer, or a list with one per layer (gguf-py writes lists as INT32).
+std::vector<int64_t> per_layer_counts(const GgufFile& f, const std::string& key, int64_t n_layers) {
+  const GgufValue* value = f.metadata().value(key);
+  if (!value) fail(f, "metadata key '" + key + "' is missing");
+  std::vector<int64_t> counts;
+  if (const auto* n = std::get_if<uint32_t>(value)) counts.assign(n_layers, *n);
+  else if (const auto* n = std::get_if<int32_t>(value)) counts.assign(n_layers, *n);
+  else if (const auto* list = std::get_if<std::vector<int32_t>>(value)) counts.assign(list->begin(), list->end());
+  else if (const auto* list = std::get_if<std::vector<uint32_t>>(value)) counts.assign(list->begin(), list->end());
+  else fail(f, "metadata key '" + key + "' is " + formats::gguf_type_name(*value) + ", not a count or a list of counts");
+  if (static_cast<int64_t>(counts.size()) != n_layers)
+    fail(f, "metadata key '" + key + "' has " + std::to_string(counts.size()) + " entries for " +
+                std::to_string(n_layers) + " layers");
+  for (int64_t n : counts)
+    if (n <= 0) fail(f, "metadata key '" + key + "' must be positive");
+  return counts;
+}
+
+// llama.cpp's proportional RoPE: rope_freqs holds one factor per pair, the same for the rotated pairs, and
+// 1e30 (or more) for the pairs it leaves unrotated. No tensor: every pair turns, unscaled.
+gemma4::Rope full_layer_rope(const GgufFile& f, double theta, int64_t head_dim) {
+  gemma4::Rope rope{theta, 1.0, head_dim / 2};
+  const Tensor* t = f.find("rope_freqs.weight");
+  if (!t) return rope;
+  if (t->dtype != DType::F32 || t->shape != std::vector<int64_t>{head_dim / 2})
+    fail(f, "tensor 'rope_freqs.weight' must be F32 [" + std::to_string(head_dim / 2) + "] (key_length / 2)");
+  std::vector<float> factors(static_cast<size_t>(head_dim / 2));
+  std::memcpy(factors.data(), t->data, factors.size() * sizeof(float));
+  constexpr float kUnrotated = 1e29f;
+  const auto first_unrotated = std::find_if(factors.begin(), factors.end(), [](float x) { return x >= kUnrotated; });
+  rope.rotated_pairs = first_unrotated - factors.begin();
+  rope.factor = factors.empty() ? 1.0 : factors[0];
+  const bool proportional =
+      std::all_of(factors.begin(), first_unrotated, [&](float x) { return x == factors[0] && x > 0; }) &&
+      std::all_of(first_unrotated, factors.end(), [](float x) { return x >= kUnrotated; });
+  if (!proportional)
+    fail(f, "tensor 'rope_freqs.weight': only proportional RoPE (one factor, then 1e30 for unrotated pairs) is "
+            "supported for gemma4");
+  return rope;
+}
+
+}  // namespace
+
+gemma4::Config gemma4_config_from_gguf(const GgufFile& f, const Tokenizer& tokenizer) {
+  const GgufMetadata& m = f.metadata();
+  const std::string a = "gemma4.";
+  gemma4::Config c;
+  const Tensor* embed = f.find("token_embd.weight");
+  if (!embed || embed->shape.size() != 2) fail(f, "tensor 'token_embd.weight' is missing or not a matrix");
+  c.vocab_size = embed->shape[0];
+  c.hidden_size = positive(f, a + "embedding_length");
+  c.num_layers = positive(f, a + "block_count");
+  c.num_heads = positive(f, a + "attention.head_count");
+  c.max_position_embeddings = positive(f, a + "context_length");
+  c.rms_norm_eps = m.get_f32(a + "attention.layer_norm_rms_epsilon");
+  c.sliding_window = positive(f, a + "attention.sliding_window");
+  if (const auto cap = m.find<float>(a + "final_logit_softcapping")) c.final_logit_softcapping = *cap;
+  c.hidden_size_per_layer_input = m.find<uint32_t>(a + "embedding_length_per_layer_input").value_or(0);
+  if (c.hidden_size_per_layer_input > 0) {
+    const Tensor* table = f.find("per_layer_token_embd.weight");
+    if (!table || table->shape.size() != 2) fail(f, "tensor 'per_layer_token_embd.weight' is missing or not a matrix");
+    c.vocab_size_per_layer_input = table->shape[0];
+  }
+  c.num_kv_shared_layers = m.find<uint32_t>(a + "attention.shared_kv_layers").value_or(0);
+  if (c.num_kv_shared_layers >= c.num_layers)
+    fail(f, a + "attention.shared_kv_layers must leave a layer computing its own keys and values");
+  c.enable_moe_block = f.find("blk.0.ffn_gate_inp.weight") != nullptr;
+  if (c.enable_moe_block) {
+    c.num_experts = positive(f, a + "expert_count");
+    c.top_k_experts = positive(f, a + "expert_used_count");
+    c.moe_intermediate_size = positive(f, a + "expert_feed_forward_length");
+    if (c.top_k_experts > c.num_experts) fail(f, a + "expert_used_count must not exceed expert_count");
+  }
+  c.pad_token_id = tokenizer.pad_id() >= 0 ? tokenizer.pad_id() : 0;
+  for (const char* placeholder : {"<|image|>", "<|video|>", "<|audio|>"})
+    if (const auto id = tokenizer.find(placeholder)) c.placeholder_ids.push_back(*id);
+
+  const auto& sliding = m.get_array<bool>(a + "attention.sliding_window_pattern");
+  if (static_cast<int64_t>(sliding.size()) != c.num_layers)
+    fail(f, "metadata key '" + a + "attention.sliding_window_pattern' has " + std::to_string(sliding.size()) +
+                " entries for " + std::to_string(c.num_layers) + " layers");
+  const int64_t full_dim = positive(f, a + "attention.key_length");
+  const int64_t sliding_dim = positive(f, a + "attention.key_length_swa");
+  for (const auto& [key, dim] : {std::pair{"attention.value_length", full_dim}, std::pair{"rope.dimension_count", full_dim},
+                                 std::pair{"attention.value_length_swa", sliding_dim},
+                                 std::pair{"rope.dimension_count_swa", sliding_dim}})
+    if (m.find<uint32_t>(a + key).value_or(static_cast<uint32_t>(dim)) != dim)
+      fail(f, "metadata key '" + a + key + "' must equal the matching key_length (Gemma 4 rotates whole heads)");
+  const auto kv_heads = per_layer_counts(f, a + "attention.head_count_kv", c.num_layers);
+  const auto widths = per_layer_counts(f, a + "feed_forward_length", c.num_layers);
+  const gemma4::Rope sliding_rope{m.find<float>(a + "rope.freq_base_swa").value_or(10000.0f), 1.0, sliding_dim / 2};
+  const gemma4::Rope full_rope = full_layer_rope(f, m.find<float>(a + "rope.freq_base").value_or(1e6f), full_dim);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    gemma4::LayerConfig lc;
+    lc.sliding = sliding[l];
+    lc.head_dim = lc.sliding ? sliding_dim : full_dim;
+    lc.num_kv_heads = kv_heads[l];
+    if (c.num_heads % lc.num_kv_heads != 0) fail(f, a + "attention.head_count_kv must divide the head count");
+    lc.intermediate_size = widths[l];
+    lc.rope = lc.sliding ? sliding_rope : full_rope;
+    c.layers.push_back(lc);
+  }
+  // Values are the raw keys on full layers without attn_v (llama.cpp's rule); a KV-shared layer reads a
+  // cache its source layer wrote, so it follows that layer.
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const int64_t source = c.kv_source(l);
+    c.layers[l].k_eq_v = !c.layers[source].sliding && !f.find("blk." + std::to_string(source) + ".attn_v.weight");
+  }
+  return c;
+}
+
+std::unique_ptr<TensorSource> gemma4_hf_named_tensors(std::unique_ptr<GgufFile> file) {
+  const GgufFile& f = *file;
+  return tensor_views(std::move(file), [&](const Tensor& t) { return gemma4_views(f, t); });
+}
+
 Tokenizer tokenizer_from_gguf(const GgufFile& f) {
   const GgufMetadata& m = f.metadata();
   const std::string& model = m.get_string("tokenizer.ggml.model");
-  if (model != "llama")
-    fail(f, "tokenizer.ggml.model '" + model + "' is not supported (Gemma files use 'llama')");
+  if (model != "llama" && model != "gemma4")
+    fail(f, "tokenizer.ggml.model '" + model + "' is not supported (Gemma files use 'llama', Gemma 4 'gemma4')");
   VocabularyData v;
+  if (model == "gemma4") {
+    v.merges = m.get_array<std::string>("tokenizer.ggml.merges");
+    if (v.merges.empty()) fail(f, "metadata key 'tokenizer.ggml.merges' is empty");
+  }
   v.tokens = m.get_array<std::string>("tokenizer.ggml.tokens");
   v.scores = m.get_array<float>("tokenizer.ggml.scores");
   v.types = m.get_array<int32_t>("tokenizer.ggml.token_type");
@@ -334,8 +494,12 @@ Tokenizer tokenizer_from_gguf(const GgufFile& f) {
 
 std::vector<int32_t> end_of_generation_ids(const GgufFile& f, const Tokenizer& tokenizer) {
   std::vector<int32_t> ids = {tokenizer.eos_id()};
-  const int32_t eot = token_id(f.metadata(), "tokenizer.ggml.eot_token_id");
-  if (eot >= 0 && eot != ids[0] && eot < tokenizer.size()) ids.push_back(eot);
+  const auto add = [&](int32_t id) {
+    if (id >= 0 && id < tokenizer.size() && std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  };
+  add(token_id(f.metadata(), "tokenizer.ggml.eot_token_id"));
+  if (f.metadata().get_string("general.architecture") == "gemma4")
+    for (const char* end : {"<turn|>", "<|tool_response>"}) add(tokenizer.find(end).value_or(-1));
   return ids;
 }
 

@@ -9,6 +9,7 @@
 #include "formats/gguf.h"
 #include "models/gemma/config.h"
 #include "models/gemma3n/config.h"
+#include "models/gemma4/config.h"
 #include "tensor/tensor_source.h"
 #include "tokenizer/tokenizer.h"
 
@@ -41,10 +42,20 @@ std::unique_ptr<TensorSource> hf_named_tensors(std::unique_ptr<formats::GgufFile
 gemma3n::Config gemma3n_config_from_gguf(const formats::GgufFile& file);
 std::unique_ptr<TensorSource> gemma3n_hf_named_tensors(std::unique_ptr<formats::GgufFile> file);
 
+// Gemma 4 (arch gemma4, as llama.cpp's converter and `gemma convert` write it): the config from llama.cpp's keys,
+// each layer's head width, KV heads and MLP width by its kind; the full layers' RoPE from the rope_freqs factors
+// (one factor for the rotated pairs, 1e30 for those left alone); K = V on full layers that have no attn_v. The
+// image, audio and video placeholders are the tokenizer's <|image|>, <|audio|> and <|video|>.
+gemma4::Config gemma4_config_from_gguf(const formats::GgufFile& file, const Tokenizer& tokenizer);
+// Gemma 4's tensors under the Hugging Face names of Gemma4ForCausalLM ("model.").
+std::unique_ptr<TensorSource> gemma4_hf_named_tensors(std::unique_ptr<formats::GgufFile> file);
+
+// tokenizer.ggml.model "llama" (SentencePiece) or "gemma4" (BPE with tokenizer.ggml.merges).
 Tokenizer tokenizer_from_gguf(const formats::GgufFile& file);
 
 // Ids that end generation, as generation_config.json's eos_token_id would: the eos id, and the eot id
-// when the file names one (Gemma 1/2 conversions do).
+// when the file names one (Gemma 1/2 conversions do); for Gemma 4 also <turn|> and <|tool_response>, as
+// its generation_config.json lists them (and llama.cpp ends on them).
 std::vector<int32_t> end_of_generation_ids(const formats::GgufFile& file, const Tokenizer& tokenizer);
 
 }  // namespace ge::loader

@@ -109,29 +109,42 @@ void map_gemma3n(const TensorSource& tensors) {
     if (is_per_layer_table(t->name)) formats::advise_random_access(t->data, t->nbytes);
 }
 
-LoadedModel load_gemma3n_gguf(const std::filesystem::path& path, std::unique_ptr<formats::GgufFile> file,
-                              int64_t max_chunk, const std::filesystem::path& mmproj) {
+// Gemma 3n or Gemma 4 from GGUF: as from a folder, the per-layer table is read in place.
+LoadedModel load_per_layer_input_gguf(const std::filesystem::path& path, std::unique_ptr<formats::GgufFile> file,
+                                      int64_t max_chunk, const std::filesystem::path& mmproj) {
+  const bool gemma4 = file->metadata().get_string("general.architecture") == "gemma4";
   if (!mmproj.empty())
-    throw std::runtime_error("--mmproj " + mmproj.string() + ": Gemma 3n reads text only here (its vision tower is not run)");
+    throw std::runtime_error("--mmproj " + mmproj.string() + ": " + (gemma4 ? "Gemma 4" : "Gemma 3n") +
+                             " reads text only here (its vision tower is not run)");
   map_gemma3n(*file);
-  gemma3n::Config config = gemma3n_config_from_gguf(*file);
   Tokenizer tokenizer = tokenizer_from_gguf(*file);
   GenerationDefaults defaults;
   defaults.eos_ids = end_of_generation_ids(*file, tokenizer);
   defaults.sampling.temperature = 0;
-  auto tensors = gemma3n_hf_named_tensors(std::move(file));
-  auto layers = std::make_unique<nn::LayerSource>(*tensors);
-  auto model = std::make_unique<gemma3n::Model>(std::move(config), *layers, max_chunk);
+  std::unique_ptr<TensorSource> tensors;
+  std::unique_ptr<nn::LayerSource> layers;
+  std::unique_ptr<models::CausalLM> model;
+  if (gemma4) {
+    gemma4::Config config = gemma4_config_from_gguf(*file, tokenizer);
+    tensors = gemma4_hf_named_tensors(std::move(file));
+    layers = std::make_unique<nn::LayerSource>(*tensors);
+    model = std::make_unique<gemma4::Model>(std::move(config), *layers, max_chunk);
+  } else {
+    gemma3n::Config config = gemma3n_config_from_gguf(*file);
+    tensors = gemma3n_hf_named_tensors(std::move(file));
+    layers = std::make_unique<nn::LayerSource>(*tensors);
+    model = std::make_unique<gemma3n::Model>(std::move(config), *layers, max_chunk);
+  }
   return LoadedModel{path, std::move(tensors), std::move(layers), std::move(model), std::move(tokenizer),
-                     std::move(defaults), nullptr};
+                     std::move(defaults), nullptr, gemma4 ? runtime::ChatFormat::kGemma4 : runtime::ChatFormat::kGemma};
 }
 
 // A GGUF file carries no sampling settings: generation is greedy, as for a folder without
 // generation_config.json.
 LoadedModel load_gguf_model(const std::filesystem::path& path, int64_t max_chunk, const std::filesystem::path& mmproj) {
   auto file = std::make_unique<formats::GgufFile>(path);
-  if (file->metadata().find<std::string>("general.architecture") == "gemma3n")
-    return load_gemma3n_gguf(path, std::move(file), max_chunk, mmproj);
+  const auto arch = file->metadata().find<std::string>("general.architecture");
+  if (arch == "gemma3n" || arch == "gemma4") return load_per_layer_input_gguf(path, std::move(file), max_chunk, mmproj);
   populate(*file);
   gemma::Config config = config_from_gguf(*file);
   Tokenizer tokenizer = tokenizer_from_gguf(*file);

@@ -24,8 +24,7 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little, "protobuf fixed32 fields are read in place");
 
-// sentencepiece_model.proto enums.
-enum PieceType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+// sentencepiece_model.proto's BPE model type (its piece types: PieceType).
 constexpr int kModelTypeBpe = 2;
 
 struct SpPiece {
@@ -351,30 +350,6 @@ std::unique_ptr<TokenizerModel> build_tokenizer(const SpModel& sp, const Tokeniz
   throw std::runtime_error(origin + ": " + std::string(field) + ": " + std::string(what));
 }
 
-void check_vocabulary(const VocabularyData& v, const std::string& origin) {
-  const size_t n = v.tokens.size();
-  if (n == 0) fail_vocabulary(origin, "tokens", "empty");
-  if (n > static_cast<size_t>(kMaxTokenId)) fail_vocabulary(origin, "tokens", "too many");
-  const auto check_count = [&](std::string_view field, size_t count) {
-    if (count != n)
-      fail_vocabulary(origin, field, std::to_string(count) + " values for " + std::to_string(n) + " tokens");
-  };
-  check_count("scores", v.scores.size());
-  check_count("types", v.types.size());
-  for (size_t id = 0; id < n; ++id) {
-    // Empty text marks an id without a token in the tables built from it.
-    if (v.tokens[id].empty()) fail_vocabulary(origin, indexed_field("tokens", id), "empty");
-    if (std::isnan(v.scores[id])) fail_vocabulary(origin, indexed_field("scores", id), "not a number");
-    if (v.types[id] < kNormal || v.types[id] > kByte)
-      fail_vocabulary(origin, indexed_field("types", id),
-                      "unknown token type " + std::to_string(v.types[id]) + " (expected 1 to 6)");
-  }
-  for (const auto& [field, id] : {std::pair{"bos_id", v.bos_id}, std::pair{"eos_id", v.eos_id},
-                                  std::pair{"unk_id", v.unk_id}, std::pair{"pad_id", v.pad_id}})
-    if (id < -1 || id >= static_cast<int64_t>(n))
-      fail_vocabulary(origin, field,
-                      std::to_string(id) + " is not a token id (" + std::to_string(n) + " tokens)");
-}
 
 // SentencePiece takes its unknown id from the piece typed unknown.
 int32_t unknown_piece_id(const VocabularyData& v) {
@@ -410,6 +385,31 @@ std::string_view piece_text(const VocabularyData& v, size_t id, std::deque<std::
 }
 
 }  // namespace
+
+void check_vocabulary(const VocabularyData& v, const std::string& origin) {
+  const size_t n = v.tokens.size();
+  if (n == 0) fail_vocabulary(origin, "tokens", "empty");
+  if (n > static_cast<size_t>(kMaxTokenId)) fail_vocabulary(origin, "tokens", "too many");
+  const auto check_count = [&](std::string_view field, size_t count) {
+    if (count != n)
+      fail_vocabulary(origin, field, std::to_string(count) + " values for " + std::to_string(n) + " tokens");
+  };
+  check_count("scores", v.scores.size());
+  check_count("types", v.types.size());
+  for (size_t id = 0; id < n; ++id) {
+    // Empty text marks an id without a token in the tables built from it.
+    if (v.tokens[id].empty()) fail_vocabulary(origin, indexed_field("tokens", id), "empty");
+    if (std::isnan(v.scores[id])) fail_vocabulary(origin, indexed_field("scores", id), "not a number");
+    if (v.types[id] < kNormal || v.types[id] > kByte)
+      fail_vocabulary(origin, indexed_field("types", id),
+                      "unknown token type " + std::to_string(v.types[id]) + " (expected 1 to 6)");
+  }
+  for (const auto& [field, id] : {std::pair{"bos_id", v.bos_id}, std::pair{"eos_id", v.eos_id},
+                                  std::pair{"unk_id", v.unk_id}, std::pair{"pad_id", v.pad_id}})
+    if (id < -1 || id >= static_cast<int64_t>(n))
+      fail_vocabulary(origin, field,
+                      std::to_string(id) + " is not a token id (" + std::to_string(n) + " tokens)");
+}
 
 std::unique_ptr<TokenizerModel> load_sentencepiece_model(const std::filesystem::path& file,
                                                          const TokenizerConfig& config) {

@@ -76,6 +76,7 @@ Tokenizer Tokenizer::load(const std::filesystem::path& dir) {
 }
 
 Tokenizer Tokenizer::from_vocabulary(const VocabularyData& vocabulary, const std::string& origin) {
+  if (!vocabulary.merges.empty()) return Tokenizer(td::load_bpe_vocabulary(vocabulary, origin));
   return Tokenizer(td::load_sentencepiece_vocabulary(vocabulary, origin));
 }
 

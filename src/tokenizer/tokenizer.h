@@ -29,6 +29,10 @@ struct VocabularyData {
   std::vector<int32_t> types;
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1;  // -1: absent
   bool add_bos = true;
+  // Empty for SentencePiece. Otherwise the vocabulary is a Hugging Face BPE model's (GGUF "gemma4", from
+  // Gemma 4's tokenizer.json): these merges ("left right", first merges first) rank the pairs, spaces are
+  // "▁", and control and user-defined tokens are the added tokens, matched in the raw text.
+  std::vector<std::string> merges;
 };
 
 class Tokenizer {
@@ -36,7 +40,8 @@ class Tokenizer {
   // Loads DIR/tokenizer.json (preferred) or else DIR/tokenizer.model, plus DIR/tokenizer_config.json when
   // present. Throws std::runtime_error naming the file and the field on bad or unsupported input.
   static Tokenizer load(const std::filesystem::path& dir);
-  // Encodes and decodes as load() does with the tokenizer.model the vocabulary came from; is_special is
+  // Encodes and decodes as load() does with the tokenizer.model (or, with merges, the tokenizer.json) the
+  // vocabulary came from; is_special is
   // true for control and unknown pieces. An absent bos/eos/pad id falls back to the piece of that name
   // ("<bos>", ...), an absent unk id to the piece typed unknown. User-defined pieces written with spaces
   // (GGUF writers turn their "▁" into " ") get their "▁" back. Throws std::runtime_error naming `origin`

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tokenizer/json_file.h"
+#include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_model.h"
 
 namespace ge::tokenizer_detail {
@@ -266,7 +267,68 @@ BpeOptions read_bpe_options(const JsonFile& json, Object model, const TokenizerM
   return options;
 }
 
+// GGUF's tokenizer.ggml.merges as llama.cpp splits them: at the first space after the first byte.
+std::vector<MergeIds> resolve_listed_merges(const VocabularyData& v, const TokenizerModel& tokenizer,
+                                            const std::string& origin) {
+  std::vector<MergeIds> merges;
+  merges.reserve(v.merges.size());
+  std::string joined;
+  for (size_t rank = 0; rank < v.merges.size(); ++rank) {
+    const std::string_view text = v.merges[rank];
+    const auto fail = [&](const std::string& what) {
+      throw std::runtime_error(origin + ": " + indexed_field("merges", rank) + ": " + what);
+    };
+    const size_t space = text.size() > 1 ? text.find(' ', 1) : std::string_view::npos;
+    if (space == std::string_view::npos) fail("expected \"left right\"");
+    const std::string_view left = text.substr(0, space), right = text.substr(space + 1);
+    joined.assign(left).append(right);
+    int32_t ids[3];
+    const std::string_view parts[3] = {left, right, joined};
+    for (int i = 0; i < 3; ++i) {
+      const auto id = tokenizer.vocab_index.find(tokenizer.pieces, parts[i]);
+      if (!id) fail(in_quotes(parts[i]) + " is not a token");
+      ids[i] = *id;
+    }
+    merges.push_back({ids[0], ids[1], ids[2]});
+  }
+  return merges;
+}
+
 }  // namespace
+
+std::unique_ptr<TokenizerModel> load_bpe_vocabulary(const VocabularyData& v, const std::string& origin) {
+  check_vocabulary(v, origin);
+  TokenList tokens;
+  tokens.vocab_size = static_cast<int32_t>(v.tokens.size());
+  tokens.text.assign(v.tokens.begin(), v.tokens.end());
+  tokens.special.resize(v.tokens.size());
+  tokens.added.resize(v.tokens.size());
+  bool byte_pieces = false;
+  for (size_t id = 0; id < v.tokens.size(); ++id) {
+    const int type = v.types[id];
+    tokens.special[id] = type == kControl || type == kUnknown;
+    tokens.added[id] = tokens.special[id] || type == kUserDefined;
+    byte_pieces |= type == kByte;
+  }
+  auto tokenizer = std::make_unique<TokenizerModel>();
+  build_token_tables(tokens, {"\xE2\x96\x81", " "}, *tokenizer);
+  tokenizer->normalizer = {{" ", "\xE2\x96\x81"}};
+  BpeOptions options;
+  options.byte_fallback = byte_pieces;
+  options.fuse_unk = true;
+  options.unk_id = v.unk_id;
+  tokenizer->bpe = BpeModel(tokenizer->pieces, tokenizer->vocab_index,
+                            build_merge_table(resolve_listed_merges(v, *tokenizer, origin)), options, {});
+  const auto piece_or = [&](int32_t id, const char* fallback) {
+    return id >= 0 ? v.tokens[id] : std::string(fallback);
+  };
+  TokenizerConfig config;
+  config.add_bos_token = v.add_bos;
+  resolve_special_tokens({piece_or(v.bos_id, "<bos>"), piece_or(v.eos_id, "<eos>"), piece_or(v.pad_id, "<pad>"),
+                          piece_or(v.unk_id, "<unk>")},
+                         config, origin, *tokenizer);
+  return tokenizer;
+}
 
 std::unique_ptr<TokenizerModel> load_tokenizer_json(const std::filesystem::path& file,
                                                     const TokenizerConfig& config) {

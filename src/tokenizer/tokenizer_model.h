@@ -91,6 +91,15 @@ std::unique_ptr<TokenizerModel> load_sentencepiece_model(const std::filesystem::
 std::unique_ptr<TokenizerModel> load_sentencepiece_vocabulary(const VocabularyData& vocabulary,
                                                               const std::string& origin);
 
+// A Hugging Face BPE tokenizer (Gemma 4's tokenizer.json) from the lists GGUF keeps of it.
+std::unique_ptr<TokenizerModel> load_bpe_vocabulary(const VocabularyData& vocabulary, const std::string& origin);
+// Checks what both in-memory loaders need: as many scores and types as tokens, no empty token, known types,
+// special ids in range. Throws naming `origin` and the field.
+void check_vocabulary(const VocabularyData& vocabulary, const std::string& origin);
+
+// SentencePiece's piece types, as GGUF's tokenizer.ggml.token_type stores them too.
+enum PieceType : int { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+
 // tokenizer.model's pieces as stored (type: SentencePiece's 1 normal .. 6 byte), for exporting the vocabulary.
 struct SentencePieceEntry {
   std::string text;

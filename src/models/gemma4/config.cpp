@@ -54,20 +54,18 @@ const nlohmann::json& default_rope() {
   return d;
 }
 
-// transformers' default and proportional RoPE (modeling_rope_utils): the proportional kind rotates the first
-// int(partial_rotary_factor * head_dim / 2) frequency pairs, with exponents over the whole head, and leaves
-// the rest unrotated.
-std::vector<double> inv_freq(const ConfigFields& f, const nlohmann::json& p, const std::string& key, int64_t head_dim) {
+// A layer type's rope_parameters: the proportional kind rotates the first int(partial_rotary_factor * head_dim / 2)
+// pairs, with exponents over the whole head.
+Rope read_rope(const ConfigFields& f, const nlohmann::json& p, const std::string& key, int64_t head_dim) {
   if (!p.is_object()) f.fail(key, "must be an object");
   const std::string type = p.value("rope_type", std::string("default"));
   if (!p.contains("rope_theta") || !p["rope_theta"].is_number()) f.fail(key + ".rope_theta", "must be a number");
-  const double theta = p["rope_theta"].get<double>();
-  if (type == "default") return nn::RopeTables::default_inv_freq(theta, 1.0, head_dim);
-  std::vector<double> inv = nn::RopeTables::default_inv_freq(theta, p.value("factor", 1.0), head_dim);
+  Rope rope{p["rope_theta"].get<double>(), 1.0, head_dim / 2};
+  if (type == "default") return rope;
   if (type != "proportional") f.fail(key, "rope_type '" + type + "' is not supported (default, proportional)");
-  const auto angles = static_cast<size_t>(p.value("partial_rotary_factor", 1.0) * static_cast<double>(head_dim) / 2);
-  for (size_t j = angles; j < inv.size(); ++j) inv[j] = 0;
-  return inv;
+  rope.factor = p.value("factor", 1.0);
+  rope.rotated_pairs = static_cast<int64_t>(p.value("partial_rotary_factor", 1.0) * static_cast<double>(head_dim) / 2);
+  return rope;
 }
 
 Config resolve(const ConfigFields& f) {
@@ -131,13 +129,19 @@ Config resolve(const ConfigFields& f) {
     const char* type = l.sliding ? "sliding_attention" : "full_attention";
     if (!rope.contains(type)) f.fail(std::string("rope_parameters.") + type, "is missing");
     if (l.head_dim % 2 != 0) f.fail(l.sliding ? "head_dim" : "global_head_dim", "must be even for RoPE");
-    l.rope_inv_freq = inv_freq(f, rope[type], std::string("rope_parameters.") + type, l.head_dim);
+    l.rope = read_rope(f, rope[type], std::string("rope_parameters.") + type, l.head_dim);
     c.layers.push_back(std::move(l));
   }
   return c;
 }
 
 }  // namespace
+
+std::vector<double> rope_inv_freq(const LayerConfig& layer) {
+  std::vector<double> inv = nn::RopeTables::default_inv_freq(layer.rope.theta, layer.rope.factor, layer.head_dim);
+  for (size_t j = static_cast<size_t>(layer.rope.rotated_pairs); j < inv.size(); ++j) inv[j] = 0;
+  return inv;
+}
 
 int64_t Config::kv_source(int64_t layer) const {
   const int64_t first = first_kv_shared_layer();

@@ -10,14 +10,25 @@
 
 namespace ge::gemma4 {
 
+// transformers' default and proportional RoPE (modeling_rope_utils): pair j turns at theta^(-2j / head_dim) /
+// factor for j < rotated_pairs; the pairs beyond stay unrotated (proportional RoPE on full layers).
+struct Rope {
+  double theta = 10000;
+  double factor = 1;
+  int64_t rotated_pairs = 0;
+};
+
 struct LayerConfig {
   bool sliding = false;
   int64_t head_dim = 0;           // global_head_dim on full layers (when set), head_dim on sliding ones
   int64_t num_kv_heads = 0;       // num_global_key_value_heads on K=V layers (when set)
   bool k_eq_v = false;            // attention_k_eq_v on a full layer: V is the raw k_proj output
   int64_t intermediate_size = 0;  // doubled on KV-shared layers with use_double_wide_mlp
-  std::vector<double> rope_inv_freq;  // head_dim / 2 inverse frequencies (0: a pair RoPE leaves alone)
+  Rope rope;
 };
+
+// The layer's head_dim / 2 inverse frequencies, 0 for the pairs RoPE leaves alone.
+std::vector<double> rope_inv_freq(const LayerConfig& layer);
 
 struct Config {
   int64_t vocab_size = 0;

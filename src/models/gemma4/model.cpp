@@ -103,7 +103,7 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
   int64_t q_width = 0, kv_width = 0, inter = 0;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerConfig& lc = c.layers[l];
-    inv_freq.push_back(lc.rope_inv_freq);
+    inv_freq.push_back(rope_inv_freq(lc));
     q_width = std::max(q_width, c.num_heads * lc.head_dim);
     kv_width = std::max(kv_width, lc.num_kv_heads * lc.head_dim);
     inter = std::max(inter, lc.intermediate_size);
