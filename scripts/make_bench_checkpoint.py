@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Writes a random-weight Hugging Face checkpoint with real Gemma shapes, for `gemma bench` only.
 
-    scripts/make_bench_checkpoint.py PRESET OUT_DIR TOKENIZER_DIR      (PRESET: gemma2-2b or gemma3n-e2b)
+    scripts/make_bench_checkpoint.py PRESET OUT_DIR TOKENIZER_DIR
+    (PRESET: gemma2-2b, gemma3n-e2b, gemma4-e2b or gemma4-26b-a4b-6l)
 
 The shared checkpoint maker has Gemma 3 presets only; this adds:
 
@@ -22,6 +23,19 @@ gemma3n-e2b  The text model of google/gemma-3n-E2B-it (Gemma3nForConditionalGene
              as is, no 1 + w), q/k norms N(c, (0.1c)^2) with c = 256^-0.25, AltUp coefficients N(0, 0.1^2).
              4.46B parameters in two shards of at most 5 GB (8.9 GB) with model.safetensors.index.json, plus
              generation_config.json.
+
+gemma4-e2b   The text model of google/gemma-4-E2B-it (Gemma4ForConditionalGeneration, tensors under
+             model.language_model.; the towers left out): hidden 1536, 35 layers (every 5th full), 8 heads, 1 KV
+             head, head_dim 256 (512 on full layers, proportional RoPE), MLP 6144 (12288 on the last 20 layers,
+             which read the KV caches of layers 13 and 14), PLE width 256, window 512, vocab 262,144: 4.65B
+             parameters (2.3B without the per-layer table; the published 5.1B counts the towers), 9.3 GB.
+gemma4-26b-a4b-6l  google/gemma-4-26B-A4B-it cut to 6 of its 30 layers (5 sliding, 1 full) to fit a 24 GB
+             machine: hidden 2816, 16 heads, 8 KV heads of 256 on sliding layers, 2 of 512 on the full one (K =
+             V), dense MLP 2112 beside 128 experts of 704 (top 8), window 1024. At 30 layers these shapes count
+             25.2B parameters and 3.8B active per token, the published figures; the 6 layers are 5.6B (11.3 GB).
+The Gemma 4 presets' linear layers are N(0, 1/fan_in), the embedding N(0, (2/sqrt(hidden))^2), norms, the
+router's scales and layer_scalar N(1, 0.1^2), q/k norms N(c, (0.1c)^2) with c = head_dim^-0.25 (attention
+scaling is 1). TOKENIZER_DIR's tokenizer (Gemma 3's, also 262,144 pieces) is copied as is.
 
 Weights are bf16 (float32 truncated), drawn from one generator seeded 0 in write order, CHUNK values at a time
 (so memory stays bounded; the bytes are those of drawing each tensor whole); the text they produce is noise."""
@@ -52,6 +66,31 @@ GEMMA3N_E2B_VISION = dict(
     label_names=["LABEL_0", "LABEL_1"], model_args=None, model_type="gemma3n_vision", num_classes=2,
     rms_norm_eps=1e-6, torch_dtype="bfloat16", vocab_offset=262144, vocab_size=128)
 
+GEMMA4_E2B_TEXT = dict(
+    attention_k_eq_v=False, enable_moe_block=False, final_logit_softcapping=30.0, global_head_dim=512, head_dim=256,
+    hidden_activation="gelu_pytorch_tanh", hidden_size=1536, hidden_size_per_layer_input=256, intermediate_size=6144,
+    layer_types=["full_attention" if (i + 1) % 5 == 0 else "sliding_attention" for i in range(35)],
+    max_position_embeddings=131072, model_type="gemma4_text", num_attention_heads=8, num_hidden_layers=35,
+    num_key_value_heads=1, num_kv_shared_layers=20, rms_norm_eps=1e-6, sliding_window=512,
+    rope_parameters={"full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0, "rope_type": "proportional"},
+                     "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}},
+    use_double_wide_mlp=True, vocab_size=262144, vocab_size_per_layer_input=262144)
+
+GEMMA4_26B_A4B_6L_TEXT = dict(
+    GEMMA4_E2B_TEXT, attention_k_eq_v=True, enable_moe_block=True, hidden_size=2816, hidden_size_per_layer_input=0,
+    intermediate_size=2112, layer_types=["sliding_attention"] * 5 + ["full_attention"], max_position_embeddings=262144,
+    moe_intermediate_size=704, num_attention_heads=16, num_experts=128, num_global_key_value_heads=2,
+    num_hidden_layers=6, num_key_value_heads=8, num_kv_shared_layers=0, sliding_window=1024, top_k_experts=8,
+    use_double_wide_mlp=False)
+
+
+def gemma4_config(text):
+    """config.json of a google/gemma-4-*-it, text_config and the placeholder ids of the Gemma 4 tokenizer."""
+    return dict(architectures=["Gemma4ForConditionalGeneration"], audio_token_id=258881, boi_token_id=255999,
+                eoi_token_id=258882, eos_token_id=[1, 106, 50], image_token_id=258880, model_type="gemma4",
+                text_config=text, tie_word_embeddings=True, transformers_version="5.5.0.dev0", video_token_id=258884)
+
+
 PRESETS = {
     "gemma2-2b": dict(model_type="gemma2", architectures=["Gemma2ForCausalLM"], hidden_size=2304,
                       num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
@@ -66,12 +105,14 @@ PRESETS = {
                         pad_token_id=0, text_config=GEMMA3N_E2B_TEXT, torch_dtype="bfloat16",
                         transformers_version="4.53.0.dev0", vision_config=GEMMA3N_E2B_VISION,
                         vision_soft_tokens_per_image=256),
+    "gemma4-e2b": gemma4_config(GEMMA4_E2B_TEXT),
+    "gemma4-26b-a4b-6l": gemma4_config(GEMMA4_26B_A4B_6L_TEXT),
 }
 GENERATION_CONFIG = {  # written for the presets listed here
     "gemma3n-e2b": dict(bos_token_id=2, cache_implementation="hybrid", do_sample=True, eos_token_id=[1, 106],
                         pad_token_id=0, top_k=64, top_p=0.95, transformers_version="4.53.0.dev0"),
 }
-MAX_SHARD = {"gemma3n-e2b": 5 * 10**9}  # bytes per shard (transformers' "5GB"); other presets: one file
+MAX_SHARD = {"gemma3n-e2b": 5 * 10**9, "gemma4-e2b": 5 * 10**9, "gemma4-26b-a4b-6l": 5 * 10**9}  # bytes per shard (transformers' "5GB"); other presets: one file
 CHUNK = 1 << 24  # values drawn at a time (64 MB of float32)
 
 
@@ -144,6 +185,55 @@ def shapes_gemma3n(c):
         yield linear(pe + "embedding_projection.weight", h, m["hidden_size"])
 
 
+def shapes_gemma4(c):
+    """Gemma 4's text model (Gemma4ForConditionalGeneration without its towers): (name, shape, std, mean)."""
+    t = c["text_config"]
+    h, L, hpl = t["hidden_size"], t["num_hidden_layers"], t["hidden_size_per_layer_input"]
+    first_shared = L - t["num_kv_shared_layers"]
+    linear = lambda name, out, inp: (name, (out, inp), 1.0 / math.sqrt(inp), 0.0)
+    norm = lambda name, dim: (name, (dim,), 0.1, 1.0)
+    p0 = "model.language_model."
+    yield p0 + "embed_tokens.weight", (t["vocab_size"], h), 2.0 / math.sqrt(h), 0.0
+    for i, kind in enumerate(t["layer_types"]):
+        p, full = "%slayers.%d." % (p0, i), kind == "full_attention"
+        hd = t["global_head_dim"] if full else t["head_dim"]
+        k_eq_v = full and t["attention_k_eq_v"]
+        nkv = t["num_global_key_value_heads"] if k_eq_v else t["num_key_value_heads"]
+        f = t["intermediate_size"] * (2 if t["use_double_wide_mlp"] and i >= first_shared else 1)
+        qk = hd ** -0.25
+        yield linear(p + "self_attn.q_proj.weight", t["num_attention_heads"] * hd, h)
+        yield linear(p + "self_attn.k_proj.weight", nkv * hd, h)
+        if not k_eq_v:
+            yield linear(p + "self_attn.v_proj.weight", nkv * hd, h)
+        yield linear(p + "self_attn.o_proj.weight", h, t["num_attention_heads"] * hd)
+        yield p + "self_attn.q_norm.weight", (hd,), 0.1 * qk, qk
+        yield p + "self_attn.k_norm.weight", (hd,), 0.1 * qk, qk
+        yield linear(p + "mlp.gate_proj.weight", f, h)
+        yield linear(p + "mlp.up_proj.weight", f, h)
+        yield linear(p + "mlp.down_proj.weight", h, f)
+        for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"):
+            yield norm(p + n + ".weight", h)
+        if t["enable_moe_block"]:
+            e, fe = t["num_experts"], t["moe_intermediate_size"]
+            yield linear(p + "router.proj.weight", e, h)
+            yield norm(p + "router.scale", h)
+            yield norm(p + "router.per_expert_scale", e)
+            yield p + "experts.gate_up_proj", (e, 2 * fe, h), 1.0 / math.sqrt(h), 0.0
+            yield p + "experts.down_proj", (e, h, fe), 1.0 / math.sqrt(fe), 0.0
+            for n in ("pre_feedforward_layernorm_2", "post_feedforward_layernorm_1", "post_feedforward_layernorm_2"):
+                yield norm(p + n + ".weight", h)
+        if hpl:
+            yield linear(p + "per_layer_input_gate.weight", hpl, h)
+            yield linear(p + "per_layer_projection.weight", h, hpl)
+            yield norm(p + "post_per_layer_input_norm.weight", h)
+        yield norm(p + "layer_scalar", 1)
+    yield norm(p0 + "norm.weight", h)
+    if hpl:
+        yield p0 + "embed_tokens_per_layer.weight", (t["vocab_size_per_layer_input"], L * hpl), 1.0 / math.sqrt(hpl), 0.0
+        yield linear(p0 + "per_layer_model_projection.weight", L * hpl, h)
+        yield norm(p0 + "per_layer_projection_norm.weight", hpl)
+
+
 def nbytes(shape):
     return int(np.prod(shape, dtype=np.int64)) * 2
 
@@ -183,6 +273,8 @@ def main(preset, out, tokenizer_dir):
     c = json.loads(json.dumps(PRESETS[preset]))
     if preset == "gemma3n-e2b":
         tensors = list(shapes_gemma3n(c))
+    elif preset.startswith("gemma4"):
+        tensors = list(shapes_gemma4(c))
     else:
         tok = json.load(open(os.path.join(tokenizer_dir, "tokenizer.json")))
         c["vocab_size"] = len(tok["model"]["vocab"])

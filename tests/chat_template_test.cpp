@@ -11,7 +11,7 @@ namespace ge::runtime {
 namespace {
 
 // Golden renderings of Gemma 3's real Jinja template, produced by tests/data/chat_template/render.py (and of
-// the gemma4-tiny fixture's template by render_gemma4.py: cases_gemma4.json).
+// Google's published Gemma 4 template by render_gemma4.py: cases_gemma4.json).
 nlohmann::json load_cases(const char* file = "cases.json") {
   std::ifstream in(std::string(GE_TEST_DATA "/chat_template/") + file);
   if (!in) throw std::runtime_error("cannot open chat_template/cases.json");

@@ -4,11 +4,14 @@
 #include <iostream>
 #include <optional>
 
+#include <unistd.h>
+
 #include "cli/common.h"
 #include "loader/model_loader.h"
 #include "runtime/chat_template.h"
 #include "runtime/generator.h"
 #include "runtime/prompt_images.h"
+#include "runtime/thinking.h"
 
 namespace ge::cli {
 
@@ -20,6 +23,7 @@ struct RunOptions {
   std::string system;
   bool raw = false;
   bool think = false;
+  bool hide_thinking = false;
   std::optional<float> temperature, top_p, min_p, repeat_penalty;
   std::optional<int> top_k;
   int repeat_last_n = 64;
@@ -69,6 +73,45 @@ void print_stats(double load_seconds, const runtime::GenerateStats& s, const nn:
                s.decode_seconds, rate(s.generated_tokens, s.decode_seconds));
 }
 
+// Prints an answer as it streams; a Gemma 4 thought goes apart, as Ollama's CLI shows it: "Thinking..." and
+// "...done thinking." around it (dimmed on a terminal), or nowhere with --hide-thinking.
+class AnswerPrinter {
+ public:
+  AnswerPrinter(bool split_thoughts, bool hide_thinking)
+      : split_(split_thoughts), hide_(hide_thinking), dim_(isatty(STDOUT_FILENO)) {}
+
+  void print(std::string_view piece) {
+    if (!split_) {
+      std::cout << piece << std::flush;
+      return;
+    }
+    show(splitter_.push(piece));
+  }
+  void finish() {
+    if (split_) show(splitter_.flush());
+    if (open_) close_thought();
+  }
+
+ private:
+  void show(const runtime::ThoughtSplitter::Parts& parts) {
+    if (!parts.thinking.empty() && !hide_) {
+      if (!open_) std::cout << (dim_ ? "\x1b[2m" : "") << "Thinking...\n";
+      open_ = true;
+      std::cout << parts.thinking;
+    }
+    if (open_ && !splitter_.in_thought()) close_thought();
+    std::cout << parts.answer << std::flush;
+  }
+  void close_thought() {
+    std::cout << "\n...done thinking." << (dim_ ? "\x1b[0m" : "") << "\n\n";
+    open_ = false;
+  }
+
+  runtime::ThoughtSplitter splitter_;
+  bool split_, hide_, dim_;
+  bool open_ = false;  // a thought is being shown
+};
+
 class Chat {
  public:
   Chat(const RunOptions& o, loader::LoadedModel& m, kernels::ThreadPool& pool, double load_seconds)
@@ -115,11 +158,13 @@ class Chat {
     options_.max_new_tokens =
         o_.max_new_tokens.value_or(m_.defaults.answer_limit(static_cast<int64_t>(ids.size())));
     std::string answer;
+    AnswerPrinter printer(m_.chat_format == runtime::ChatFormat::kGemma4 && !o_.raw, o_.hide_thinking);
     const auto stats = generator_.generate(slot_, ids, sampler_, options_, [&](std::string_view piece) {
-      std::cout << piece << std::flush;
+      printer.print(piece);
       answer += piece;
       return true;
     }, parts);
+    printer.finish();
     std::cout << "\n";
     if (!o_.raw) history_.push_back({"model", answer, 0});
     if (o_.raw) images_.clear();
@@ -197,6 +242,9 @@ void add_run_command(CLI::App& app) {
       "role; Gemma 3's folds it the same way)");
   cmd->add_flag("--raw", o->raw, "Plain completion of the prompt, no chat template");
   cmd->add_flag("--think", o->think, "Let the model think before it answers (Gemma 4's thinking mode)");
+  cmd->add_flag("--hide-thinking", o->hide_thinking,
+                "Do not print a Gemma 4 model's thought (shown dimmed, between \"Thinking...\" and \"...done "
+                "thinking.\", by default)");
   cmd->add_option("--temp", o->temperature, "Temperature (0 = greedy); default from generation_config.json");
   cmd->add_option("--top-k", o->top_k, "Top-k (0 = off)");
   cmd->add_option("--top-p", o->top_p, "Top-p / nucleus (1 = off)");

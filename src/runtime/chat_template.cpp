@@ -32,6 +32,21 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// Gemma 4's strip_thinking: a model turn's text without its <|channel>...<channel|> parts (a part never closed
+// is kept), trimmed. Earlier thoughts are not shown to the model again.
+std::string without_thinking(std::string_view text) {
+  constexpr std::string_view kOpen = "<|channel>", kClose = "<channel|>";
+  std::string kept;
+  for (size_t start = 0;;) {
+    const size_t close = text.find(kClose, start);
+    const std::string_view part = text.substr(start, close == std::string_view::npos ? close : close - start);
+    kept += part.substr(0, part.find(kOpen));
+    if (close == std::string_view::npos) break;
+    start = close + kClose.size();
+  }
+  return std::string(trim(kept));
+}
+
 // The template's only check: turn i (after the system message) is a user turn exactly when i is even.
 void check_alternation(const ChatMessage& message, size_t turn) {
   if ((message.role == "user") != (turn % 2 == 0)) {
@@ -80,19 +95,28 @@ std::string render_chat(std::span<const ChatMessage> messages, bool add_generati
     if (thinking) throw std::invalid_argument("render_chat: this model's chat format has no thinking mode");
     return render_chat(messages, add_generation_prompt);
   }
-  const bool has_system = !messages.empty() && messages.front().role == "system";
+  const bool has_system =
+      !messages.empty() && (messages.front().role == "system" || messages.front().role == "developer");
   std::string out = "<bos>";
-  const auto turn = [&](std::string_view role, std::string_view opening, std::string_view content) {
-    (((((out += "<|turn>") += role) += '\n') += opening) += trim(content)) += "<turn|>\n";
-  };
-  if ((has_system && !messages.front().content.empty()) || thinking)
-    turn("system", thinking ? "<|think|>" : "", has_system ? messages.front().content : "");
-  for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
-    if (messages[i].images > 0)
-      throw std::invalid_argument("render_chat: images in a Gemma 4 conversation are not supported yet");
-    turn(turn_role(messages[i]), "", messages[i].content);
+  if (has_system || thinking) {
+    out += "<|turn>system\n";
+    if (thinking) out += "<|think|>\n";
+    if (has_system) out += trim(messages.front().content);
+    out += "<turn|>\n";
   }
-  if (add_generation_prompt) out += "<|turn>model\n";
+  std::string_view previous_role;
+  for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    if (m.images > 0) throw std::invalid_argument("render_chat: images in a Gemma 4 conversation are not supported yet");
+    const std::string_view role = turn_role(m);
+    // An answer right after another continues the same model turn.
+    if (!(role == "model" && previous_role == "model")) ((out += "<|turn>") += role) += '\n';
+    out += role == "model" ? without_thinking(m.content) : trim(m.content);
+    out += "<turn|>\n";
+    previous_role = role;
+  }
+  // Without thinking, the prompt closes an empty thought so that the model answers at once.
+  if (add_generation_prompt) out += thinking ? "<|turn>model\n" : "<|turn>model\n<|channel>thought\n<channel|>";
   return out;
 }
 

@@ -25,10 +25,12 @@ enum class ChatFormat {
 // The piece that ends a turn, which ends a chat answer.
 std::string_view end_of_turn(ChatFormat format);
 
-// Renders `messages` in `format`: Gemma 4's as its chat_template.jinja does (a leading system message becomes
-// a system turn, trimmed, left out when empty unless `thinking`, which opens it with <|think|>; every
-// content trimmed; roles as given, "assistant" as "model"; images not supported), the others as described
-// next (they have no thinking mode: `thinking` is an error there).
+// Renders `messages` in `format`: Gemma 4's as Google's published chat_template.jinja does for text turns (a
+// leading system or developer message becomes a system turn, trimmed; `thinking` opens that turn with
+// "<|think|>\n", and without it the generation prompt closes an empty thought channel; model turns lose their
+// <|channel>...<channel|> thoughts, an answer right after another continues its turn; every content trimmed;
+// roles as given, "assistant" as "model"; tools and images not supported), the others as described next (they
+// have no thinking mode: `thinking` is an error there).
 std::string render_chat(std::span<const ChatMessage> messages, bool add_generation_prompt, ChatFormat format,
                         bool thinking = false);
 
