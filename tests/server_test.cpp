@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "runtime/chat_template.h"
 #include "test_util.h"
+#include "tokenizer/tokenizer.h"
 
 namespace ge {
 namespace {
@@ -468,6 +470,68 @@ TEST(Server, SecondTurnRunsOnlyItsNewTokensAndAnswersAsACold) {
   const int64_t all = from_cold["prompt_eval_count"], prompt1 = first["prompt_eval_count"];
   EXPECT_LE(second["prompt_eval_count"].get<int64_t>(), all - prompt1 + 1);
   EXPECT_GT(all, prompt1 + 40 / 4);
+}
+
+// Gemma 4's thinking switch reaches its template through both APIs (the prompt counts the tokens of the
+// published template's render with or without it), a model without one refuses it, /api/show lists the
+// capability, and no thinking mark is left in an answer.
+TEST(Server, ThinkingSwitchRendersGemma4sThinkingPromptAndOthersRefuseIt) {
+  const auto gemma4 = test::data_dir() / "gemma4-tiny";
+  ServerProcess server("-m " + gemma4.string() + " -m " + test::demo_model_dir().string());
+  auto c = server.client();
+  const Tokenizer tokenizer = Tokenizer::load(gemma4);
+  const std::vector<runtime::ChatMessage> hi = {{"user", "Hi", 0}};
+  const auto prompt_tokens = [&](bool thinking) {
+    return static_cast<int64_t>(
+        tokenizer.encode(runtime::render_chat(hi, true, runtime::ChatFormat::kGemma4, thinking), false).size());
+  };
+  ASSERT_NE(prompt_tokens(true), prompt_tokens(false));
+  const auto no_marks = [](const json& message) {
+    for (const char* field : {"content", "thinking", "reasoning_content"}) {
+      if (!message.contains(field)) continue;
+      const std::string text = message[field];
+      EXPECT_EQ(text.find("<|channel>"), std::string::npos) << field << ": " << text;
+      EXPECT_EQ(text.find("<channel|>"), std::string::npos) << field << ": " << text;
+    }
+  };
+  // Ollama counts the prompt tokens it ran (the first request is cold), OpenAI every prompt token.
+  for (const bool think : {true, false}) {
+    json body = chat("Hi", 3, false);
+    body["model"] = "gemma4-tiny";
+    body["think"] = think;
+    const json r = post_json(c, "/api/chat", body);
+    if (think) EXPECT_EQ(r["prompt_eval_count"], prompt_tokens(true)) << r;
+    no_marks(r["message"]);
+  }
+  for (const auto& [switch_json, think] :
+       {std::pair{json{{"reasoning_effort", "high"}}, true}, std::pair{json{{"reasoning_effort", "none"}}, false},
+        std::pair{json{{"chat_template_kwargs", {{"enable_thinking", true}}}}, true}, std::pair{json::object(), false}}) {
+    json body = {{"model", "gemma4-tiny"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 3},
+                 {"temperature", 0}};
+    body.update(switch_json);
+    const json r = post_json(c, "/v1/chat/completions", body);
+    EXPECT_EQ(r["usage"]["prompt_tokens"], prompt_tokens(think)) << r;
+    no_marks(r["choices"][0]["message"]);
+  }
+  int status = 0;
+  json body = chat("Hi", 3, false);
+  body["think"] = true;
+  json e = post_json(c, "/api/chat", body, &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(e["error"], "model 'gemma3-tiny' does not support thinking");
+  e = post_json(c, "/v1/chat/completions",
+                {{"model", "gemma3-tiny"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"reasoning_effort", "low"}},
+                &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(e["error"]["message"], "model 'gemma3-tiny' does not support thinking");
+  body["think"] = "very";
+  post_json(c, "/api/chat", body, &status);
+  EXPECT_EQ(status, 400);
+  const auto capabilities = [&](const std::string& model) {
+    return post_json(c, "/api/show", {{"model", model}})["capabilities"].get<std::vector<std::string>>();
+  };
+  EXPECT_EQ(capabilities("gemma4-tiny"), (std::vector<std::string>{"completion", "thinking"}));
+  EXPECT_EQ(capabilities("gemma3-tiny"), (std::vector<std::string>{"completion"}));
 }
 
 }  // namespace

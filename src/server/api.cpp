@@ -168,12 +168,28 @@ std::vector<runtime::PreparedImage> prepare_images(const Generation& g) {
 
 }  // namespace
 
+AnswerSplitter::AnswerSplitter(const Generation& g)
+    : split_(g.chat && g.model->loaded->chat_format == runtime::ChatFormat::kGemma4) {}
+
+runtime::ThoughtSplitter::Parts AnswerSplitter::push(const std::string& text, bool done) {
+  if (!split_) return {"", text};
+  auto parts = splitter_.push(text);
+  if (done) {
+    auto rest = splitter_.flush();
+    parts.thinking += rest.thinking;
+    parts.answer += rest.answer;
+  }
+  return parts;
+}
+
 std::shared_ptr<runtime::Job> submit(const Generation& g) {
   ServedModel& m = *g.model;
+  if (g.think && m.loaded->chat_format != runtime::ChatFormat::kGemma4)
+    throw ApiError(400, "model '" + m.name + "' does not support thinking");
   auto images = prepare_images(g);
   std::string text;
   try {
-    text = g.chat ? runtime::render_chat(g.messages, true, g.model->loaded->chat_format) : g.prompt;
+    text = g.chat ? runtime::render_chat(g.messages, true, g.model->loaded->chat_format, g.think) : g.prompt;
     if (!g.chat)
       for (size_t i = 0; i < images.size(); ++i) text = "<start_of_image>" + text;
     if (!images.empty()) text = runtime::expand_image_markers(text, runtime::prompt_texts(images));

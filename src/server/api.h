@@ -14,6 +14,7 @@
 
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
+#include "runtime/thinking.h"
 #include "server/server.h"
 
 namespace ge::server {
@@ -64,6 +65,20 @@ struct Generation {
   runtime::GenerateOptions options;
   int64_t context = 0;  // the request's own limit on prompt + answer (num_ctx); 0: the slot's
   bool stream = true;
+  bool think = false;  // the model's thinking mode (Gemma 4); 400 for a model without one
+};
+
+// A job's text as it streams: a Gemma 4 chat answer split into its thought and the answer proper (Ollama's
+// "thinking", OpenAI's "reasoning_content"), any other text all answer.
+class AnswerSplitter {
+ public:
+  explicit AnswerSplitter(const Generation& g);
+  // The parts `text` completes; with `done`, also what was held back.
+  runtime::ThoughtSplitter::Parts push(const std::string& text, bool done);
+
+ private:
+  bool split_;
+  runtime::ThoughtSplitter splitter_;
 };
 
 // The request's JSON body; 400 for malformed JSON or a body that is not an object.

@@ -36,8 +36,18 @@ void read_options(const json& body, Generation& g) {
   g.options.stop = stop_field(o, "stop");
 }
 
+// "think": true / false, or a level ("high", "medium", "low"), which Gemma 4's single switch reads as true.
+bool read_think(const json& body) {
+  const auto it = body.find("think");
+  if (it == body.end() || it->is_null()) return false;
+  if (it->is_boolean()) return it->get<bool>();
+  if (it->is_string() && (*it == "high" || *it == "medium" || *it == "low")) return true;
+  throw ApiError(400, "'think' must be true, false, \"high\", \"medium\" or \"low\"");
+}
+
 void read_common(const json& body, Generation& g) {
   if (auto stream = bool_field(body, "stream")) g.stream = *stream;
+  g.think = read_think(body);
   if (body.contains("format") && !body["format"].is_null() && body["format"] != "")
     throw ApiError(400, "'format' (structured output) is not supported by this server");
   read_options(body, g);
@@ -73,32 +83,37 @@ json metrics(const runtime::GenerateStats& s, std::chrono::steady_clock::time_po
           {"eval_duration", eval}};
 }
 
-// Serves a generation as Ollama does: NDJSON objects, each with the model, created_at and `piece(text)`,
-// the last with done and the metrics; or one object when not streaming.
+using Parts = runtime::ThoughtSplitter::Parts;
+
+// Serves a generation as Ollama does: NDJSON objects, each with the model, created_at and `piece(parts)` (the
+// answer, and a Gemma 4 thought as "thinking"), the last with done and the metrics; or one object when not
+// streaming.
 void respond(httplib::Response& res, std::atomic<int>& open_streams, const Generation& g,
-             const std::function<json(const std::string&)>& piece) {
+             const std::function<json(const Parts&)>& piece) {
   const auto received = std::chrono::steady_clock::now();
   auto job = submit(g);
   const std::string model = g.model->name;
-  const auto object = [model, piece](const std::string& text, bool done) {
+  const auto object = [model, piece](const Parts& parts, bool done) {
     json j = {{"model", model}, {"created_at", rfc3339_now()}};
-    j.update(piece(text));
+    j.update(piece(parts));
     j["done"] = done;
     return j;
   };
+  auto splitter = std::make_shared<AnswerSplitter>(g);
   if (!g.stream) {
     const auto all = collect(*job);
-    json j = object(all.text, true);
+    json j = object(splitter->push(all.text, true), true);
     j.update(metrics(all.stats, received));
     res.set_content(j.dump(), "application/json");
     return;
   }
-  stream(res, job, "application/x-ndjson", open_streams, [object, received](const runtime::Job::Progress& p) {
+  stream(res, job, "application/x-ndjson", open_streams, [object, received, splitter](const runtime::Job::Progress& p) {
     std::string out;
-    if (!p.text.empty()) out += object(p.text, false).dump() + "\n";
+    if (const Parts parts = splitter->push(p.text, p.done); !parts.answer.empty() || !parts.thinking.empty())
+      out += object(parts, false).dump() + "\n";
     if (p.done) {
       if (!p.error.empty()) return out + error_json(Api::kOllama, 500, p.error) + "\n";
-      json last = object("", true);
+      json last = object({}, true);
       last.update(metrics(p.stats, received));
       out += last.dump() + "\n";
     }
@@ -161,7 +176,11 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
             g.messages.push_back({"system", *system, 0});
           g.messages.push_back({"user", g.prompt, static_cast<int64_t>(g.images.size())});
         }
-        respond(res, *open_streams, g, [](const std::string& text) { return json{{"response", text}}; });
+        respond(res, *open_streams, g, [](const Parts& parts) {
+          json j = {{"response", parts.answer}};
+          if (!parts.thinking.empty()) j["thinking"] = parts.thinking;
+          return j;
+        });
       }));
 
   http.Post("/api/chat",
@@ -189,8 +208,10 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
                 g.messages.push_back(
                     {*role, string_field(msg, "content").value_or(""), static_cast<int64_t>(images.size())});
               }
-              respond(res, *open_streams, g, [](const std::string& text) {
-                return json{{"message", {{"role", "assistant"}, {"content", text}}}};
+              respond(res, *open_streams, g, [](const Parts& parts) {
+                json message = {{"role", "assistant"}, {"content", parts.answer}};
+                if (!parts.thinking.empty()) message["thinking"] = parts.thinking;
+                return json{{"message", message}};
               });
             }));
 
@@ -226,6 +247,7 @@ void add_ollama_routes(httplib::Server& http, const RouteContext& context) {
               const auto c = model.shape();
               json capabilities = json::array({"completion"});
               if (m.loaded->vision) capabilities.push_back("vision");
+              if (m.loaded->chat_format == runtime::ChatFormat::kGemma4) capabilities.push_back("thinking");
               const auto& s = m.loaded->defaults.sampling;
               std::string parameters = "temperature " + json(s.temperature).dump() + "\ntop_k " +
                                        std::to_string(s.top_k) + "\ntop_p " + json(s.top_p).dump() +

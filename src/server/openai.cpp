@@ -107,10 +107,23 @@ void read_content(const json& content, const std::string& where, runtime::ChatMe
   }
 }
 
-// Serves a generation as OpenAI does. `choice(text, finish)` is the endpoint's choice object.
+using Parts = runtime::ThoughtSplitter::Parts;
+
+// The thinking switch: OpenAI's reasoning_effort ("none" turns it off, any level on), or llama-server's
+// chat_template_kwargs.enable_thinking.
+bool read_think(const json& body) {
+  if (const auto effort = string_field(body, "reasoning_effort")) return *effort != "none";
+  const auto it = body.find("chat_template_kwargs");
+  if (it == body.end() || it->is_null()) return false;
+  if (!it->is_object()) throw ApiError(400, "'chat_template_kwargs' must be an object");
+  return bool_field(*it, "enable_thinking").value_or(false);
+}
+
+// Serves a generation as OpenAI does. `choice(parts, finish, first)` is the endpoint's choice object, from the
+// answer and a Gemma 4 thought.
 void respond(httplib::Response& res, std::atomic<int>& open_streams, const Generation& g, bool with_usage,
              const char* object, const char* chunk_object,
-             const std::function<json(const std::string&, const json& finish, bool first)>& choice) {
+             const std::function<json(const Parts&, const json& finish, bool first)>& choice) {
   auto job = submit(g);
   const std::string id = new_id(object == std::string("chat.completion") ? "chatcmpl-" : "cmpl-");
   const int64_t created = unix_now();
@@ -122,10 +135,11 @@ void respond(httplib::Response& res, std::atomic<int>& open_streams, const Gener
                 {"model", model},
                 {"system_fingerprint", "gemma-engine"}};
   };
+  auto splitter = std::make_shared<AnswerSplitter>(g);
   if (!g.stream) {
     const auto all = collect(*job);
     json j = envelope(object);
-    j["choices"] = json::array({choice(all.text, finish_reason(all.stats.stop), true)});
+    j["choices"] = json::array({choice(splitter->push(all.text, true), finish_reason(all.stats.stop), true)});
     j["usage"] = usage(all.stats);
     res.set_content(j.dump(), "application/json");
     return;
@@ -133,9 +147,10 @@ void respond(httplib::Response& res, std::atomic<int>& open_streams, const Gener
   auto first = std::make_shared<bool>(true);
   stream(res, job, "text/event-stream", open_streams, [=](const runtime::Job::Progress& p) {
     std::string out;
-    if (!p.text.empty() || (*first && !p.done)) {
+    const Parts parts = splitter->push(p.text, p.done);
+    if (!parts.answer.empty() || !parts.thinking.empty() || (*first && !p.done)) {
       json j = envelope(chunk_object);
-      j["choices"] = json::array({choice(p.text, nullptr, *first)});
+      j["choices"] = json::array({choice(parts, nullptr, *first)});
       *first = false;
       out += sse(j);
     }
@@ -143,7 +158,7 @@ void respond(httplib::Response& res, std::atomic<int>& open_streams, const Gener
     if (!p.error.empty())
       return out + "data: " + error_json(Api::kOpenAI, 500, p.error) + "\n\n" + "data: [DONE]\n\n";
     json last = envelope(chunk_object);
-    last["choices"] = json::array({choice("", finish_reason(p.stats.stop), false)});
+    last["choices"] = json::array({choice({}, finish_reason(p.stats.stop), false)});
     out += sse(last);
     if (with_usage) {
       json u = envelope(chunk_object);
@@ -167,6 +182,7 @@ void add_openai_routes(httplib::Server& http, const RouteContext& context) {
         const json body = parse_body(req.body);
         Generation g = start_generation(body, find);
         read_parameters(body, g);
+        g.think = read_think(body);
         const auto it = body.find("messages");
         if (it == body.end() || !it->is_array() || it->empty())
           throw ApiError(400, "'messages' must be a non-empty array");
@@ -185,15 +201,18 @@ void add_openai_routes(httplib::Server& http, const RouteContext& context) {
           g.messages.push_back(std::move(msg));
         }
         respond(res, *open_streams, g, include_usage(body), "chat.completion", "chat.completion.chunk",
-                [stream = g.stream](const std::string& text, const json& finish, bool first) {
+                [stream = g.stream](const Parts& parts, const json& finish, bool first) {
                   json delta = json::object();
                   if (first) delta["role"] = "assistant";
-                  if (!text.empty() || first) delta["content"] = text;
+                  if (!parts.answer.empty() || first) delta["content"] = parts.answer;
+                  if (!parts.thinking.empty()) delta["reasoning_content"] = parts.thinking;
                   json c = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}};
-                  if (stream)
+                  if (stream) {
                     c["delta"] = delta;
-                  else
-                    c["message"] = {{"role", "assistant"}, {"content", text}};
+                  } else {
+                    c["message"] = {{"role", "assistant"}, {"content", parts.answer}};
+                    if (!parts.thinking.empty()) c["message"]["reasoning_content"] = parts.thinking;
+                  }
                   return c;
                 });
       }));
@@ -220,8 +239,8 @@ void add_openai_routes(httplib::Server& http, const RouteContext& context) {
               auto echoed = std::make_shared<bool>(!echo);
               respond(
                   res, *open_streams, g, include_usage(body), "text_completion", "text_completion",
-                  [prompt, echoed](const std::string& text, const json& finish, bool) {
-                    std::string t = text;
+                  [prompt, echoed](const Parts& parts, const json& finish, bool) {
+                    std::string t = parts.answer;
                     if (!*echoed) {
                       t = prompt + t;
                       *echoed = true;
