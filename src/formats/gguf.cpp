@@ -517,6 +517,10 @@ GgufFile::GgufFile(const std::filesystem::path& path, bool populate)
     if (!by_name_.emplace(t.name, &t).second) fail(path, "duplicate tensor name '" + t.name + "'");
 }
 
+void GgufFile::release(const std::byte* data, size_t n) const {
+  release_pages(data, n);
+}
+
 const Tensor* GgufFile::find(std::string_view name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;

@@ -152,6 +152,7 @@ class GgufFile final : public TensorSource {
   const Tensor* find(std::string_view name) const override;
   std::vector<const Tensor*> all() const override;  // in file order
   std::string describe() const override { return path().string(); }
+  void release(const std::byte* data, size_t n) const override;
 
  private:
   MappedFile file_;

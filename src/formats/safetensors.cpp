@@ -121,6 +121,10 @@ void SafetensorsCheckpoint::add_file(const std::filesystem::path& path, bool pop
   }
 }
 
+void SafetensorsCheckpoint::release(const std::byte* data, size_t n) const {
+  release_pages(data, n);
+}
+
 const Tensor* SafetensorsCheckpoint::find(std::string_view name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;

@@ -32,6 +32,7 @@ class SafetensorsCheckpoint final : public TensorSource {
   const Tensor* find(std::string_view name) const override;
   std::vector<const Tensor*> all() const override;
   std::string describe() const override { return dir_.string(); }
+  void release(const std::byte* data, size_t n) const override;
 
  private:
   void add_file(const std::filesystem::path& path, bool populate);

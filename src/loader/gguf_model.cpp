@@ -226,6 +226,7 @@ class RenamedTensors final : public TensorSource {
   }
   std::vector<const Tensor*> all() const override { return file_->all(); }
   std::string describe() const override { return file_->describe(); }
+  void release(const std::byte* data, size_t n) const override { file_->release(data, n); }
 
  private:
   std::unique_ptr<GgufFile> file_;

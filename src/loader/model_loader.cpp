@@ -91,11 +91,17 @@ bool is_per_layer_table(std::string_view name) {
   return name.ends_with("embed_tokens_per_layer.weight") || name == "per_layer_token_embd.weight";
 }
 
-// What a Gemma 3n or 4 text model leaves unmapped: the audio and vision towers (never run), and the
-// per-layer embedding table (most of the model, read one row per token: its pages come in as tokens use them).
+// Gemma 4's stacked experts, as a folder and as a GGUF file name them.
+bool is_expert_tensor(std::string_view name) {
+  return name.find(".experts.") != std::string_view::npos || name.find("_exps.") != std::string_view::npos;
+}
+
+// What a Gemma 3n or 4 text model leaves unmapped: the audio and vision towers (never run), the per-layer
+// embedding table (most of the model, read one row per token: its pages come in as tokens use them), and
+// the experts (most of a MoE model: read once where the fast path repacks them, else as tokens are routed).
 bool gemma3n_unmapped(std::string_view name) {
   return name.starts_with("model.audio_tower.") || name.starts_with("model.vision_tower.") ||
-         is_per_layer_table(name);
+         is_per_layer_table(name) || is_expert_tensor(name);
 }
 
 // Maps a Gemma 3n's (or 4's) weights but its per-layer table, whose pages are marked for random access: a token's

@@ -43,6 +43,16 @@ size_t weight_bytes(const Weight& w) {
                     w);
 }
 
+std::vector<std::span<const std::byte>> weight_ranges(const Weight& w) {
+  if (const Tensor* t = std::get_if<Tensor>(&w)) return {{t->data, t->nbytes}};
+  const auto& q = std::get<kernels::QuantizedMatrix>(w);
+  const auto rows = static_cast<size_t>(q.rows);
+  std::vector<std::span<const std::byte>> out = {{q.codes, rows * q.code_row_bytes()},
+                                                 {q.scales, rows * q.scale_row_bytes()}};
+  if (q.biases) out.push_back({q.biases, rows * q.scale_row_bytes()});
+  return out;
+}
+
 std::string formats_summary(const std::vector<const Linear*>& layers) {
   std::map<std::string, int> count;
   for (const Linear* l : layers) ++count[weight_format(l->weight())];
@@ -65,7 +75,7 @@ void Linear::operator()(kernels::ThreadPool& pool, const float* x, int64_t n, fl
                         kernels::Precision precision) const {
   const Tensor* tensor = std::get_if<Tensor>(&weight_);
   if (precision == kernels::Precision::kReducedActivations && repacked_ &&
-      !(tensor && kernels::has_reduced_kernel(*tensor, n)))
+      (repacked_only_ || !(tensor && kernels::has_reduced_kernel(*tensor, n))))
     kernels::matmul(pool, *repacked_, x, n, y);
   else
     std::visit(Overloaded{[&](const Tensor& t) { kernels::matmul(pool, t, x, n, y, precision); },
@@ -76,10 +86,13 @@ void Linear::operator()(kernels::ThreadPool& pool, const float* x, int64_t n, fl
   for (int64_t t = 0; t < n; ++t) kernels::add_inplace(y + t * out, bias_.data(), out);
 }
 
-void Linear::prepare_reduced_activations() {
-  if (repacked_) return;
-  auto r = std::visit([](const auto& w) { return kernels::RepackedMatrix::repack(w); }, weight_);
-  if (r) repacked_ = std::make_shared<const kernels::RepackedMatrix>(std::move(*r));
+bool Linear::prepare_reduced_activations(bool keep_reading_original) {
+  if (!repacked_) {
+    auto r = std::visit([](const auto& w) { return kernels::RepackedMatrix::repack(w); }, weight_);
+    if (r) repacked_ = std::make_shared<const kernels::RepackedMatrix>(std::move(*r));
+  }
+  repacked_only_ = repacked_ && !keep_reading_original;
+  return repacked_only_;
 }
 
 Linear Linear::quantized_copy(DType block) const {

@@ -5,6 +5,7 @@
 #pragma once
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
@@ -24,6 +25,8 @@ int64_t weight_cols(const Weight& w);
 std::string weight_format(const Weight& w);  // "BF16", "Q8_0", "affine 4-bit g64", ...
 // Bytes of the weight and, for MLX formats, its scales and biases: what one full pass reads.
 size_t weight_bytes(const Weight& w);
+// Where those bytes are: the tensor's data, or the codes, scales and biases of an MLX matrix.
+std::vector<std::span<const std::byte>> weight_ranges(const Weight& w);
 
 class Linear;
 // The formats of `layers`' weights, most frequent first and joined by '+' when they differ: a
@@ -46,8 +49,10 @@ class Linear {
 
   // Readies the layer for kReducedActivations: a quantized weight (MLX or a ggml block type) that the
   // integer kernels take is repacked once (kernels::RepackedMatrix); until then, and for every other weight,
-  // the product is the exact one or the weight format's own reduced kernel.
-  void prepare_reduced_activations();
+  // the product is the exact one or the weight format's own reduced kernel. Without `keep_reading_original`,
+  // reduced products read only the repacked copy (never the weight's own kernel), so that the stored weight
+  // can leave memory; returns whether that holds (the weight was repacked).
+  bool prepare_reduced_activations(bool keep_reading_original = true);
 
   // The same layer with its weight quantized to `block` (Q8_0 or Q4_0) in memory it owns, for a float
   // weight (F32/F16/BF16); the layer itself for any other weight.
@@ -58,6 +63,7 @@ class Linear {
   std::shared_ptr<const std::vector<std::byte>> owned_;  // quantized_copy's blocks
   std::vector<float> bias_;  // widened once: biases are a few thousand values
   std::shared_ptr<const kernels::RepackedMatrix> repacked_;  // shared by copies (the tied head)
+  bool repacked_only_ = false;  // reduced products never read weight_
 };
 
 // A [num_embeddings, dim] table read one row per token; as_linear() is the tied LM head over the same

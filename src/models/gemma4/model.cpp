@@ -97,7 +97,11 @@ Weights bind_weights(const Config& c, const nn::LayerSource& source) {
 }
 
 Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
-    : models::Decoder(max_chunk), config_(std::move(config)), weights_(bind_weights(config_, source)), max_chunk_(max_chunk) {
+    : models::Decoder(max_chunk),
+      config_(std::move(config)),
+      weights_(bind_weights(config_, source)),
+      tensors_(source.tensors()),
+      max_chunk_(max_chunk) {
   const Config& c = config_;
   std::vector<std::vector<double>> inv_freq;
   int64_t q_width = 0, kv_width = 0, inter = 0;
@@ -196,11 +200,16 @@ size_t Model::weight_bytes_per_token() const {
   return bytes + (weights_.per_layer ? weights_.per_layer->row_bytes() : 0);
 }
 
+// The experts are most of a MoE model and each token reads few of them: once repacked, their stored weights
+// leave memory (the repacked copy is all the fast path reads), so the model is held once, not twice.
 void Model::prepare_reduced_activations(const Progress& progress) {
-  const std::vector<const nn::Linear*> all = matrices(true);
+  const std::vector<const nn::Linear*> shared = matrices(false), all = matrices(true);
   for (size_t i = 0; i < all.size(); ++i) {
     // The layers are this model's own: matrices() lists them const for the readers.
-    const_cast<nn::Linear*>(all[i])->prepare_reduced_activations();
+    auto* layer = const_cast<nn::Linear*>(all[i]);
+    const bool expert = std::find(shared.begin(), shared.end(), all[i]) == shared.end();
+    if (layer->prepare_reduced_activations(/*keep_reading_original=*/!expert))
+      for (const auto range : nn::weight_ranges(layer->weight())) tensors_.release(range.data(), range.size());
     if (progress) progress(static_cast<int64_t>(i) + 1, static_cast<int64_t>(all.size()));
   }
 }

@@ -94,6 +94,7 @@ class Model final : public models::Decoder {
 
   Config config_;
   Weights weights_;
+  const TensorSource& tensors_;  // where the weights are, to let go of the experts' once repacked
   int64_t max_chunk_;
   nn::RopeTables rope_;
   // Activations of one step, allocated once.
