@@ -46,6 +46,14 @@ std::vector<float> all_logits(models::CausalLM& model, const std::vector<int32_t
   return logits;
 }
 
+fs::path convert_fixture(const fs::path& fixture, const fs::path& dir, convert::OutType type) {
+  const fs::path file = dir / (std::string(convert::out_type_name(type)) + ".gguf");
+  convert::ConvertOptions options;
+  options.out_type = type;
+  convert::convert_to_gguf(fixture, file, options);
+  return file;
+}
+
 TEST_P(Gemma4Fixture, PerLayerGeometryIsTheReferences) {
   const auto c = gemma4::resolve_config(test::read_json(fixture() / "config.json"), "config.json");
   const auto ref = reference();
@@ -102,29 +110,34 @@ TEST_P(Gemma4Fixture, LogitsMatchTheFloat64ReferenceAtEveryPosition) {
   EXPECT_LT(d, 1e-3f);
 }
 
+// From the folder and from the f32 GGUF `gemma convert` writes.
 TEST_P(Gemma4Fixture, ResidualStreamMatchesTheReferenceAfterEveryLayer) {
-  auto m = loader::load_model(fixture(), 256);
-  const auto ids = reference_ids();
-  const auto n = static_cast<int64_t>(ids.size()), h = m.model->shape().hidden_size;
-  const auto hidden = test::read_f32(fixture() / "reference_hidden.f32");
-  const int64_t layers = m.model->shape().num_layers;
-  ASSERT_EQ(static_cast<int64_t>(hidden.size()), (layers + 1) * n * h);
-  int64_t seen = 0;
-  const models::HiddenObserver observer = [&](int64_t index, const float* x, int64_t, int64_t rows) {
-    ASSERT_EQ(rows, n);
-    float d = 0, scale = 1;
-    for (int64_t i = 0; i < n * h; ++i) {
-      d = std::max(d, std::abs(x[i] - hidden[index * n * h + i]));
-      scale = std::max(scale, std::abs(hidden[index * n * h + i]));
-    }
-    EXPECT_LT(d, 1e-4f * scale) << "after index " << index;
-    ++seen;
-  };
-  kernels::ThreadPool pool(2);
-  auto cache = m.model->make_cache(n);
-  std::vector<float> logits(m.model->shape().vocab_size);
-  m.model->forward(ids, 0, cache, pool, logits.data(), false, &observer);
-  EXPECT_EQ(seen, layers + 1);
+  test::ScratchDir dir;
+  for (const fs::path& path : {fixture(), convert_fixture(fixture(), dir.path(), convert::OutType::F32)}) {
+    SCOPED_TRACE(path.string());
+    auto m = loader::load_model(path, 256);
+    const auto ids = reference_ids();
+    const auto n = static_cast<int64_t>(ids.size()), h = m.model->shape().hidden_size;
+    const auto hidden = test::read_f32(fixture() / "reference_hidden.f32");
+    const int64_t layers = m.model->shape().num_layers;
+    ASSERT_EQ(static_cast<int64_t>(hidden.size()), (layers + 1) * n * h);
+    int64_t seen = 0;
+    const models::HiddenObserver observer = [&](int64_t index, const float* x, int64_t, int64_t rows) {
+      ASSERT_EQ(rows, n);
+      float d = 0, scale = 1;
+      for (int64_t i = 0; i < n * h; ++i) {
+        d = std::max(d, std::abs(x[i] - hidden[index * n * h + i]));
+        scale = std::max(scale, std::abs(hidden[index * n * h + i]));
+      }
+      EXPECT_LT(d, 1e-4f * scale) << "after index " << index;
+      ++seen;
+    };
+    kernels::ThreadPool pool(2);
+    auto cache = m.model->make_cache(n);
+    std::vector<float> logits(m.model->shape().vocab_size);
+    m.model->forward(ids, 0, cache, pool, logits.data(), false, &observer);
+    EXPECT_EQ(seen, layers + 1);
+  }
 }
 
 // Window 8 (gemma4-tiny: the last 5 layers reading layers 3 and 4): 24 tokens in chunks of 5 against one at
@@ -157,14 +170,6 @@ TEST_P(Gemma4Fixture, BatchedDecodeEqualsLoneStepsBitForBit) {
     m.model->forward(std::span(&ids[10 + i], 1), 5 + 4 * i, lone[i], pool, scratch.data(), false);
     EXPECT_TRUE(std::equal(scratch.begin(), scratch.end(), batched.begin() + i * vocab)) << "row " << i;
   }
-}
-
-fs::path convert_fixture(const fs::path& fixture, const fs::path& dir, convert::OutType type) {
-  const fs::path file = dir / (std::string(convert::out_type_name(type)) + ".gguf");
-  convert::ConvertOptions options;
-  options.out_type = type;
-  convert::convert_to_gguf(fixture, file, options);
-  return file;
 }
 
 // The same weights; the file stores the vectors and small matrices in f32, whose kernels sum in another order
@@ -208,12 +213,7 @@ TEST_P(Gemma4Fixture, DefaultPathOnQ8_0IsAsCloseAsLlamaCpp) {
   }
 }
 
-TEST_P(Gemma4Fixture, GgufConfigIsTheFoldersConfig) {
-  test::ScratchDir dir;
-  const fs::path file = convert_fixture(fixture(), dir.path(), convert::OutType::F32);
-  const formats::GgufFile g(file);
-  const auto got = loader::gemma4_config_from_gguf(g, loader::tokenizer_from_gguf(g));
-  const auto want = gemma4::resolve_config(test::read_json(fixture() / "config.json"), "config.json");
+void expect_same_config(const gemma4::Config& got, const gemma4::Config& want) {
   EXPECT_EQ(got.vocab_size, want.vocab_size);
   EXPECT_EQ(got.hidden_size, want.hidden_size);
   EXPECT_EQ(got.num_heads, want.num_heads);
@@ -238,6 +238,38 @@ TEST_P(Gemma4Fixture, GgufConfigIsTheFoldersConfig) {
     EXPECT_EQ(gemma4::rope_inv_freq(a), gemma4::rope_inv_freq(b)) << l;
     EXPECT_EQ(got.kv_source(l), want.kv_source(l)) << l;
   }
+}
+
+gemma4::Config config_of(const fs::path& gguf) {
+  const formats::GgufFile g(gguf);
+  return loader::gemma4_config_from_gguf(g, loader::tokenizer_from_gguf(g));
+}
+
+TEST_P(Gemma4Fixture, GgufConfigIsTheFoldersConfig) {
+  test::ScratchDir dir;
+  expect_same_config(config_of(convert_fixture(fixture(), dir.path(), convert::OutType::F32)),
+                     gemma4::resolve_config(test::read_json(fixture() / "config.json"), "config.json"));
+}
+
+// Files made as llama.cpp's converter makes them (tests/data/gemma4-gguf/make_llamacpp_style.py: its keys in its
+// order through its gguf-py, its token types, bf16 matrices): the folder's config, logits and tokenizer.
+TEST_P(Gemma4Fixture, LlamaCppStyleGgufReadsAsTheFolder) {
+  const fs::path file =
+      test::data_dir() / "gemma4-gguf" / (GetParam() == "gemma4-tiny" ? "llama-dense.gguf" : "llama-moe.gguf");
+  expect_same_config(config_of(file),
+                     gemma4::resolve_config(test::read_json(fixture() / "config.json"), "config.json"));
+  auto folder = loader::load_model(fixture(), 256), gguf = loader::load_model(file, 256);
+  const auto ids = reference_ids();
+  const auto logits = all_logits(*gguf.model, ids);
+  EXPECT_LE(test::max_abs_diff(logits, all_logits(*folder.model, ids)), 5e-5f);
+  EXPECT_LT(test::max_abs_diff(logits, test::read_f32(fixture() / "reference_logits.f32")), 1e-3f);
+  for (const std::string text : {"<|turn>user\nHi there<turn|>\n<|turn>model\n<|channel>thought\n<channel|>",
+                                 "a  b\tc \u00e9 \U0001F642 <|image|>"})
+    EXPECT_EQ(gguf.tokenizer.encode(text, true), folder.tokenizer.encode(text, true)) << text;
+  auto eos = gguf.defaults.eos_ids, want = folder.defaults.eos_ids;
+  std::sort(eos.begin(), eos.end());
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(eos, want);
 }
 
 // What llama.cpp's gemma4 loader reads, checked against the reference's geometry and tokenizer.json.
