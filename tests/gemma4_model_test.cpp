@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
+#include <map>
 #include <set>
 
 #include "convert/gguf_convert.h"
@@ -14,6 +16,8 @@
 #include "kernels/thread_pool.h"
 #include "loader/gguf_model.h"
 #include "loader/model_loader.h"
+#include "formats/safetensors.h"
+#include "mlx_copy.h"
 #include "models/gemma4/model.h"
 #include "test_util.h"
 
@@ -400,6 +404,89 @@ TEST(Gemma4Gguf, LyingFilesAreErrorsNamingTheKeyOrTensor) {
   expect_in(error_with({}, [](const std::string& name) { return name == "blk.2.ffn_down_exps.scale" ? "" : name; }),
             "router.per_expert_scale");
   expect_in(test::error_of([&] { loader::load_model(good, 16, good); }), "Gemma 4 reads text only here");
+}
+
+// A Gemma 4 checkpoint under the names mlx-lm saves it with: language_model.model. before the text model, the
+// experts' fused gate_up split into SwitchGLU's gate_proj and up_proj, down_proj beside them, the towers gone.
+class MlxLmLayout final : public TensorSource {
+ public:
+  explicit MlxLmLayout(const TensorSource& src) : src_(src) {
+    const std::string text = "model.language_model.";
+    for (const Tensor* t : src.all()) {
+      if (!t->name.starts_with(text)) continue;
+      std::string name = "language_model.model." + t->name.substr(text.size());
+      if (name.ends_with("experts.gate_up_proj")) {
+        split_gate_up(*t, name.substr(0, name.size() - 12) + "switch_glu.");
+        continue;
+      }
+      if (name.ends_with("experts.down_proj")) name = name.substr(0, name.size() - 9) + "switch_glu.down_proj.weight";
+      Tensor view = *t;
+      view.name = name;
+      tensors_[name] = view;
+    }
+  }
+  const Tensor* find(std::string_view name) const override {
+    const auto it = tensors_.find(name);
+    return it == tensors_.end() ? nullptr : &it->second;
+  }
+  std::vector<const Tensor*> all() const override {
+    std::vector<const Tensor*> out;
+    for (const auto& [name, t] : tensors_) out.push_back(&t);
+    return out;
+  }
+  std::string describe() const override { return src_.describe() + " (mlx-lm's names)"; }
+
+ private:
+  // [experts, 2F, H] -> gate [experts, F, H] and up [experts, F, H], f32.
+  void split_gate_up(const Tensor& t, const std::string& prefix) {
+    const int64_t experts = t.shape[0], f = t.shape[1] / 2, h = t.shape[2];
+    for (const auto& [part, first] : {std::pair{"gate_proj", int64_t{0}}, std::pair{"up_proj", f}}) {
+      auto& values = storage_.emplace_back(static_cast<size_t>(experts * f * h));
+      for (int64_t e = 0; e < experts; ++e)
+        for (int64_t r = 0; r < f; ++r)
+          kernels::dequantize_row(t, e * 2 * f + first + r, 1.0f, values.data() + (e * f + r) * h);
+      const std::string name = prefix + part + ".weight";
+      tensors_[name] = Tensor{name, DType::F32, {experts, f, h}, reinterpret_cast<const std::byte*>(values.data()),
+                              values.size() * sizeof(float)};
+    }
+  }
+
+  const TensorSource& src_;
+  std::deque<std::vector<float>> storage_;
+  std::map<std::string, Tensor, std::less<>> tensors_;
+};
+
+// mlx-community's MoE folders: the experts as SwitchGLU stacks, quantized where their rows are whole groups (on
+// this fixture the down projections; gate and up, 80 wide, stay float as mlx-lm leaves them), are the model of
+// their dequantized weights.
+TEST(Gemma4Mlx, SwitchGluExpertsAreTheModelOfTheirDequantizedWeights) {
+  const fs::path dir = test::data_dir() / "gemma4-moe-tiny";
+  const formats::SafetensorsCheckpoint ckpt(dir);
+  const MlxLmLayout layout(ckpt);
+  const auto config = gemma4::resolve_config(test::read_json(dir / "config.json"), "config.json");
+  const auto ids = test::read_json(dir / "reference.json")["token_ids"].get<std::vector<int32_t>>();
+  const test::QuantParams p{test::QuantMode::kAffine, 4, 32};
+  nn::QuantizationConfig q;
+  q.defaults = p;
+  const auto params_of = [&](const std::string&) -> std::optional<test::QuantParams> { return p; };
+  const test::QuantizedCopy quantized(layout, params_of, false), reference(layout, params_of, true);
+  gemma4::Model got(config, nn::LayerSource(quantized, q), 64), want(config, nn::LayerSource(reference), 64);
+  const auto& experts = *got.weights().layers[0].experts;
+  EXPECT_EQ(nn::weight_format(experts.down[3].weight()), "affine 4-bit g32");
+  EXPECT_EQ(nn::weight_format(experts.gate[3].weight()), "F32");
+  const auto expected = all_logits(want, ids);
+  const float exact = std::max(test::max_abs_diff(all_logits(got, ids), expected),
+                               test::max_abs_diff(all_logits(got, ids, true), expected));
+  got.set_prefill_precision(kernels::Precision::kReducedActivations);
+  got.set_decode_precision(kernels::Precision::kReducedActivations);
+  const float fast = test::max_abs_diff(all_logits(got, ids), expected);
+  gemma4::Model unquantized(config, nn::LayerSource(ckpt), 64);
+  const float rounding = test::max_abs_diff(all_logits(unquantized, ids), expected);
+  std::printf("gemma4-moe-tiny affine 4-bit g32: exact %.2g, default path %.3f from the dequantized model (the "
+              "weights' rounding: %.3f)\n", exact, fast, rounding);
+  EXPECT_LT(exact, 5e-5f);
+  EXPECT_LT(fast, rounding);
+  EXPECT_GT(rounding, 1e-2f) << "the copy should be quantized";
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Gemma4Fixture, ::testing::Values("gemma4-tiny", "gemma4-moe-tiny"),

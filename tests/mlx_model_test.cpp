@@ -15,6 +15,7 @@
 #include "models/gemma3n/model.h"
 #include "models/quantization_config.h"
 #include "quantize/mlx_quantize.h"
+#include "mlx_copy.h"
 #include "test_util.h"
 
 namespace ge {
@@ -23,68 +24,6 @@ namespace {
 namespace fs = std::filesystem;
 using kernels::QuantMode;
 using kernels::QuantParams;
-
-// A fixture's tensors with the chosen 2-D weights replaced, owning the new bytes: either by MLX's
-// tensors (`.weight` codes, `.scales`, `.biases`) or, for the reference, by their dequantized f32 values.
-class QuantizedCopy final : public TensorSource {
- public:
-  // params_of(path) says how the layer at `path` is quantized (nullopt: kept as it is).
-  using ParamsOf = std::function<std::optional<QuantParams>(const std::string&)>;
-  QuantizedCopy(const TensorSource& src, const ParamsOf& params_of, bool dequantized)
-      : src_(src) {
-    for (const Tensor* t : src.all()) {
-      if (t->shape.size() != 2 || !t->name.ends_with(".weight")) continue;
-      const std::string path = t->name.substr(0, t->name.size() - 7);
-      // As mlx-lm does, a matrix whose rows are not whole groups stays float.
-      if (const auto p = params_of(path); p && t->cols() % p->group_size == 0) add(*t, path, *p, dequantized);
-    }
-  }
-
-  const Tensor* find(std::string_view name) const override {
-    if (const auto it = tensors_.find(name); it != tensors_.end()) return &it->second;
-    return src_.find(name);
-  }
-  std::vector<const Tensor*> all() const override { return src_.all(); }
-  std::string describe() const override { return src_.describe() + " (MLX-quantized copy)"; }
-
- private:
-  std::byte* store(size_t bytes) { return storage_.emplace_back(bytes).data(); }
-
-  void put(const std::string& name, DType dtype, std::vector<int64_t> shape, const std::byte* data, size_t bytes) {
-    tensors_[name] = Tensor{name, dtype, std::move(shape), data, bytes};
-  }
-
-  void add(const Tensor& t, const std::string& path, const QuantParams& p, bool dequantized) {
-    const int64_t rows = t.rows(), cols = t.cols();
-    kernels::QuantizedMatrix m{path, p, rows, cols, nullptr, nullptr, nullptr,
-                               p.mode == QuantMode::kAffine ? t.dtype : DType::U8};
-    std::byte* codes = store(rows * m.code_row_bytes());
-    std::byte* scales = store(rows * m.scale_row_bytes());
-    std::byte* biases = kernels::has_biases(p) ? store(rows * m.scale_row_bytes()) : nullptr;
-    std::vector<float> row(static_cast<size_t>(cols));
-    for (int64_t r = 0; r < rows; ++r) {
-      kernels::dequantize_row(t, r, 1.0f, row.data());
-      kernels::quantize_row(p, row.data(), cols, t.dtype, codes + r * m.code_row_bytes(),
-                            scales + r * m.scale_row_bytes(), biases ? biases + r * m.scale_row_bytes() : nullptr);
-    }
-    m.codes = codes;
-    m.scales = scales;
-    m.biases = biases;
-    if (dequantized) {
-      auto* values = reinterpret_cast<float*>(store(static_cast<size_t>(rows * cols) * 4));
-      for (int64_t r = 0; r < rows; ++r) kernels::dequantize_row(m, r, values + r * cols);
-      put(path + ".weight", DType::F32, {rows, cols}, reinterpret_cast<std::byte*>(values), rows * cols * 4);
-      return;
-    }
-    put(path + ".weight", DType::U32, {rows, cols * p.bits / 32}, codes, rows * m.code_row_bytes());
-    put(path + ".scales", m.scale_dtype, {rows, m.groups()}, scales, rows * m.scale_row_bytes());
-    if (biases) put(path + ".biases", m.scale_dtype, {rows, m.groups()}, biases, rows * m.scale_row_bytes());
-  }
-
-  const TensorSource& src_;
-  std::deque<std::vector<std::byte>> storage_;
-  std::map<std::string, Tensor, std::less<>> tensors_;
-};
 
 std::vector<int32_t> reference_ids(const std::string& fixture) {
   return test::read_json(test::fixture_reference_dir(fixture) / "reference.json")["token_ids"]
@@ -132,7 +71,7 @@ Comparison compare(const std::string& fixture, const nn::QuantizationConfig& q) 
     if (const auto it = q.per_layer.find(path); it != q.per_layer.end()) return it->second;
     return q.defaults;
   };
-  const QuantizedCopy quantized(ckpt, params_of, false), reference(ckpt, params_of, true);
+  const test::QuantizedCopy quantized(ckpt, params_of, false), reference(ckpt, params_of, true);
   const auto ids = reference_ids(fixture);
   const auto got = all_logits(config, nn::LayerSource(quantized, q), ids);
   const auto got_stepwise = all_logits(config, nn::LayerSource(quantized, q), ids, true);
@@ -200,7 +139,7 @@ TEST(MlxQuantizedModel, Gemma3nIsTheModelOfItsDequantizedWeights) {
         return std::nullopt;
       return p;
     };
-    const QuantizedCopy quantized(ckpt, params_of, false), reference(ckpt, params_of, true);
+    const test::QuantizedCopy quantized(ckpt, params_of, false), reference(ckpt, params_of, true);
     gemma3n::Model got(config, nn::LayerSource(quantized, q), 64), want(config, nn::LayerSource(reference), 64);
     ASSERT_NE(nn::weight_format(got.weights().per_layer.embed_tokens_per_layer.as_linear().weight()), "BF16");
     const auto expected = all_logits(want, ids);
@@ -252,7 +191,7 @@ class MlxBinding : public ::testing::Test {
   }
 
   formats::SafetensorsCheckpoint ckpt;
-  QuantizedCopy quantized;
+  test::QuantizedCopy quantized;
 };
 
 TEST_F(MlxBinding, LayersAreQuantizedAndTheTiedHeadIsTheQuantizedEmbedding) {
@@ -305,10 +244,10 @@ class MlxFolder : public ::testing::TestWithParam<QuantParams> {
   }
   fs::path folder() const { return scratch.path() / "q"; }
 
-  // The same quantization built in memory from the fixture (QuantizedCopy), as a model.
+  // The same quantization built in memory from the fixture (test::QuantizedCopy), as a model.
   std::vector<float> in_memory_logits(bool dequantized) const {
     const formats::SafetensorsCheckpoint ckpt(test::demo_model_dir());
-    const QuantizedCopy copy(ckpt, [&](const std::string&) { return std::optional(GetParam()); }, dequantized);
+    const test::QuantizedCopy copy(ckpt, [&](const std::string&) { return std::optional(GetParam()); }, dequantized);
     nn::QuantizationConfig q;
     if (!dequantized) q.defaults = GetParam();
     return all_logits(loader::load_config(test::demo_model_dir()), nn::LayerSource(copy, q), ids);
@@ -369,7 +308,7 @@ TEST(MlxFolderMultimodal, TheLanguageModelPrefixLoadsQuantized) {
   options.params = QuantParams{QuantMode::kAffine, 4, 64};
   quantize::quantize_checkpoint(in, out, options);
   const formats::SafetensorsCheckpoint ckpt(in);
-  const QuantizedCopy copy(ckpt, [&](const std::string& path) {
+  const test::QuantizedCopy copy(ckpt, [&](const std::string& path) {
     return path.starts_with("language_model.") ? std::optional(options.params) : std::nullopt;
   }, false);
   nn::QuantizationConfig q;

@@ -38,7 +38,7 @@ int64_t LayerSource::parameter_count(const Tensor& t) const {
 }
 
 kernels::QuantizedMatrix LayerSource::quantized(const std::string& path, const kernels::QuantParams& p,
-                                                int64_t out, int64_t in) const {
+                                                int64_t out, int64_t in, int64_t stack) const {
   const std::string what = describe() + ": tensor '" + path;
   if (const std::string error = kernels::quant_params_error(p); !error.empty())
     throw std::runtime_error(what + "': " + error);
@@ -47,6 +47,7 @@ kernels::QuantizedMatrix LayerSource::quantized(const std::string& path, const k
                              std::to_string(p.group_size) + " (" + kernels::describe(p) + ")");
   const auto expect = [&](const std::string& suffix, const Tensor& t, std::vector<int64_t> shape, bool ok_dtype,
                           const char* dtypes) {
+    if (stack > 0) shape.insert(shape.begin(), stack);
     if (t.shape != shape)
       throw std::runtime_error(what + suffix + "' has shape " + shape_string(t.shape) + ", but a " +
                                kernels::describe(p) + " [" + std::to_string(out) + ", " + std::to_string(in) +
@@ -61,26 +62,37 @@ kernels::QuantizedMatrix LayerSource::quantized(const std::string& path, const k
   const bool affine = p.mode == kernels::QuantMode::kAffine;
   expect(".scales", scales, {out, in / p.group_size}, affine ? is_float(scales.dtype) : scales.dtype == DType::U8,
          affine ? "F32, F16 or BF16" : "U8 (or F8_E4M3 / F8_E8M0)");
-  kernels::QuantizedMatrix m{path, p, out, in, w.data, scales.data, nullptr, scales.dtype};
+  kernels::QuantizedMatrix m{path, p, std::max<int64_t>(stack, 1) * out, in, w.data, scales.data, nullptr, scales.dtype};
   if (affine) {
     const Tensor& biases = must(path + ".biases");
-    expect(".biases", biases, scales.shape, biases.dtype == scales.dtype, "the scales' dtype");
+    expect(".biases", biases, {out, in / p.group_size}, biases.dtype == scales.dtype, "the scales' dtype");
     m.biases = biases.data;
   }
   return m;
 }
 
-Weight LayerSource::weight(const std::string& path, int64_t out, int64_t in) const {
-  if (const auto p = quantization_of(path)) return quantized(path, *p, out, in);
-  const std::string name = path + ".weight";
+Tensor LayerSource::stored_weight(const std::string& name, const std::vector<int64_t>& shape) const {
   const Tensor& t = must(name);
-  if (t.shape != std::vector<int64_t>{out, in})
+  if (t.shape != shape)
     throw std::runtime_error(describe() + ": tensor '" + name + "' has shape " + shape_string(t.shape) +
-                             ", expected " + shape_string({out, in}));
+                             ", expected " + shape_string(shape));
   if (!is_float(t.dtype) && !is_ggml_block(t.dtype))
     throw std::runtime_error(describe() + ": tensor '" + name + "' has unsupported dtype " +
                              std::string(dtype_info(t.dtype).name));
-  return t;
+  Tensor matrix = t;
+  matrix.shape = {t.numel() / shape.back(), shape.back()};
+  return matrix;
+}
+
+Weight LayerSource::weight(const std::string& path, int64_t out, int64_t in) const {
+  if (const auto p = quantization_of(path)) return quantized(path, *p, out, in);
+  return stored_weight(path + ".weight", {out, in});
+}
+
+Weight LayerSource::stacked_weight(const std::string& path, int64_t stack, int64_t out, int64_t in) const {
+  if (has(path)) return stored_weight(path, {stack, out, in});
+  if (const auto p = quantization_of(path)) return quantized(path, *p, out, in, stack);
+  return stored_weight(path + ".weight", {stack, out, in});
 }
 
 Linear LayerSource::linear(const std::string& path, int64_t out, int64_t in) const {

@@ -34,6 +34,11 @@ class LayerSource {
   // `<path>.weight`, with `<path>.scales` (and `.biases`, affine) when the layer is quantized.
   Weight weight(const std::string& path, int64_t out, int64_t in) const;
   Linear linear(const std::string& path, int64_t out, int64_t in) const;
+  // `stack` matrices of [out, in] stored as one [stack, out, in] tensor (a MoE's experts), as one weight of
+  // stack * out rows (row_slice takes one out): the tensor `path` itself (Gemma 4's checkpoints and GGUF
+  // files name it so), else `<path>.weight`, MLX-quantized with `.scales` / `.biases` of [stack, out, groups]
+  // when the layer is (mlx-lm's SwitchLinear).
+  Weight stacked_weight(const std::string& path, int64_t stack, int64_t out, int64_t in) const;
   // A Linear over a float weight [out, in_shape...] read as [out, prod(in_shape)] (+ `<path>.bias`): a
   // Conv2d whose stride equals its kernel is this Linear over flattened patches.
   Linear flattened_linear(const std::string& path, int64_t out, const std::vector<int64_t>& in_shape) const;
@@ -54,8 +59,11 @@ class LayerSource {
 
  private:
   const Tensor& must(const std::string& name) const;
+  // `stack` > 0: [stack, out, ...] tensors read as stack * out rows.
   kernels::QuantizedMatrix quantized(const std::string& path, const kernels::QuantParams& p, int64_t out,
-                                     int64_t in) const;
+                                     int64_t in, int64_t stack = 0) const;
+  // The float or ggml-block tensor `name` of `shape`, as a matrix of its last dim's columns.
+  Tensor stored_weight(const std::string& name, const std::vector<int64_t>& shape) const;
 
   const TensorSource& tensors_;
   QuantizationConfig quantization_;

@@ -43,6 +43,26 @@ size_t weight_bytes(const Weight& w) {
                     w);
 }
 
+Weight row_slice(const Weight& w, int64_t begin, int64_t count) {
+  if (const Tensor* t = std::get_if<Tensor>(&w)) {
+    const size_t row_bytes = t->nbytes / static_cast<size_t>(t->rows());  // rows are whole blocks
+    Tensor slice = *t;
+    slice.name = t->name + "[" + std::to_string(begin) + ":" + std::to_string(begin + count) + "]";
+    slice.shape = {count, t->cols()};
+    slice.data = t->data + static_cast<size_t>(begin) * row_bytes;
+    slice.nbytes = static_cast<size_t>(count) * row_bytes;
+    return slice;
+  }
+  kernels::QuantizedMatrix q = std::get<kernels::QuantizedMatrix>(w);
+  const auto first = static_cast<size_t>(begin);
+  q.name += "[" + std::to_string(begin) + ":" + std::to_string(begin + count) + "]";
+  q.codes += first * q.code_row_bytes();
+  q.scales += first * q.scale_row_bytes();
+  if (q.biases) q.biases += first * q.scale_row_bytes();
+  q.rows = count;
+  return q;
+}
+
 std::vector<std::span<const std::byte>> weight_ranges(const Weight& w) {
   if (const Tensor* t = std::get_if<Tensor>(&w)) return {{t->data, t->nbytes}};
   const auto& q = std::get<kernels::QuantizedMatrix>(w);

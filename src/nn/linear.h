@@ -25,6 +25,9 @@ int64_t weight_cols(const Weight& w);
 std::string weight_format(const Weight& w);  // "BF16", "Q8_0", "affine 4-bit g64", ...
 // Bytes of the weight and, for MLX formats, its scales and biases: what one full pass reads.
 size_t weight_bytes(const Weight& w);
+// Rows [begin, begin + count) of the weight, in place (one expert of a stacked weight, the gate half of a
+// fused gate_up).
+Weight row_slice(const Weight& w, int64_t begin, int64_t count);
 // Where those bytes are: the tensor's data, or the codes, scales and biases of an MLX matrix.
 std::vector<std::span<const std::byte>> weight_ranges(const Weight& w);
 

@@ -12,7 +12,7 @@ namespace ge::gemma4 {
 namespace {
 
 std::string find_prefix(const nn::LayerSource& source) {
-  for (const char* p : {"model.language_model.", "model."})
+  for (const char* p : {"model.language_model.", "model.", "language_model.model."})
     if (source.has(std::string(p) + "embed_tokens.weight")) return p;
   throw std::runtime_error(source.describe() + ": missing tensor 'model.language_model.embed_tokens.weight'");
 }
@@ -24,18 +24,11 @@ std::vector<float> widened_vector(const nn::LayerSource& s, const std::string& n
   return out;
 }
 
-// The experts of a stacked [experts, rows, cols] tensor, each a Linear over its slice.
-std::vector<nn::Linear> expert_slices(const nn::LayerSource& s, const std::string& name, int64_t experts,
-                                      int64_t rows, int64_t cols) {
-  const Tensor* t = s.tensors().find(name);
-  if (!t) throw std::runtime_error(s.describe() + ": missing tensor '" + name + "'");
-  if (t->shape != std::vector<int64_t>{experts, rows, cols})
-    throw std::runtime_error(s.describe() + ": tensor '" + name + "' has shape " + shape_string(t->shape) +
-                             ", expected " + shape_string({experts, rows, cols}));
+// Expert e's rows of a stacked weight of `rows` rows per expert, from `first` on.
+std::vector<nn::Linear> expert_rows(const nn::Weight& stacked, int64_t experts, int64_t rows_per_expert,
+                                    int64_t first, int64_t count) {
   std::vector<nn::Linear> out;
-  const size_t bytes = t->nbytes / static_cast<size_t>(experts);
-  for (int64_t e = 0; e < experts; ++e)
-    out.emplace_back(Tensor{name + "[" + std::to_string(e) + "]", t->dtype, {rows, cols}, t->data + e * bytes, bytes});
+  for (int64_t e = 0; e < experts; ++e) out.emplace_back(nn::row_slice(stacked, e * rows_per_expert + first, count));
   return out;
 }
 
@@ -46,8 +39,18 @@ Experts bind_experts(const nn::LayerSource& s, const Config& c, const std::strin
   e.router_scale = widened_vector(s, p + "router.scale", h);
   e.router_proj = s.linear(p + "router.proj", n, h);
   e.per_expert_scale = widened_vector(s, p + "router.per_expert_scale", n);
-  e.gate_up = expert_slices(s, p + "experts.gate_up_proj", n, 2 * mi, h);
-  e.down = expert_slices(s, p + "experts.down_proj", n, h, mi);
+  // Gemma4TextExperts' fused gate_up (gate rows first), or mlx-lm's SwitchGLU with the two apart.
+  if (s.has(p + "experts.gate_up_proj") || s.has(p + "experts.gate_up_proj.weight")) {
+    const nn::Weight gate_up = s.stacked_weight(p + "experts.gate_up_proj", n, 2 * mi, h);
+    e.gate = expert_rows(gate_up, n, 2 * mi, 0, mi);
+    e.up = expert_rows(gate_up, n, 2 * mi, mi, mi);
+    e.down = expert_rows(s.stacked_weight(p + "experts.down_proj", n, h, mi), n, h, 0, h);
+  } else {
+    const std::string glu = p + "experts.switch_glu.";
+    e.gate = expert_rows(s.stacked_weight(glu + "gate_proj", n, mi, h), n, mi, 0, mi);
+    e.up = expert_rows(s.stacked_weight(glu + "up_proj", n, mi, h), n, mi, 0, mi);
+    e.down = expert_rows(s.stacked_weight(glu + "down_proj", n, h, mi), n, h, 0, h);
+  }
   e.pre_feedforward_layernorm_2 = s.rms_norm(p + "pre_feedforward_layernorm_2", h, eps, false);
   e.post_feedforward_layernorm_1 = s.rms_norm(p + "post_feedforward_layernorm_1", h, eps, false);
   e.post_feedforward_layernorm_2 = s.rms_norm(p + "post_feedforward_layernorm_2", h, eps, false);
@@ -134,7 +137,8 @@ Model::Model(Config config, const nn::LayerSource& source, int64_t max_chunk)
     router_logits_.resize(rows * c.num_experts);
     moe_in_.resize(rows * h);
     moe_gathered_.resize(rows * h);
-    moe_gate_up_.resize(rows * 2 * mi);
+    moe_gate_.resize(rows * mi);
+    moe_up_.resize(rows * mi);
     moe_act_.resize(rows * mi);
     expert_order_.resize(static_cast<size_t>(c.num_experts));
     moe_out_.resize(rows * h);
@@ -166,7 +170,7 @@ std::vector<const nn::Linear*> Model::matrices(bool all_experts) const {
     if (l.experts) {
       all.push_back(&l.experts->router_proj);
       if (all_experts)
-        for (const auto* group : {&l.experts->gate_up, &l.experts->down})
+        for (const auto* group : {&l.experts->gate, &l.experts->up, &l.experts->down})
           for (const nn::Linear& m : *group) all.push_back(&m);
     }
   }
@@ -196,7 +200,8 @@ size_t Model::weight_bytes_per_token() const {
   for (const LayerWeights& l : weights_.layers)  // top_k routed experts (the active parameters)
     if (l.experts)
       bytes += static_cast<size_t>(config_.top_k_experts) *
-               (nn::weight_bytes(l.experts->gate_up[0].weight()) + nn::weight_bytes(l.experts->down[0].weight()));
+               (nn::weight_bytes(l.experts->gate[0].weight()) + nn::weight_bytes(l.experts->up[0].weight()) +
+                nn::weight_bytes(l.experts->down[0].weight()));
   return bytes + (weights_.per_layer ? weights_.per_layer->row_bytes() : 0);
 }
 
@@ -370,11 +375,9 @@ void Model::run_experts(const Experts& e, int64_t n, kernels::ThreadPool& pool, 
           ++m;
         }
     if (m == 0) continue;
-    linear(pool, e.gate_up[expert], moe_gathered_.data(), m, moe_gate_up_.data());
-    for (int64_t r = 0; r < m; ++r) {
-      float* gate = moe_gate_up_.data() + r * 2 * mi;
-      kernels::gelu_tanh_mul(gate, gate + mi, mi, moe_act_.data() + r * mi);
-    }
+    linear(pool, e.gate[expert], moe_gathered_.data(), m, moe_gate_.data());
+    linear(pool, e.up[expert], moe_gathered_.data(), m, moe_up_.data());
+    kernels::gelu_tanh_mul(moe_gate_.data(), moe_up_.data(), m * mi, moe_act_.data());
     linear(pool, e.down[expert], moe_act_.data(), m, moe_out_.data());
     for (int64_t r = 0; r < m; ++r) {
       const int64_t t = routed_rows_[r] / k;

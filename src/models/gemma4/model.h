@@ -29,7 +29,7 @@ struct Experts {
   std::vector<float> router_scale;         // [hidden]
   nn::Linear router_proj;                  // [experts, hidden]
   std::vector<float> per_expert_scale;     // [experts]
-  std::vector<nn::Linear> gate_up, down;   // per expert: [2 * moe_intermediate, hidden] (gate rows first), [hidden, moe_intermediate]
+  std::vector<nn::Linear> gate, up, down;  // per expert: [moe_intermediate, hidden] twice, [hidden, moe_intermediate]
   nn::RMSNorm pre_feedforward_layernorm_2, post_feedforward_layernorm_1, post_feedforward_layernorm_2;
 };
 
@@ -51,9 +51,10 @@ struct Weights {
   std::vector<LayerWeights> layers;
 };
 
-// Binds the text decoder under model.language_model. (Gemma4ForConditionalGeneration) or model.
-// (Gemma4ForCausalLM); throws naming a missing or misshapen tensor. Experts are views of the stacked
-// [experts, rows, cols] tensors, read where they are mapped.
+// Binds the text decoder under model.language_model. (Gemma4ForConditionalGeneration), model.
+// (Gemma4ForCausalLM) or language_model.model. (mlx-lm); throws naming a missing or misshapen tensor. Experts
+// are views of the stacked [experts, rows, cols] tensors (fused gate_up, or mlx-lm's switch_glu gate / up /
+// down, MLX-quantized or not), read where they are mapped.
 Weights bind_weights(const Config& c, const nn::LayerSource& source);
 
 class Model final : public models::Decoder {
@@ -102,7 +103,7 @@ class Model final : public models::Decoder {
   std::vector<int32_t> ids_;  // the step's ids with placeholders replaced by pad
   // MoE: per row its top_k experts and their weights; per expert the rows routed to it, gathered.
   std::vector<int32_t> chosen_;
-  std::vector<float> chosen_weight_, router_logits_, moe_in_, moe_gathered_, moe_gate_up_, moe_act_, moe_out_,
+  std::vector<float> chosen_weight_, router_logits_, moe_in_, moe_gathered_, moe_gate_, moe_up_, moe_act_, moe_out_,
       moe_sum_;
   std::vector<int64_t> routed_rows_;  // per row routed to the expert at hand: its index in chosen_
   std::vector<int32_t> expert_order_;
