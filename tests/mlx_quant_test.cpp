@@ -100,7 +100,9 @@ TEST(MlxCodecs, E4M3MatchesItsDefinition) {
     const double magnitude = e == 0 ? m / 8.0 * std::ldexp(1.0, -6) : (1 + m / 8.0) * std::ldexp(1.0, e - 7);
     const float expected = static_cast<float>(c & 128 ? -magnitude : magnitude);
     EXPECT_EQ(e4m3_to_f32(static_cast<uint8_t>(c)), expected) << c;
-    if ((c & 127) != 127) EXPECT_EQ(f32_to_e4m3(expected), c) << c;  // 0x7F is 480 to MLX, NaN to OCP
+    if ((c & 127) != 127) {  // 0x7F is 480 to MLX, NaN to OCP
+      EXPECT_EQ(f32_to_e4m3(expected), c) << c;
+    }
   }
   EXPECT_EQ(e4m3_to_f32(0x7E), 448.0f);
   EXPECT_EQ(f32_to_e4m3(1.0625f), 0x38);  // halfway between 1 and 1.125: even mantissa
@@ -228,8 +230,9 @@ TEST(MlxQuantize, DequantizedWithinEachFormatsBound) {
         ASSERT_LE(std::abs(back[c] - v), bound) << "row " << r << " col " << c << " w " << v;
         worst_step_fraction = std::max(worst_step_fraction, std::abs(back[c] - v) / bound);
       }
-      if (r == 1)
+      if (r == 1) {
         for (int64_t c = 0; c < 128; ++c) ASSERT_EQ(back[c], 0.0f) << "zero group, col " << c;
+      }
     }
     EXPECT_GT(worst_step_fraction, 0.2) << "the bound is far from tight: is the test measuring anything?";
   }

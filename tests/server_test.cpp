@@ -500,7 +500,9 @@ TEST(Server, ThinkingSwitchRendersGemma4sThinkingPromptAndOthersRefuseIt) {
     body["model"] = "gemma4-tiny";
     body["think"] = think;
     const json r = post_json(c, "/api/chat", body);
-    if (think) EXPECT_EQ(r["prompt_eval_count"], prompt_tokens(true)) << r;
+    if (think) {
+      EXPECT_EQ(r["prompt_eval_count"], prompt_tokens(true)) << r;
+    }
     no_marks(r["message"]);
   }
   for (const auto& [switch_json, think] :

@@ -9,10 +9,6 @@
 namespace ge::formats {
 namespace {
 
-[[noreturn]] void fail(const std::filesystem::path& path, const std::string& what) {
-  throw std::runtime_error(path.string() + ": " + what);
-}
-
 bool storable(DType t) {
   return dtype_info(t).block_elems == 1;  // safetensors has no block-quantized types
 }
