@@ -20,7 +20,6 @@ namespace {
 
 using test::normal_values;
 
-size_t scale_bytes(DType t) { return t == DType::F32 ? 4 : t == DType::U8 ? 1 : 2; }
 
 // A quantized matrix that owns its bytes, each buffer sized exactly, so a kernel reading past the end
 // of the codes reads past the end of an allocation.

@@ -10,6 +10,7 @@
 
 #include "convert/conversion.h"
 #include "formats/mapped_file.h"
+#include "kernels/cpu_features.h"
 #include "kernels/mlx_quant.h"
 #include "kernels/quantize.h"
 #include "kernels/thread_pool.h"
@@ -90,7 +91,7 @@ void narrow(DType t, const float* in, size_t n, std::byte* dst, kernels::ThreadP
     return;
   }
 #if defined(__x86_64__)
-  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
+  static const bool f16c = kernels::cpu_has_f16c() && __builtin_cpu_supports("avx2");
   if (f16c) return narrow_f16_f16c(in, n, out);
 #endif
   for (size_t i = 0; i < n; ++i) out[i] = f32_to_f16(in[i]);

@@ -30,6 +30,7 @@
 #include <cstring>
 #include <utility>
 
+#include "kernels/cpu_features.h"
 #include "kernels/quantize.h"
 #include "tensor/dtype.h"
 
@@ -302,7 +303,7 @@ void matmul_rows(const DotTileTable& tiles, const std::byte* w, size_t row_bytes
 bool cpu_has_avx512vnni() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-                          __builtin_cpu_supports("f16c");
+                          cpu_has_f16c();
   return has;
 }
 
