@@ -20,7 +20,6 @@ namespace {
 
 using test::normal_values;
 
-
 // A quantized matrix that owns its bytes, each buffer sized exactly, so a kernel reading past the end
 // of the codes reads past the end of an allocation.
 struct OwnedQuantized {
