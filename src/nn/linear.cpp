@@ -13,6 +13,9 @@ template <class... F>
 struct Overloaded : F... {
   using F::operator()...;
 };
+// C++20 deduces this itself; clang 14 (the fuzz build's compiler) still needs the guide.
+template <class... F>
+Overloaded(F...) -> Overloaded<F...>;
 }  // namespace
 
 int64_t weight_rows(const Weight& w) {
