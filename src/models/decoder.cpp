@@ -53,7 +53,11 @@ void Decoder::forward(std::span<const int32_t> tokens, int64_t start_pos, nn::KV
     }
     one_sequence_ = true;
     step_precision_ = end - done > 1 ? prefill_precision_ : decode_precision_;
-    forward_rows(tokens.subspan(done, end - done), pool, out, all_positions, observer, step_blocks_);
+    forward_rows(tokens.subspan(done, end - done), pool, observer, step_blocks_);
+    if (out && all_positions)
+      lm_head(0, end - done, pool, out);
+    else if (out)
+      lm_head(end - done - 1, 1, pool, out);
     done = end;
   }
 }
@@ -73,7 +77,8 @@ void Decoder::decode(std::span<const DecodeRow> rows, kernels::ThreadPool& pool,
     check_tokens(decode_tokens_, positions_[0], {});
     one_sequence_ = false;
     step_precision_ = decode_precision_;
-    forward_rows(decode_tokens_, pool, logits + done * vocab, true, nullptr, {});
+    forward_rows(decode_tokens_, pool, nullptr, {});
+    lm_head(0, static_cast<int64_t>(decode_tokens_.size()), pool, logits + done * vocab);
   }
 }
 

@@ -32,10 +32,11 @@ class Decoder : public CausalLM {
   // Throws for blocks the model cannot take; the default takes none.
   virtual void check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_tokens, int64_t start_pos) const;
   // One step over the rows set in positions_ and caches_ (a chunk of one sequence, or one token of each of
-  // several): logits of every row when all_positions, else of the last; none when logits is null.
-  virtual void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                            bool all_positions, const HiddenObserver* observer,
+  // several), up to the last layer's output.
+  virtual void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, const HiddenObserver* observer,
                             std::span<const EmbeddingBlock> blocks) = 0;
+  // Logits [n_rows, vocab] of the step's rows from first_row on: final norm, LM head, soft-cap.
+  virtual void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) = 0;
 
   kernels::Precision prefill_precision() const { return prefill_precision_; }
   kernels::Precision decode_precision() const { return decode_precision_; }

@@ -180,8 +180,7 @@ void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
                                " rows)");
 }
 
-void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                         bool all_positions, const HiddenObserver* observer,
+void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, const HiddenObserver* observer,
                          std::span<const EmbeddingBlock> blocks) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   embed(tokens, blocks);
@@ -192,11 +191,6 @@ void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& p
     mlp_block(l, n, pool);
     if (observer) (*observer)(l + 1, hidden_.data(), positions_[0], n);
   }
-  if (!logits) return;
-  if (all_positions)
-    lm_head(0, n, pool, logits);
-  else
-    lm_head(n - 1, 1, pool, logits);
 }
 
 void Model::embed(std::span<const int32_t> tokens, std::span<const EmbeddingBlock> blocks) {

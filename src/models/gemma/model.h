@@ -93,13 +93,12 @@ class Model final : public models::Decoder {
   void check_blocks(std::span<const EmbeddingBlock> blocks, int64_t n_tokens, int64_t start_pos) const override;
   void check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
                     std::span<const EmbeddingBlock> blocks) const override;
-  void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                    bool all_positions, const HiddenObserver* observer,
+  void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, const HiddenObserver* observer,
                     std::span<const EmbeddingBlock> blocks) override;
   void embed(std::span<const int32_t> tokens, std::span<const EmbeddingBlock> blocks);
   void attention_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void mlp_block(int64_t layer, int64_t n, kernels::ThreadPool& pool);
-  void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
+  void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) override;
   void linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const;
 
   Config config_;

@@ -280,8 +280,7 @@ void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
   }
 }
 
-void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                         bool all_positions, const models::HiddenObserver* observer,
+void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, const models::HiddenObserver* observer,
                          std::span<const models::EmbeddingBlock>) {
   const auto n = static_cast<int64_t>(tokens.size());
   step_rows_ = n;
@@ -294,11 +293,6 @@ void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& p
     decoder_layer(l, n, pool);
     if (observer) (*observer)(l + 1, streams_.data(), positions_[0], n);
   }
-  if (!logits) return;
-  if (all_positions)
-    lm_head(0, n, pool, logits);
-  else
-    lm_head(n - 1, 1, pool, logits);
 }
 
 // Stream 0 (the scaled token embedding, or a modality embedder's output) into active_.

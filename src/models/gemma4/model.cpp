@@ -251,8 +251,7 @@ void Model::check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
   }
 }
 
-void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                         bool all_positions, const models::HiddenObserver* observer,
+void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, const models::HiddenObserver* observer,
                          std::span<const models::EmbeddingBlock>) {
   const Config& c = config_;
   const auto n = static_cast<int64_t>(tokens.size());
@@ -273,11 +272,6 @@ void Model::forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& p
       for (int64_t i = 0; i < n * h; ++i) hidden_[i] *= w.layer_scalar;
     if (observer) (*observer)(l + 1, hidden_.data(), positions_[0], n);
   }
-  if (!logits) return;
-  if (all_positions)
-    lm_head(0, n, pool, logits);
-  else
-    lm_head(n - 1, 1, pool, logits);
 }
 
 // hidden_ = the scaled embeddings (placeholder ids as pad, as Gemma4Model does), and per_layer_ their

@@ -81,15 +81,14 @@ class Model final : public models::Decoder {
  private:
   void check_tokens(std::span<const int32_t> tokens, int64_t start_pos,
                     std::span<const models::EmbeddingBlock> blocks) const override;
-  void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, float* logits,
-                    bool all_positions, const models::HiddenObserver* observer,
+  void forward_rows(std::span<const int32_t> tokens, kernels::ThreadPool& pool, const models::HiddenObserver* observer,
                     std::span<const models::EmbeddingBlock> blocks) override;
   void embed(std::span<const int32_t> tokens, kernels::ThreadPool& pool);
   void attention(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void mlp(int64_t layer, int64_t n, kernels::ThreadPool& pool);
   void route(const Experts& e, int64_t n, kernels::ThreadPool& pool);
   void run_experts(const Experts& e, int64_t n, kernels::ThreadPool& pool, float* out);
-  void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits);
+  void lm_head(int64_t first_row, int64_t n_rows, kernels::ThreadPool& pool, float* logits) override;
   void linear(kernels::ThreadPool& pool, const nn::Linear& layer, const float* x, int64_t n, float* y) const;
   std::vector<const nn::Linear*> matrices(bool all_experts) const;
 
