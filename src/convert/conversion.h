@@ -118,6 +118,14 @@ std::optional<DType> mix_type(OutType mix, const MixModel& model, std::string_vi
 // Retypes every planned tensor that mix_type quantizes.
 void assign_mix_types(OutType mix, TensorPlan& plan);
 
+// Gemma 3n / 4 ConditionalGeneration checkpoints keep the decoder under model.language_model., their CausalLM
+// ones under model.
+std::string text_model_prefix(const Checkpoint& ckpt);
+// Their audio and vision towers and the embedders of those, which a text GGUF leaves out.
+bool is_multimodal_tower_tensor(std::string_view name);
+// The gated MLP of a Gemma layer with the norms around it, as llama.cpp names them (norms copied unshifted).
+void plan_mlp(int64_t hidden, int64_t ff, const std::string& src, const std::string& dst, TensorPlan& plan);
+
 // general.architecture, general.type and general.name (the checkpoint folder's name).
 void add_general(formats::GgufWriter& w, const std::string& arch, const std::filesystem::path& dir,
                  const std::string& type = "model");

@@ -12,18 +12,7 @@ namespace {
 
 const char* const kArch = "gemma3n";
 
-// Gemma3nForConditionalGeneration keeps the decoder under model.language_model., Gemma3nForCausalLM
-// under model.
-std::string text_prefix(const Checkpoint& ckpt) {
-  return ckpt.tensors.find("model.language_model.embed_tokens.weight") ? "model.language_model." : "model.";
-}
 
-bool is_tower_tensor(std::string_view name) {
-  for (std::string_view p :
-       {"model.audio_tower.", "model.vision_tower.", "model.embed_audio.", "model.embed_vision."})
-    if (name.starts_with(p)) return true;
-  return false;
-}
 
 template <class T, class F>
 std::vector<T> per_layer(const gemma3n::Config& c, F value) {
@@ -116,15 +105,6 @@ void plan_attention(const gemma3n::Config& c, const std::string& src, const std:
   plan.add(dst + "post_attention_norm.weight", src + "post_attention_layernorm.weight", {d});
 }
 
-void plan_mlp(const gemma3n::Config& c, int64_t ff, const std::string& src, const std::string& dst,
-              TensorPlan& plan) {
-  const int64_t d = c.hidden_size;
-  plan.add(dst + "ffn_norm.weight", src + "pre_feedforward_layernorm.weight", {d});
-  plan.add(dst + "ffn_gate.weight", src + "mlp.gate_proj.weight", {ff, d});
-  plan.add(dst + "ffn_up.weight", src + "mlp.up_proj.weight", {ff, d});
-  plan.add(dst + "ffn_down.weight", src + "mlp.down_proj.weight", {d, ff});
-  plan.add(dst + "post_ffw_norm.weight", src + "post_feedforward_layernorm.weight", {d});
-}
 
 // AltUp, LAuReL and the per-layer input of one layer.
 void plan_layer_extras(const gemma3n::Config& c, const std::string& src, const std::string& dst,
@@ -152,7 +132,7 @@ void plan_layer_extras(const gemma3n::Config& c, const std::string& src, const s
 std::string convert_gemma3n(const Checkpoint& ckpt, OutType out_type, formats::GgufWriter& w,
                             TensorPlan& plan) {
   const gemma3n::Config c = gemma3n::resolve_config(ckpt.config, (ckpt.dir / "config.json").string());
-  const std::string prefix = text_prefix(ckpt);
+  const std::string prefix = text_model_prefix(ckpt);
 
   add_general(w, kArch, ckpt.dir);
   add_hyperparameters(w, c, out_type);
@@ -166,11 +146,11 @@ std::string convert_gemma3n(const Checkpoint& ckpt, OutType out_type, formats::G
     const std::string src = prefix + "layers." + std::to_string(l) + ".";
     const std::string dst = "blk." + std::to_string(l) + ".";
     plan_attention(c, src, dst, plan);
-    plan_mlp(c, c.layers[l].intermediate_size, src, dst, plan);
+    plan_mlp(c.hidden_size, c.layers[l].intermediate_size, src, dst, plan);
     plan_layer_extras(c, src, dst, plan);
   }
   plan.add("output_norm.weight", prefix + "norm.weight", {c.hidden_size});
-  plan.check_all_used(is_tower_tensor,
+  plan.check_all_used(is_multimodal_tower_tensor,
                       "a gemma3n text model with " + std::to_string(c.num_layers) + " layers (config.json)");
   return kArch;
 }

@@ -18,16 +18,7 @@ const char* const kArch = "gemma4";
 // llama.cpp's marker of a pair its RoPE leaves unrotated: theta / 1e30 turns it by nothing.
 constexpr float kUnrotated = 1e30f;
 
-std::string text_prefix(const Checkpoint& ckpt) {
-  return ckpt.tensors.find("model.language_model.embed_tokens.weight") ? "model.language_model." : "model.";
-}
 
-bool is_tower_tensor(std::string_view name) {
-  for (std::string_view p :
-       {"model.audio_tower.", "model.vision_tower.", "model.embed_audio.", "model.embed_vision."})
-    if (name.starts_with(p)) return true;
-  return false;
-}
 
 // The first layer of each kind: llama.cpp keeps one head width and RoPE per kind.
 struct LayerKinds {
@@ -136,15 +127,6 @@ void plan_attention(const gemma4::Config& c, const gemma4::LayerConfig& l, bool 
   plan.add(dst + "post_attention_norm.weight", src + "post_attention_layernorm.weight", {d});
 }
 
-void plan_mlp(const gemma4::Config& c, int64_t ff, const std::string& src, const std::string& dst,
-              TensorPlan& plan) {
-  const int64_t d = c.hidden_size;
-  plan.add(dst + "ffn_norm.weight", src + "pre_feedforward_layernorm.weight", {d});
-  plan.add(dst + "ffn_gate.weight", src + "mlp.gate_proj.weight", {ff, d});
-  plan.add(dst + "ffn_up.weight", src + "mlp.up_proj.weight", {ff, d});
-  plan.add(dst + "ffn_down.weight", src + "mlp.down_proj.weight", {d, ff});
-  plan.add(dst + "post_ffw_norm.weight", src + "post_feedforward_layernorm.weight", {d});
-}
 
 // The router (kept f32, as llama.cpp's converter and llama-quantize keep every ffn_gate_inp: a rounded
 // router can pick other experts) and the stacked experts, gate rows before up rows as in the checkpoint.
@@ -176,7 +158,7 @@ std::string convert_gemma4(const Checkpoint& ckpt, OutType out_type, formats::Gg
   const std::string config_file = (ckpt.dir / "config.json").string();
   const gemma4::Config c = gemma4::resolve_config(ckpt.config, config_file);
   const LayerKinds kinds = layer_kinds(c, config_file);
-  const std::string prefix = text_prefix(ckpt);
+  const std::string prefix = text_model_prefix(ckpt);
 
   add_general(w, kArch, ckpt.dir);
   add_hyperparameters(w, c, kinds, out_type);
@@ -189,12 +171,12 @@ std::string convert_gemma4(const Checkpoint& ckpt, OutType out_type, formats::Gg
     const std::string dst = "blk." + std::to_string(l) + ".";
     const gemma4::LayerConfig& lc = c.layers[l];
     plan_attention(c, lc, c.kv_source(l) == l, src, dst, plan);
-    plan_mlp(c, lc.intermediate_size, src, dst, plan);
+    plan_mlp(c.hidden_size, lc.intermediate_size, src, dst, plan);
     if (c.enable_moe_block) plan_experts(c, src, dst, plan);
     plan_layer_extras(c, src, dst, plan);
   }
   plan.add("output_norm.weight", prefix + "norm.weight", {c.hidden_size});
-  plan.check_all_used(is_tower_tensor,
+  plan.check_all_used(is_multimodal_tower_tensor,
                       "a gemma4 text model with " + std::to_string(c.num_layers) + " layers (config.json)");
   return kArch;
 }

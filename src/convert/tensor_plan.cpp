@@ -203,6 +203,25 @@ PlannedTensor& TensorPlan::add(PlannedTensor t) {
   return tensors_.back();
 }
 
+std::string text_model_prefix(const Checkpoint& ckpt) {
+  return ckpt.tensors.find("model.language_model.embed_tokens.weight") ? "model.language_model." : "model.";
+}
+
+bool is_multimodal_tower_tensor(std::string_view name) {
+  for (std::string_view p :
+       {"model.audio_tower.", "model.vision_tower.", "model.embed_audio.", "model.embed_vision."})
+    if (name.starts_with(p)) return true;
+  return false;
+}
+
+void plan_mlp(int64_t hidden, int64_t ff, const std::string& src, const std::string& dst, TensorPlan& plan) {
+  plan.add(dst + "ffn_norm.weight", src + "pre_feedforward_layernorm.weight", {hidden});
+  plan.add(dst + "ffn_gate.weight", src + "mlp.gate_proj.weight", {ff, hidden});
+  plan.add(dst + "ffn_up.weight", src + "mlp.up_proj.weight", {ff, hidden});
+  plan.add(dst + "ffn_down.weight", src + "mlp.down_proj.weight", {hidden, ff});
+  plan.add(dst + "post_ffw_norm.weight", src + "post_feedforward_layernorm.weight", {hidden});
+}
+
 void write_planned_tensor(const PlannedTensor& t, const SourceTensors& sources, std::ostream& out,
                           WriteBuffers& buffers) {
   if (!t.values.empty()) {
