@@ -22,8 +22,8 @@ inline const std::filesystem::path& scratch_dir() {
   return dir;
 }
 
-// Writes the input as `name` in the scratch folder and returns its path.
-inline std::filesystem::path write_input(const uint8_t* data, size_t size, const std::string& name) {
+// Writes the input as `name` (a path relative to the scratch folder) and returns its path.
+inline std::filesystem::path write_input(const uint8_t* data, size_t size, const std::filesystem::path& name) {
   const auto path = scratch_dir() / name;
   std::ofstream(path, std::ios::binary | std::ios::trunc).write(reinterpret_cast<const char*>(data),
                                                                 static_cast<std::streamsize>(size));

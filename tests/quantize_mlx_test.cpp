@@ -237,7 +237,7 @@ TEST(SafetensorsWriter, RoundTripsDtypesAndShapesThroughTheReader) {
     EXPECT_EQ(it->dtype, decl[i].dtype);
     EXPECT_EQ(it->shape, decl[i].shape);
     ASSERT_EQ(it->nbytes, data[i].size());
-    EXPECT_EQ(std::memcmp(it->data, data[i].data(), data[i].size()), 0);
+    if (!data[i].empty()) EXPECT_EQ(std::memcmp(it->data, data[i].data(), data[i].size()), 0);  // never null
   }
 }
 

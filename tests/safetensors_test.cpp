@@ -147,5 +147,26 @@ TEST(SafetensorsShards, IndexedShardsLoadTogetherAndMissingOnesAreNamed) {
   }
 }
 
+// An index names shards of its own folder only: a path elsewhere is refused before anything is opened.
+TEST(SafetensorsShards, IndexNamingAFileOutsideTheFolderIsRefused) {
+  test::ScratchDir dir;
+  test::copy_files(test::demo_model_dir(), dir.path());
+  const auto shard = (dir.path() / "model.safetensors").string();
+  for (const std::string& named : {shard, std::string("../model.safetensors"), std::string("sub/model.safetensors"),
+                                   std::string(".."), std::string("")}) {
+    std::ofstream(dir.path() / "model.safetensors.index.json", std::ios::trunc)
+        << nlohmann::json{{"weight_map", {{"model.embed_tokens.weight", named}}}}.dump();
+    try {
+      formats::SafetensorsCheckpoint ckpt(dir.path());
+      FAIL() << "loaded shard '" << named << "'";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("model.safetensors.index.json: weight_map: 'model.embed_tokens.weight' names '" +
+                                           named + "', which is not a file name in this folder"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ge

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +31,9 @@ class ServerProcess {
     const std::string cmd = std::string("exec ") + GE_GEMMA_BIN + " serve --port 0 " + args;
     pid_ = fork();
     if (pid_ == 0) {
+      // A test that dies (a failed assertion's abort, a sanitizer report) takes its server with it: an orphan
+      // would hold ctest's output pipe open, and ctest would wait for it.
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
       dup2(fds[1], 2);
       close(fds[0]);
       close(fds[1]);

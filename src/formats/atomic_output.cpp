@@ -118,10 +118,10 @@ void write_atomically(const std::filesystem::path& path, const std::function<voi
   const RemovalOnSignal interrupted(tmp);
   try {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(tmp.string() + ": cannot open for writing");
+    if (!out) throw std::runtime_error(tmp.string() + ": cannot open for writing: " + std::strerror(errno));
     write(out);
     out.close();
-    if (!out) throw std::runtime_error(tmp.string() + ": write failed");
+    if (!out) throw std::runtime_error(tmp.string() + ": write failed: " + std::strerror(errno));
     std::filesystem::rename(tmp, path);
   } catch (...) {
     std::error_code ignored;  // the original error is the one worth reporting
@@ -134,7 +134,9 @@ void write_declared_bytes(std::ostream& out, const std::filesystem::path& path, 
                           uint64_t nbytes, const std::function<void(std::ostream&)>& write) {
   const auto start = out.tellp();
   write(out);
-  if (!out) throw std::runtime_error(path.string() + ": write failed in tensor '" + tensor + "'");
+  // The stream keeps no error code: errno is still the failed write's (ENOSPC for a full disk, say).
+  if (!out)
+    throw std::runtime_error(path.string() + ": write failed in tensor '" + tensor + "': " + std::strerror(errno));
   const auto written = static_cast<uint64_t>(out.tellp() - start);
   if (written != nbytes)
     throw std::runtime_error(path.string() + ": tensor '" + tensor + "': wrote " + std::to_string(written) +

@@ -1,4 +1,6 @@
-// Read-only memory map of a whole file: weights are used in place, never copied at load.
+// Read-only memory map of a whole file: weights are used in place, never copied at load. A file truncated or
+// rewritten in place while mapped ends the process at the next read of a lost page with an error naming the file
+// (exit code 1), not with "Bus error"; a file replaced by a rename is not affected (the mapping keeps the old one).
 #pragma once
 #include <cstddef>
 #include <filesystem>

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
+
+#include "formats/json_file.h"
 
 namespace ge::formats {
 
@@ -15,13 +17,26 @@ namespace {
   throw std::runtime_error(path.string() + ": " + what);
 }
 
+// What a header may claim (the Hugging Face safetensors crate's header limit; Gemma's tensors have at most
+// 4 dimensions, MLX's stacked experts 3).
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+constexpr size_t kMaxRank = 8;
+
 std::vector<int64_t> parse_shape(const nlohmann::json& j, const std::filesystem::path& path,
                                  const std::string& name) {
   if (!j.is_array()) fail(path, "tensor '" + name + "': shape is not an array");
+  if (j.size() > kMaxRank)
+    fail(path, "tensor '" + name + "': " + std::to_string(j.size()) + " dimensions (at most " +
+                   std::to_string(kMaxRank) + ")");
   std::vector<int64_t> shape;
+  int64_t elements = 1;
   for (const auto& d : j) {
     if (!d.is_number_unsigned()) fail(path, "tensor '" + name + "': shape has a non-integer or negative dim");
-    shape.push_back(d.get<int64_t>());
+    const uint64_t dim = d.get<uint64_t>();
+    if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+        __builtin_mul_overflow(elements, static_cast<int64_t>(dim), &elements))
+      fail(path, "tensor '" + name + "': shape has more elements than a 64-bit count holds");
+    shape.push_back(static_cast<int64_t>(dim));
   }
   return shape;
 }
@@ -60,6 +75,12 @@ Tensor parse_entry(const std::string& name, const nlohmann::json& entry, std::sp
   return t;
 }
 
+// A shard is a file of the checkpoint's own folder: an index must not make us read /etc/passwd or ../other.
+bool is_file_name(std::string_view name) {
+  return !name.empty() && name != "." && name != ".." &&
+         name.find_first_of(std::string_view("/\\\0", 3)) == std::string_view::npos;
+}
+
 void check_no_overlap(std::vector<Tensor>& tensors, const std::filesystem::path& path) {
   std::sort(tensors.begin(), tensors.end(), [](const Tensor& a, const Tensor& b) { return a.data < b.data; });
   for (size_t i = 1; i < tensors.size(); ++i) {
@@ -76,6 +97,9 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path, bool populat
   if (bytes.size() < 8) fail(path, "file too short for a safetensors header (" + std::to_string(bytes.size()) + " bytes)");
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes.data(), 8);  // little-endian, as are all supported hosts
+  if (header_len > kMaxHeaderBytes)
+    fail(path, "header length " + std::to_string(header_len) + " is more than the " +
+                   std::to_string(kMaxHeaderBytes) + " bytes a safetensors header may take");
   if (header_len > bytes.size() - 8)
     fail(path, "header length " + std::to_string(header_len) + " runs past the end of the file (" +
                    std::to_string(bytes.size()) + " bytes)");
@@ -95,14 +119,16 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::filesystem::path& dir, b
   const auto index = dir / "model.safetensors.index.json";
   const auto single = dir / "model.safetensors";
   if (std::filesystem::exists(index)) {
-    std::ifstream in(index);
-    nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-    if (j.is_discarded() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    nlohmann::json j = read_json_file(index);
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
       fail(index, "weight_map: missing or not an object");
     std::set<std::string> shards;
     for (const auto& [name, file] : j["weight_map"].items()) {
       if (!file.is_string()) fail(index, "weight_map: '" + name + "' does not name a file");
-      shards.insert(file.get<std::string>());
+      const std::string& shard = file.get_ref<const std::string&>();
+      if (!is_file_name(shard))
+        fail(index, "weight_map: '" + name + "' names '" + shard + "', which is not a file name in this folder");
+      shards.insert(shard);
     }
     for (const auto& shard : shards) add_file(dir / shard, populate);
     for (const auto& [name, file] : j["weight_map"].items())

@@ -11,27 +11,28 @@ namespace ge::kernels {
 
 namespace {
 
-float weight_at(const Tensor& w, int64_t i) {
-  switch (w.dtype) {
-    case DType::F32:
-      return reinterpret_cast<const float*>(w.data)[i];
-    case DType::BF16:
-      return bf16_to_f32(reinterpret_cast<const uint16_t*>(w.data)[i]);
-    case DType::F16:
-      return f16_to_f32(reinterpret_cast<const uint16_t*>(w.data)[i]);
-    default:
-      throw std::runtime_error(w.name + ": dtype " + std::string(dtype_info(w.dtype).name) +
-                               " not supported here");
+// Values read with memcpy: a safetensors file need not align its data (the format asks nothing of a header's
+// length), and a typed read of a misaligned value is undefined.
+template <typename T, typename ToFloat>
+void widen_as(const std::byte* data, int64_t first, int64_t n, float scale, float* out, ToFloat to_float) {
+  for (int64_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, data + static_cast<size_t>(first + i) * sizeof(T), sizeof(T));
+    out[i] = to_float(v) * scale;
   }
 }
 
 void widen(const Tensor& t, int64_t first, int64_t n, float scale, float* out) {
-  if (t.dtype == DType::BF16) {
-    const uint16_t* src = reinterpret_cast<const uint16_t*>(t.data) + first;
-    for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(src[i]) * scale;
-    return;
+  switch (t.dtype) {
+    case DType::F32:
+      return widen_as<float>(t.data, first, n, scale, out, [](float v) { return v; });
+    case DType::BF16:
+      return widen_as<uint16_t>(t.data, first, n, scale, out, bf16_to_f32);
+    case DType::F16:
+      return widen_as<uint16_t>(t.data, first, n, scale, out, f16_to_f32);
+    default:
+      throw std::runtime_error(t.name + ": dtype " + std::string(dtype_info(t.dtype).name) + " not supported here");
   }
-  for (int64_t i = 0; i < n; ++i) out[i] = weight_at(t, first + i) * scale;
 }
 
 }  // namespace

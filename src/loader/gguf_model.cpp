@@ -10,6 +10,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "models/limits.h"
+
 namespace ge::loader {
 namespace {
 
@@ -30,11 +32,16 @@ Family family_of(const GgufFile& f) {
   fail(f, "general.architecture '" + arch + "' is not supported (gemma, gemma2, gemma3, gemma3n)");
 }
 
+// Positive and within models/limits.h (block_count within kMaxLayers).
 int64_t positive(const GgufFile& f, const std::string& key, std::optional<uint32_t> fallback = std::nullopt) {
   const std::optional<uint32_t> v = f.metadata().find<uint32_t>(key);
   if (!v && !fallback) fail(f, "metadata key '" + key + "' is missing");
-  const uint32_t n = v.value_or(fallback.value_or(0));
+  const int64_t n = v.value_or(fallback.value_or(0));
   if (n == 0) fail(f, "metadata key '" + key + "' must be positive");
+  const int64_t max = key.ends_with(".block_count") ? models::kMaxLayers : models::kMaxConfigValue;
+  if (n > max)
+    fail(f, "metadata key '" + key + "': " + std::to_string(n) + " is more than the " + std::to_string(max) +
+                " this engine takes");
   return n;
 }
 

@@ -13,10 +13,13 @@ const nlohmann::json& ConfigFields::get(const std::string& key) const {
   fail(key, "missing");
 }
 
-int64_t ConfigFields::integer(const std::string& key, int64_t min) const {
+int64_t ConfigFields::integer(const std::string& key, int64_t min, int64_t max) const {
   const auto& v = get(key);
   if (!v.is_number_integer() || v.get<int64_t>() < min)
     fail(key, min == 0 ? "must be a non-negative integer" : "must be a positive integer");
+  // An unsigned value past INT64_MAX reads back negative and fails above; this bound is the file's claim itself.
+  if (v.get<int64_t>() > max)
+    fail(key, std::to_string(v.get<int64_t>()) + " is more than the " + std::to_string(max) + " this engine takes");
   return v.get<int64_t>();
 }
 

@@ -9,17 +9,21 @@
 #include <string>
 #include <vector>
 
+#include "models/limits.h"
+
 namespace ge::models {
 
 class ConfigFields {
  public:
-  // `given` and `defaults` must outlive this object.
+  // `given` and `defaults` must outlive this object: temporaries are refused at compile time.
   ConfigFields(const nlohmann::json& given, const nlohmann::json& defaults, std::string source);
+  ConfigFields(nlohmann::json&& given, const nlohmann::json& defaults, std::string source) = delete;
+  ConfigFields(const nlohmann::json& given, nlohmann::json&& defaults, std::string source) = delete;
 
   // The given value, else the default; fails when there is neither.
   const nlohmann::json& get(const std::string& key) const;
-  // At least `min`: 1 for sizes and counts, 0 for indices.
-  int64_t integer(const std::string& key, int64_t min = 1) const;
+  // At least `min` (1 for sizes and counts, 0 for indices) and at most `max` (models/limits.h).
+  int64_t integer(const std::string& key, int64_t min = 1, int64_t max = kMaxConfigValue) const;
   double number(const std::string& key) const;
   // nullopt when the value (given or default) is null or absent.
   std::optional<double> optional_number(const std::string& key) const;

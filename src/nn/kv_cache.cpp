@@ -1,5 +1,7 @@
 #include "nn/kv_cache.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -14,6 +16,26 @@ std::vector<KVCache::LayerShape> uniform(const std::vector<int64_t>& capacity, i
   return layers;
 }
 
+// The cache's bytes, counted before anything is allocated: a context (--ctx, num_ctx) times layers times heads
+// that overflows, or asks for more than the machine's memory, is an error rather than an allocation that fails
+// (or that the kernel's OOM killer ends).
+void check_size(const std::vector<KVCache::LayerShape>& layers, int64_t context, size_t element_bytes) {
+  size_t total = 0;
+  for (const KVCache::LayerShape& l : layers) {
+    size_t layer = 0;
+    if (l.capacity < 0 || l.kv_heads < 0 || l.head_dim < 0 ||
+        __builtin_mul_overflow(static_cast<size_t>(l.capacity), static_cast<size_t>(l.kv_heads), &layer) ||
+        __builtin_mul_overflow(layer, static_cast<size_t>(l.head_dim) * element_bytes * 2, &layer) ||
+        __builtin_add_overflow(total, layer, &total))
+      throw std::length_error("a KV cache of " + std::to_string(context) + " positions is too large to count");
+  }
+  const auto memory = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  if (total > memory)
+    throw std::length_error("a KV cache of " + std::to_string(context) + " positions needs " +
+                            std::to_string(total >> 20) + " MiB, more than this machine's " +
+                            std::to_string(memory >> 20) + " MiB of memory: use a smaller context");
+}
+
 }  // namespace
 
 KVCache::KVCache(std::vector<int64_t> capacity, int64_t context, int64_t n_kv_heads, int64_t head_dim, DType dtype)
@@ -23,6 +45,7 @@ KVCache::KVCache(const std::vector<LayerShape>& layers, int64_t context, DType d
     : context_(context), dtype_(dtype), element_bytes_(static_cast<size_t>(dtype_info(dtype).block_bytes)) {
   if (dtype != DType::F32 && dtype != DType::F16)
     throw std::invalid_argument("KV cache type must be f32 or f16, not " + std::string(dtype_info(dtype).name));
+  check_size(layers, context, element_bytes_);
   for (const LayerShape& l : layers) {
     capacity_.push_back(l.capacity);
     head_dim_.push_back(l.head_dim);

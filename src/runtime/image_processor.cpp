@@ -45,7 +45,8 @@ void read_size(const models::ConfigFields& f, ImageProcessorConfig& c) {
 // Every key that `fields` gives (not null) overrides `c`; errors name `source` and the key.
 void apply_fields(const nlohmann::json& fields, const std::string& source, ImageProcessorConfig& c) {
   if (!fields.is_object()) throw std::runtime_error(source + ": must be a JSON object");
-  const models::ConfigFields f(fields, nlohmann::json::object(), source);
+  static const nlohmann::json kNoDefaults = nlohmann::json::object();
+  const models::ConfigFields f(fields, kNoDefaults, source);
   if (f.has("size")) read_size(f, c);
   if (f.has("resample")) {
     c.resample = static_cast<int>(f.integer("resample", 0));

@@ -86,7 +86,9 @@ int32_t checked_argmax(std::span<const float> logits) {
   }
   constexpr float kInf = std::numeric_limits<float>::infinity();
   if (lowest < order_key(-kInf) || highest >= order_key(kInf) || highest == order_key(-kInf)) {
-    throw std::invalid_argument("Sampler: logits contain NaN or +inf, or are all -inf");
+    throw std::invalid_argument(
+        "the model's logits are NaN or infinite (or all -inf): its weights hold NaN or Inf values (a damaged "
+        "file?) or its activations overflowed");
   }
   // order_key is its own inverse. Found by float equality, so -0 and +0 tie as they do everywhere else.
   const float max = std::bit_cast<float>(order_key(std::bit_cast<float>(highest)));

@@ -46,8 +46,11 @@ std::optional<DType> dtype_from_safetensors(std::string_view name) {
 
 std::optional<size_t> dtype_bytes(DType t, int64_t n) {
   const DTypeInfo& i = dtype_info(t);
-  if (n < 0 || n % i.block_elems != 0) return std::nullopt;
-  return static_cast<size_t>(n / i.block_elems * i.block_bytes);
+  size_t bytes = 0;
+  if (n < 0 || n % i.block_elems != 0 ||
+      __builtin_mul_overflow(static_cast<size_t>(n / i.block_elems), static_cast<size_t>(i.block_bytes), &bytes))
+    return std::nullopt;
+  return bytes;
 }
 
 // By hand rather than through _Float16, which GCC converts with a libgcc call (__extendhfsf2: 10% of the
@@ -90,6 +93,34 @@ uint16_t f32_to_f16(float f) {
   uint32_t q = significand >> shift;
   if (rest > half || (rest == half && (q & 1u))) ++q;
   return sign | static_cast<uint16_t>(q);
+}
+
+namespace {
+
+// Whether any of the n words at `data` has every exponent bit set (an infinity or a NaN in its float format).
+template <typename Word>
+std::optional<size_t> first_all_ones_exponent(const std::byte* data, size_t n, Word exponent) {
+  for (size_t i = 0; i < n; ++i) {
+    Word w;
+    __builtin_memcpy(&w, data + i * sizeof(Word), sizeof(Word));
+    if ((w & exponent) == exponent) return i;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<size_t> first_non_finite(DType t, const std::byte* data, size_t n) {
+  switch (t) {
+    case DType::F32:
+      return first_all_ones_exponent<uint32_t>(data, n, 0x7f800000u);
+    case DType::F16:
+      return first_all_ones_exponent<uint16_t>(data, n, 0x7c00);
+    case DType::BF16:
+      return first_all_ones_exponent<uint16_t>(data, n, 0x7f80);
+    default:
+      return std::nullopt;
+  }
 }
 
 }  // namespace ge

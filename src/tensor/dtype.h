@@ -25,7 +25,7 @@ const DTypeInfo& dtype_info(DType t);
 inline bool is_ggml_block(DType t) { return t >= DType::Q8_0; }
 std::optional<DType> dtype_from_safetensors(std::string_view name);
 
-// Bytes taken by n elements; nullopt when n is not a whole number of blocks.
+// Bytes taken by n elements; nullopt when n is not a whole number of blocks or the count overflows.
 std::optional<size_t> dtype_bytes(DType t, int64_t n);
 
 inline float bf16_to_f32(uint16_t h) {
@@ -44,5 +44,9 @@ inline uint16_t f32_to_bf16(float f) {
 }
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
+
+// The index of the first NaN or infinity among the n values at `data`, of a float type (F32, F16, BF16);
+// nullopt when every value is finite, or for other types (whose values are not stored as floats).
+std::optional<size_t> first_non_finite(DType t, const std::byte* data, size_t n);
 
 }  // namespace ge

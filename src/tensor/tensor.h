@@ -25,7 +25,7 @@ struct Tensor {
   int64_t rows() const { return shape.empty() ? 1 : numel() / shape.back(); }
   int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
   // Bytes of one row (innermost dimension); rows of block-quantized tensors are whole blocks.
-  size_t row_bytes() const { return nbytes / static_cast<size_t>(rows()); }
+  size_t row_bytes() const { return rows() == 0 ? 0 : nbytes / static_cast<size_t>(rows()); }
   const std::byte* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes(); }
 };
 

@@ -4,7 +4,18 @@
 
 namespace ge::tokenizer_detail {
 
+namespace {
+
+// tokenizer.json is read whole: the real Gemma 3 one is 33 MB; a file claiming gigabytes is refused before it is.
+constexpr uintmax_t kMaxTokenizerJsonBytes = uintmax_t{1} << 30;
+
+}  // namespace
+
 JsonFile::JsonFile(const std::filesystem::path& path) : name_(path.string()) {
+  std::error_code error;
+  if (const uintmax_t size = std::filesystem::file_size(path, error); !error && size > kMaxTokenizerJsonBytes)
+    throw std::runtime_error(name_ + ": " + std::to_string(size) + " bytes, more than the " +
+                             std::to_string(kMaxTokenizerJsonBytes) + " a tokenizer.json may take");
   if (simdjson::padded_string::load(name_).get(text_) != simdjson::SUCCESS)
     throw std::runtime_error(name_ + ": cannot read the file");
   if (const auto error = parser_.parse(text_).get(root_); error != simdjson::SUCCESS)

@@ -1,9 +1,9 @@
 // tokenizer_config.json (transformers' tokenizer settings) and the special-token resolution it feeds.
 #include <charconv>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "formats/json_file.h"
 #include "tokenizer/json_file.h"
 #include "tokenizer/tokenizer_model.h"
 
@@ -14,11 +14,7 @@ namespace {
 // carry "model_max_length": 1000000000000000019884624838656, an integer simdjson 3.0 rejects.
 class ConfigJson {
  public:
-  explicit ConfigJson(const std::filesystem::path& file) : name_(file.string()) {
-    std::ifstream in(file);
-    if (!in) throw std::runtime_error(name_ + ": cannot open");
-    root_ = nlohmann::json::parse(in, nullptr, false);
-    if (root_.is_discarded()) throw std::runtime_error(name_ + ": invalid JSON");
+  explicit ConfigJson(const std::filesystem::path& file) : name_(file.string()), root_(formats::read_json_file(file)) {
     if (!root_.is_object()) fail("(root)", "expected an object");
   }
   [[noreturn]] void fail(std::string_view field, std::string_view what) const {

@@ -83,7 +83,7 @@ Config resolve(const ConfigFields& f, Family family) {
   c.vocab_size = f.integer("vocab_size");
   c.hidden_size = f.integer("hidden_size");
   c.intermediate_size = f.integer("intermediate_size");
-  c.num_layers = f.integer("num_hidden_layers");
+  c.num_layers = f.integer("num_hidden_layers", 1, models::kMaxLayers);
   c.num_heads = f.integer("num_attention_heads");
   c.num_kv_heads = f.integer("num_key_value_heads");
   c.head_dim = f.integer("head_dim");

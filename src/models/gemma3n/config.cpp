@@ -120,7 +120,7 @@ Config resolve(const ConfigFields& f) {
   c.vocab_size_per_layer_input = f.integer("vocab_size_per_layer_input");
   c.hidden_size = f.integer("hidden_size");
   c.hidden_size_per_layer_input = f.integer("hidden_size_per_layer_input");
-  c.num_layers = f.integer("num_hidden_layers");
+  c.num_layers = f.integer("num_hidden_layers", 1, models::kMaxLayers);
   c.num_heads = f.integer("num_attention_heads");
   c.num_kv_heads = f.integer("num_key_value_heads");
   c.head_dim = f.integer("head_dim");

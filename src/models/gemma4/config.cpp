@@ -72,7 +72,7 @@ Config resolve(const ConfigFields& f) {
   Config c;
   c.vocab_size = f.integer("vocab_size");
   c.hidden_size = f.integer("hidden_size");
-  c.num_layers = f.integer("num_hidden_layers");
+  c.num_layers = f.integer("num_hidden_layers", 1, models::kMaxLayers);
   c.num_heads = f.integer("num_attention_heads");
   c.rms_norm_eps = f.number("rms_norm_eps");
   c.max_position_embeddings = f.integer("max_position_embeddings");

@@ -40,7 +40,7 @@ VisionConfig resolve_vision_config(const json& vision_config, const std::string&
   VisionConfig v;
   v.hidden_size = f.integer("hidden_size");
   v.intermediate_size = f.integer("intermediate_size");
-  v.num_layers = f.integer("num_hidden_layers");
+  v.num_layers = f.integer("num_hidden_layers", 1, models::kMaxLayers);
   v.num_heads = f.integer("num_attention_heads");
   v.num_channels = f.integer("num_channels");
   v.image_size = f.integer("image_size");
