@@ -33,13 +33,8 @@ std::optional<test::GemmaRun> run_with_tmpfs(const fs::path& dir, const std::str
   fs::create_directories(dir);
   const std::string script = "mount -t tmpfs -o " + options + " tmpfs " + quoted(dir) + " || exit 99; " +
                              GE_GEMMA_BIN + " " + args + " 2>&1 </dev/null; echo exit=\\$?; ls -A " + quoted(dir);
-  const std::string cmd = "unshare --user --map-root-user --mount sh -c \"" + script + "\" 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  test::GemmaRun r{-1, ""};
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
-  const int status = pclose(p);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return std::nullopt;  // unshare or mount refused
+  test::GemmaRun r = test::run_shell("unshare --user --map-root-user --mount sh -c \"" + script + "\" 2>&1");
+  if (r.exit_code != 0) return std::nullopt;  // unshare or mount refused
   const size_t at = r.output.rfind("exit=");
   if (at == std::string::npos) return std::nullopt;
   r.exit_code = std::stoi(r.output.substr(at + 5));
@@ -117,23 +112,15 @@ TEST(NonFiniteWeights, ConvertAndQuantizeNameTheTensorAndRunNamesTheLogits) {
   for (const uint16_t bits : {uint16_t{0x7fc0}, uint16_t{0xff80}}) {  // bf16 NaN, -Inf
     test::ScratchDir dir;
     poison(dir.path(), tensor, bits);
-    const fs::path out = dir.path() / "out.gguf";
-    const auto convert = test::run_gemma("convert " + quoted(dir.path()) + " -o " + quoted(out));
-    EXPECT_NE(convert.exit_code, 0);
-    EXPECT_NE(convert.output.find("tensor '" + tensor + "' holds a NaN or infinite value (element 5)"),
-              std::string::npos)
-        << convert.output;
-    EXPECT_FALSE(fs::exists(out));
-    EXPECT_FALSE(fs::exists(out.string() + ".tmp"));
-
-    const fs::path folder = dir.path() / "out-4bit";
-    const auto quantize = test::run_gemma("quantize " + quoted(dir.path()) + " -o " + quoted(folder));
-    EXPECT_NE(quantize.exit_code, 0);
-    EXPECT_NE(quantize.output.find("tensor '" + tensor + "' holds a NaN or infinite value (element 5)"),
-              std::string::npos)
-        << quantize.output;
-    EXPECT_FALSE(fs::exists(folder));
-    EXPECT_FALSE(fs::exists(folder.string() + ".tmp"));
+    for (const auto& [command, out] : {std::pair{"convert", dir.path() / "out.gguf"},
+                                       std::pair{"quantize", dir.path() / "out-4bit"}}) {
+      const auto r = test::run_gemma(std::string(command) + " " + quoted(dir.path()) + " -o " + quoted(out));
+      EXPECT_NE(r.exit_code, 0) << command;
+      EXPECT_NE(r.output.find("tensor '" + tensor + "' holds a NaN or infinite value (element 5)"), std::string::npos)
+          << r.output;
+      EXPECT_FALSE(fs::exists(out));
+      EXPECT_FALSE(fs::exists(out.string() + ".tmp"));
+    }
 
     const auto run = test::run_gemma("run -m " + quoted(dir.path()) + " --exact -p Hi -n 2");
     EXPECT_NE(run.exit_code, 0);

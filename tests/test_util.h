@@ -149,8 +149,8 @@ struct GemmaRun {
   std::string output;  // stdout and stderr together
 };
 
-inline GemmaRun run_gemma(const std::string& args, const std::string& stdin_file = "/dev/null") {
-  const std::string cmd = std::string(GE_GEMMA_BIN) + " " + args + " 2>&1 <" + stdin_file;
+// A shell command line run to its end: its stdout (and whatever it sends there) and exit code.
+inline GemmaRun run_shell(const std::string& cmd) {
   FILE* p = popen(cmd.c_str(), "r");
   GemmaRun r{-1, ""};
   char buf[4096];
@@ -158,6 +158,10 @@ inline GemmaRun run_gemma(const std::string& args, const std::string& stdin_file
   const int status = pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+inline GemmaRun run_gemma(const std::string& args, const std::string& stdin_file = "/dev/null") {
+  return run_shell(std::string(GE_GEMMA_BIN) + " " + args + " 2>&1 <" + stdin_file);
 }
 
 // The same numbers for a seed as every other test: n values drawn from N(0, sigma^2).

@@ -132,15 +132,6 @@ void write_chunk(const PlannedTensor& t, DType in, const std::byte* src, size_t 
   write_floats(t, b.floats, out, b);
 }
 
-// A NaN or an infinity in a checkpoint is damage (no published Gemma has one): quantizing it would poison its
-// whole block, and the model's every logit would be NaN. The conversion stops and names it.
-void require_finite(const SourceTensors& sources, const Tensor& part, DType t, const void* values, size_t count,
-                    size_t first_element) {
-  if (const auto at = first_non_finite(t, static_cast<const std::byte*>(values), count))
-    fail(sources.describe() + ": tensor '" + part.name + "' holds a NaN or infinite value (element " +
-         std::to_string(first_element + *at) + "): the checkpoint is damaged");
-}
-
 // Rows [0, rows) of an MLX-quantized matrix, dequantized about kChunkElems values at a time (whole rows,
 // so a block type's chunks are whole blocks).
 void write_quantized_rows(const PlannedTensor& t, const SourceTensors& sources, const Tensor& part,
@@ -150,7 +141,8 @@ void write_quantized_rows(const PlannedTensor& t, const SourceTensors& sources, 
     const int64_t n = std::min(chunk_rows, rows - begin);
     b.floats.resize(static_cast<size_t>(n * m.cols));
     for (int64_t r = 0; r < n; ++r) kernels::dequantize_row(m, begin + r, b.floats.data() + r * m.cols);
-    require_finite(sources, part, DType::F32, b.floats.data(), b.floats.size(), static_cast<size_t>(begin * m.cols));
+    require_finite(sources.describe(), part.name, DType::F32, reinterpret_cast<const std::byte*>(b.floats.data()),
+                   b.floats.size(), static_cast<size_t>(begin * m.cols));
     write_floats(t, b.floats, out, b);
   }
 }
@@ -251,7 +243,7 @@ void write_planned_tensor(const PlannedTensor& t, const SourceTensors& sources, 
     for (size_t begin = 0; begin < n; begin += kChunkElems) {
       const size_t count = std::min(kChunkElems, n - begin);
       const std::byte* src = part->data + begin * in_size;
-      require_finite(sources, *part, in, src, count, begin);
+      require_finite(sources.describe(), part->name, in, src, count, begin);
       write_chunk(t, in, src, count, out, buffers);
       formats::release_pages(src, count * in_size);
     }

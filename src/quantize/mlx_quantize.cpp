@@ -185,19 +185,16 @@ void write_bytes(std::ostream& out, const std::byte* data, size_t n) {
   out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(n));
 }
 
-// A NaN or an infinity in a checkpoint is damage (no published Gemma has one): quantizing it would poison its
-// group's scale. The bytes [begin, begin + n) of t are checked as they are read.
-void require_finite(const Tensor& t, size_t begin, size_t n) {
+// The bytes [begin, begin + n) of t, checked as they are read.
+void require_finite_bytes(const Tensor& t, size_t begin, size_t n) {
   const size_t value_bytes = static_cast<size_t>(dtype_info(t.dtype).block_bytes);
-  if (const auto at = first_non_finite(t.dtype, t.data + begin, n / value_bytes))
-    throw std::runtime_error("tensor '" + t.name + "' holds a NaN or infinite value (element " +
-                             std::to_string(begin / value_bytes + *at) + "): the checkpoint is damaged");
+  require_finite("", t.name, t.dtype, t.data + begin, n / value_bytes, begin / value_bytes);
 }
 
 void copy_tensor(const Tensor& t, std::ostream& out) {
   for (size_t begin = 0; begin < t.nbytes; begin += kChunkBytes) {
     const size_t n = std::min(kChunkBytes, t.nbytes - begin);
-    require_finite(t, begin, n);
+    require_finite_bytes(t, begin, n);
     write_bytes(out, t.data + begin, n);
     formats::release_pages(t.data + begin, n);
   }
@@ -221,7 +218,7 @@ class MatrixQuantizer {
     codes_.resize(static_cast<size_t>(std::min(batch, rows)) * m_.code_row);
     for (int64_t first = 0; first < rows; first += batch) {
       const int64_t n = std::min(batch, rows - first);
-      require_finite(t, static_cast<size_t>(first) * t.row_bytes(), static_cast<size_t>(n) * t.row_bytes());
+      require_finite_bytes(t, static_cast<size_t>(first) * t.row_bytes(), static_cast<size_t>(n) * t.row_bytes());
       const int64_t per_task = (n + pool_.size() - 1) / pool_.size();
       pool_.run(pool_.size(), [&](int64_t task) {
         const int64_t begin = first + std::min(n, task * per_task),

@@ -2,6 +2,8 @@
 
 #include <array>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 namespace ge {
 
@@ -121,6 +123,15 @@ std::optional<size_t> first_non_finite(DType t, const std::byte* data, size_t n)
     default:
       return std::nullopt;
   }
+}
+
+void require_finite(std::string_view origin, std::string_view tensor, DType t, const std::byte* data, size_t n,
+                    size_t first_element) {
+  const auto at = first_non_finite(t, data, n);
+  if (!at) return;
+  throw std::runtime_error((origin.empty() ? "" : std::string(origin) + ": ") + "tensor '" + std::string(tensor) +
+                           "' holds a NaN or infinite value (element " + std::to_string(first_element + *at) +
+                           "): the checkpoint is damaged");
 }
 
 }  // namespace ge

@@ -48,5 +48,10 @@ uint16_t f32_to_f16(float f);
 // The index of the first NaN or infinity among the n values at `data`, of a float type (F32, F16, BF16);
 // nullopt when every value is finite, or for other types (whose values are not stored as floats).
 std::optional<size_t> first_non_finite(DType t, const std::byte* data, size_t n);
+// A NaN or an infinity in a checkpoint is damage (no published Gemma has one; quantizing it would poison its block
+// or group). Throws std::runtime_error "[ORIGIN: ]tensor 'NAME' holds a NaN or infinite value (element N): the
+// checkpoint is damaged" for the first among the n values at `data` (elements numbered from first_element).
+void require_finite(std::string_view origin, std::string_view tensor, DType t, const std::byte* data, size_t n,
+                    size_t first_element);
 
 }  // namespace ge
